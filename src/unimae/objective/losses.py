@@ -1,0 +1,93 @@
+"""The two UniMAE losses as pure functions of tensors.
+
+Both predict tokens through a vocabulary head. Logits over a large vocabulary at every position
+dominate memory, so the cross-entropy is computed on the target positions only and, optionally, in
+chunks that are recomputed in the backward pass (activation checkpointing), never materialising the
+full ``(T, V)`` logit matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+IGNORE = -100
+
+
+@dataclass
+class TokenLoss:
+    """Summed token cross-entropy and counts; ``sum / count`` is the mean loss."""
+
+    sum: torch.Tensor  # scalar, differentiable
+    count: torch.Tensor  # scalar long, number of target tokens
+    correct: torch.Tensor  # scalar long, argmax predictions equal to the target
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.sum / self.count.clamp(min=1)
+
+
+def _ce_chunk(hidden: torch.Tensor, targets: torch.Tensor, head: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = head(hidden).float()  # (t, V)
+    loss = F.cross_entropy(logits, targets, reduction="sum")
+    correct = (logits.argmax(-1) == targets).sum()
+    return loss, correct
+
+
+def token_cross_entropy(
+    hidden: torch.Tensor, targets: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], chunk_size: int = 0
+) -> TokenLoss:
+    """Cross-entropy of ``head(hidden)`` against ``targets`` at the positions where targets != -100.
+
+    hidden: ``(..., d)``; targets: ``(...)`` long with -100 to ignore; head maps ``(t, d) -> (t, V)``.
+    chunk_size > 0 computes the logits ``chunk_size`` tokens at a time and recomputes them in backward.
+    """
+    keep = targets != IGNORE
+    h = hidden[keep]  # (T, d): only target positions ever reach the head
+    t = targets[keep]  # (T,)
+    count = keep.sum()
+    if h.shape[0] == 0:
+        zero = hidden.sum() * 0.0
+        return TokenLoss(zero, count, count * 0)
+    if chunk_size <= 0 or h.shape[0] <= chunk_size:
+        loss, correct = _ce_chunk(h, t, head)
+        return TokenLoss(loss, count, correct)
+    total, correct = hidden.new_zeros((), dtype=torch.float32), count * 0
+    for start in range(0, h.shape[0], chunk_size):
+        hc, tc = h[start : start + chunk_size], t[start : start + chunk_size]
+        loss_c, correct_c = checkpoint(_ce_chunk, hc, tc, head, use_reentrant=False)
+        total = total + loss_c
+        correct = correct + correct_c
+    return TokenLoss(total, count, correct)
+
+
+def mar_targets(input_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """Next-token targets of masked autoregression: position t predicts the CLEAN token at t + 1.
+
+    input_ids: ``(B, L)`` clean ids; target_mask: ``(B, L)`` bool, True where the token is a target
+    (real text tokens and, if configured, the appended EOS). Returns ``(B, L)`` with -100 elsewhere
+    and at the last position.
+    """
+    targets = input_ids.masked_fill(~target_mask, IGNORE)
+    return torch.cat([targets[:, 1:], targets.new_full((targets.shape[0], 1), IGNORE)], dim=1)
+
+
+def mar_loss(hidden: torch.Tensor, input_ids: torch.Tensor, target_mask: torch.Tensor, head: Callable, chunk_size: int = 0) -> TokenLoss:
+    """``L_MAR = sum_t CE(x_t | x~_<t)``: the LLM's states on the masked input predict the clean next token.
+
+    hidden: ``(B, L, d)`` last-layer states of the LLM on the masked input.
+    """
+    return token_cross_entropy(hidden, mar_targets(input_ids, target_mask), head, chunk_size)
+
+
+def mrc_loss(decoded: torch.Tensor, dec_targets: torch.Tensor, head: Callable, chunk_size: int = 0) -> TokenLoss:
+    """``L_MRC = sum_t CE(x_t | A)``: row i of the tiny decoder's output reconstructs token x_i.
+
+    decoded: ``(B, N+1, d)`` tiny-decoder outputs; dec_targets: ``(B, N+1)`` with -100 at row 0
+    (the ``h_eos`` slot) and at positions that are not text tokens.
+    """
+    return token_cross_entropy(decoded, dec_targets, head, chunk_size)

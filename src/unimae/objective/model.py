@@ -1,0 +1,171 @@
+"""UniMAE: a causal LLM trained as a masked auto-encoder, read top to bottom like the paper.
+
+    mask -> LLM (causal, unchanged) -> L_MAR and h_eos -> tiny decoder -> L_MRC
+    L = alpha * L_MAR + mrc_weight * L_MRC
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from unimae.objective.decoder import TinyDecoder
+from unimae.objective.losses import IGNORE, TokenLoss, mar_loss, mrc_loss
+from unimae.objective.masking import example_keys, mar_mask, mrc_visibility
+from unimae.tokens import position_ids
+
+
+def unwrap_causal_lm(llm: nn.Module) -> nn.Module:
+    """The Hugging Face ``*ForCausalLM`` inside a peft wrapper (or the model itself)."""
+    return llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+
+
+@dataclass
+class UniMAEOutput:
+    loss: torch.Tensor  # scalar, alpha * L_MAR + mrc_weight * L_MRC (token means)
+    mar: TokenLoss | None
+    mrc: TokenLoss | None
+    h_eos: torch.Tensor  # (B, d)
+
+
+@dataclass
+class UniMAEBatch:
+    """A training batch (right padded).
+
+    input_ids:     ``(B, L)`` clean ids ``[BOS]? x_1..x_N EOS pad..``
+    attention_mask:``(B, L)`` 1 for real tokens (text, BOS and EOS)
+    content_mask:  ``(B, L)`` bool, True for text tokens x_1..x_N only
+    eos_index:     ``(B,)`` position of the appended EOS
+    example_ids:   ``(B,)`` dataset index of each example (keys the random masks)
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    content_mask: torch.Tensor
+    eos_index: torch.Tensor
+    example_ids: torch.Tensor
+
+    def to(self, device) -> UniMAEBatch:
+        return UniMAEBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.content_mask, self.eos_index, self.example_ids)))
+
+    def slice(self, start: int, stop: int) -> UniMAEBatch:
+        return UniMAEBatch(*(t[start:stop] for t in (self.input_ids, self.attention_mask, self.content_mask, self.eos_index, self.example_ids)))
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def mar_target_mask(batch: UniMAEBatch, predict_eos: bool) -> torch.Tensor:
+    """``(B, L)`` bool: tokens that MAR must predict (the text, plus the appended EOS if predict_eos)."""
+    target_mask = batch.content_mask.clone()
+    if predict_eos:
+        target_mask[torch.arange(len(batch), device=target_mask.device), batch.eos_index] = True
+    return target_mask
+
+
+def target_counts(batch: UniMAEBatch, predict_eos: bool) -> tuple[int, int]:
+    """Numbers of MAR and MRC target tokens in a batch (for normalising losses over a global batch)."""
+    n_mar = int(mar_target_mask(batch, predict_eos)[:, 1:].sum())  # position 0 is never predicted
+    n_mrc = int(batch.content_mask.sum())
+    return n_mar, n_mrc
+
+
+class UniMAE(nn.Module):
+    """The LLM plus the training-only tiny decoder.
+
+    Args:
+        llm: a Hugging Face causal LM (optionally wrapped by peft).
+        mask_token_id: id that replaces masked MAR inputs.
+        mar_mask_ratio, mrc_mask_ratio, alpha, mrc_weight, mar_predict_eos: see TrainConfig.
+        max_length: longest training sequence (sizes the decoder's position table).
+    """
+
+    def __init__(
+        self,
+        llm: nn.Module,
+        mask_token_id: int,
+        *,
+        mar_mask_ratio: float = 0.5,
+        mrc_mask_ratio: float = 0.5,
+        alpha: float = 1.0,
+        mrc_weight: float = 1.0,
+        mar_predict_eos: bool = True,
+        max_length: int = 512,
+        decoder_heads: int | None = None,
+        decoder_mlp_ratio: float = 4.0,
+        decoder_share_embeddings: bool = True,
+        loss_chunk_size: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.llm = llm
+        self.mask_token_id = mask_token_id
+        self.mar_mask_ratio, self.mrc_mask_ratio = mar_mask_ratio, mrc_mask_ratio
+        self.alpha, self.mrc_weight = alpha, mrc_weight
+        self.mar_predict_eos = mar_predict_eos
+        self.loss_chunk_size = loss_chunk_size
+        self.seed = seed
+        hf = unwrap_causal_lm(llm)
+        cfg = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
+        d = cfg.hidden_size
+        heads = decoder_heads or getattr(cfg, "num_attention_heads", 1)
+        self.decoder = TinyDecoder(d, heads, max_positions=max_length + 1, mlp_ratio=decoder_mlp_ratio)
+        if decoder_share_embeddings:
+            self.dec_embed, self.dec_head = None, None
+        else:  # the decoder's own copies, initialised from the LLM's
+            self.dec_embed = copy.deepcopy(hf.get_input_embeddings())
+            self.dec_head = copy.deepcopy(hf.get_output_embeddings())
+
+    # --- the pieces -------------------------------------------------------------------------------
+
+    @property
+    def hf(self) -> nn.Module:
+        return unwrap_causal_lm(self.llm)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """LLM vocabulary head: ``(T, d) -> (T, V)``."""
+        return self.hf.get_output_embeddings()(h)
+
+    def forward_llm(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Last-layer hidden states ``(B, L, d)`` of the causal LLM (final norm applied)."""
+        out = self.hf.base_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask), use_cache=False
+        )
+        return out.last_hidden_state
+
+    def forward_decoder(self, h_eos: torch.Tensor, batch: UniMAEBatch, keys: torch.Tensor) -> TokenLoss:
+        """Masked reconstruction of the clean text from ``h_eos`` (B, d) through the tiny decoder."""
+        embed = self.dec_embed if self.dec_embed is not None else self.hf.get_input_embeddings()
+        head = self.dec_head if self.dec_head is not None else self.hf.get_output_embeddings()
+        token_emb = embed(batch.input_ids)  # (B, L, d) e(x) of the CLEAN tokens
+        h1, h2 = self.decoder.streams(h_eos, token_emb)  # (B, L+1, d) each; slot 0 is h_eos
+        slot0 = batch.content_mask.new_ones((len(batch), 1))
+        key_valid = torch.cat([slot0, batch.content_mask], dim=1)  # (B, L+1)
+        visible = mrc_visibility(keys, key_valid, self.mrc_mask_ratio)  # (B, L+1, L+1)
+        decoded = self.decoder(h1, h2, visible)  # (B, L+1, d)
+        targets = batch.input_ids.masked_fill(~batch.content_mask, IGNORE)  # row i predicts x_i
+        targets = torch.cat([targets.new_full((len(batch), 1), IGNORE), targets], dim=1)  # (B, L+1)
+        return mrc_loss(decoded, targets, head, self.loss_chunk_size)
+
+    # --- the method ---------------------------------------------------------------------------------
+
+    def forward(self, batch: UniMAEBatch, step: int) -> UniMAEOutput:
+        keys = example_keys(self.seed, step, batch.example_ids)  # (B,)
+        masked = mar_mask(keys, batch.content_mask, self.mar_mask_ratio)  # (B, L) 1 = replace
+        x_tilde = batch.input_ids.masked_fill(masked, self.mask_token_id)
+        hidden = self.forward_llm(x_tilde, batch.attention_mask)  # (B, L, d)
+        h_eos = hidden[torch.arange(len(batch), device=hidden.device), batch.eos_index]  # (B, d)
+
+        loss = hidden.new_zeros((), dtype=torch.float32)
+        mar = mrc = None
+        if self.alpha > 0:
+            target_mask = mar_target_mask(batch, self.mar_predict_eos)
+            mar = mar_loss(hidden, batch.input_ids, target_mask, self.head, self.loss_chunk_size)
+            loss = loss + self.alpha * mar.mean
+        if self.mrc_weight > 0:
+            mrc = self.forward_decoder(h_eos, batch, keys)
+            loss = loss + self.mrc_weight * mrc.mean
+        return UniMAEOutput(loss, mar, mrc, h_eos)

@@ -1,0 +1,59 @@
+"""Training data: tokenized texts, a deterministic step -> batch order, and the collator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from unimae.objective.model import UniMAEBatch
+from unimae.tokens import bos_id_if_added, build_input_ids, pad_batch
+
+
+def tokenize_corpus(texts: Sequence[str], tokenizer, max_length: int, eos_id: int) -> list[list[int]]:
+    """Each text as ``[BOS]? x_1..x_n EOS`` (truncated to max_length). Texts with no tokens are dropped."""
+    bos = bos_id_if_added(tokenizer)
+    out = []
+    for start in range(0, len(texts), 1024):
+        chunk = list(texts[start : start + 1024])
+        for ids in tokenizer(chunk, add_special_tokens=False).input_ids:
+            if ids:
+                out.append(build_input_ids(ids, max_length, eos_id, bos))
+    if not out:
+        raise ValueError("no training text left after tokenization (all texts were empty)")
+    return out
+
+
+def batch_indices(n_examples: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """Example indices of the global batch of optimizer step ``step`` (0-based).
+
+    The corpus is walked in epochs, each a fresh permutation seeded by (seed, epoch); a batch may
+    straddle two epochs. A pure function of its arguments, so a resumed run sees the same data.
+    """
+    start = step * batch_size
+    out: list[int] = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), n_examples)
+        perm = torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        take = min(batch_size - len(out), n_examples - offset)
+        out.extend(perm[offset : offset + take].tolist())
+    return out
+
+
+def collate(examples: Sequence[Sequence[int]], example_ids: Sequence[int], pad_id: int, has_bos: bool) -> UniMAEBatch:
+    """Right-padded UniMAEBatch from ``[BOS]? x.. EOS`` id lists."""
+    input_ids, attention_mask = pad_batch(examples, pad_id, side="right")
+    lengths = attention_mask.sum(-1)  # (B,)
+    eos_index = lengths - 1
+    pos = torch.arange(input_ids.shape[1])[None, :]
+    content = (pos < eos_index[:, None]) & (pos >= int(has_bos))  # text tokens only
+    return UniMAEBatch(input_ids, attention_mask, content, eos_index, torch.tensor(list(example_ids), dtype=torch.long))
+
+
+def step_batches(
+    corpus: list[list[int]], batch_size: int, seed: int, start_step: int, steps: int, pad_id: int, has_bos: bool
+) -> Iterator[tuple[int, UniMAEBatch]]:
+    """``(step, global batch)`` for steps ``start_step .. steps-1``."""
+    for step in range(start_step, steps):
+        idx = batch_indices(len(corpus), batch_size, seed, step)
+        yield step, collate([corpus[i] for i in idx], idx, pad_id, has_bos)
