@@ -116,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("model", nargs="?", default="runs/default/model", help="model (default: runs/default/model)")
     d.add_argument("--pooling", choices=["eos", "mean", "last", "echo", "prompteol"])
     d.set_defaults(func=_cmd_demo)
+
+    # subcommands of the evaluation and serving parts live next to them
+    from unimae.evaluation.commands import register as register_evaluation
+    from unimae.serving.commands import register as register_serving
+
+    register_evaluation(sub)
+    register_serving(sub)
     return p
 
 

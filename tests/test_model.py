@@ -1,0 +1,60 @@
+import torch
+
+from unimae.encoding.loading import load_causal_lm
+from unimae.objective.model import UniMAE
+from unimae.tokens import bos_id_if_added, eos_token_id, mask_token_id
+from unimae.training.data import collate, tokenize_corpus
+
+from conftest import random_sentences
+
+
+def _setup(path, **kw):
+    llm, tok = load_causal_lm(str(path))
+    eos = eos_token_id(tok)
+    corpus = tokenize_corpus(random_sentences(8, seed=1), tok, 24, eos)
+    batch = collate(corpus, list(range(len(corpus))), tok.pad_token_id, bos_id_if_added(tok) is not None)
+    torch.manual_seed(0)
+    return UniMAE(llm, mask_token_id(tok), max_length=24, **kw), batch, tok
+
+
+def test_h_eos_is_the_state_at_the_appended_eos(tiny_model):
+    model, batch, tok = _setup(tiny_model)
+    eos = eos_token_id(tok)
+    assert (batch.input_ids[torch.arange(len(batch)), batch.eos_index] == eos).all()
+    model.eval()
+    out = model(batch, step=0)
+    assert out.h_eos.shape == (len(batch), model.hf.config.hidden_size)
+    assert torch.isfinite(out.loss)
+    assert out.mar.count > 0 and out.mrc.count == batch.content_mask.sum()
+
+
+def test_overfit_one_batch_drives_both_losses_down(tiny_model):
+    model, batch, _ = _setup(tiny_model)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(40):
+        out = model(batch, step=0)  # same masks every time: a fixed batch to memorise
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        if first is None:
+            first = (out.mar.mean.item(), out.mrc.mean.item())
+    last = (out.mar.mean.item(), out.mrc.mean.item())
+    assert last[0] < 0.5 * first[0], (first, last)
+    assert last[1] < 0.5 * first[1], (first, last)
+
+
+def test_weights_switch_off_terms(tiny_llama):
+    model, batch, _ = _setup(tiny_llama, mrc_weight=0.0)
+    out = model(batch, step=0)
+    assert out.mrc is None and out.mar is not None
+    model, batch, _ = _setup(tiny_llama, alpha=0.0)
+    out = model(batch, step=0)
+    assert out.mar is None and out.mrc is not None
+
+
+def test_own_decoder_embeddings(tiny_llama):
+    model, batch, _ = _setup(tiny_llama, decoder_share_embeddings=False)
+    out = model(batch, step=0)
+    out.loss.backward()
+    assert model.dec_head.weight.grad is not None
