@@ -1,7 +1,7 @@
 """Spearman correlation on the Lee et al. (2005) STS pairs, for several models and poolings.
 
-    python benchmarks/lee_sts.py                                  # base model: mean, last, eos, echo, prompteol
-    python benchmarks/lee_sts.py --models smollm2-135m runs/default/model --poolings mean last eos
+python benchmarks/lee_sts.py                                  # base model: mean, last, eos, echo, prompteol
+python benchmarks/lee_sts.py --models smollm2-135m runs/default/model --poolings mean last eos
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main() -> None:
         enc = Encoder.from_pretrained(model, max_length=args.max_length)
         for pooling in args.poolings:
             enc.pooling = pooling
-            rho = evaluate_lee(lambda texts: enc.encode(texts, batch_size=8))
+            rho = evaluate_lee(lambda texts, enc=enc: enc.encode(texts, batch_size=8))
             rows.append({"model": model, "pooling": pooling, "spearman": rho})
             print(f"{model:40s} {pooling:10s} Spearman {rho:.4f}", flush=True)
     if args.json:

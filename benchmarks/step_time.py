@@ -32,10 +32,19 @@ def llama_1b_shaped(tokenizer):
     """A randomly initialised model of Llama-3.2-1B's shape (no weights need to travel)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                      num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
-                      rope_theta=500000.0, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                      eos_token_id=tokenizer.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=128256,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=131072,
+        rope_theta=500000.0,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     return LlamaForCausalLM(cfg)
 
 
@@ -52,6 +61,12 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--max-length", type=int, default=TrainConfig.max_length)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument(
+        "--head-precision",
+        choices=["fp32", "bf16"],
+        default=TrainConfig.head_precision,
+        help="precision of the vocabulary-head matmuls (default: TrainConfig's)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=8, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
@@ -68,7 +83,9 @@ def main() -> None:
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     llm.to(device=device, dtype=dtype)
     cfg = TrainConfig(batch_size=args.batch_size, max_length=args.max_length)
-    model = UniMAE(llm, mask_token_id(tok), max_length=args.max_length, seed=0).to(device=device, dtype=dtype)
+    model = UniMAE(
+        llm, mask_token_id(tok), max_length=args.max_length, seed=0, head_bf16=args.head_precision == "bf16"
+    ).to(device=device, dtype=dtype)
     optimizer = make_optimizer(model, cfg)
     eos = eos_token_id(tok)
     corpus = tokenize_corpus(load_texts("wiki"), tok, args.max_length, eos)
@@ -83,7 +100,9 @@ def main() -> None:
         model.mrc_weight = 0.0 if variant == "MAR only" else 1.0
         step = i // 2  # both variants see the same batch
         idx = batch_indices(len(corpus), args.batch_size, 0, step)
-        batch = collate([corpus[j] for j in idx], idx, tok.pad_token_id, bos_id_if_added(tok) is not None).to(device)
+        batch = collate([corpus[j] for j in idx], idx, tok.pad_token_id, bos_id_if_added(tok) is not None).to(
+            device
+        )
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
@@ -97,8 +116,11 @@ def main() -> None:
             times[variant].append(time.perf_counter() - t)
             tokens[variant].append(int(batch.attention_mask.sum()))
 
-    print(f"model {args.shape or args.model} ({n_params / 1e6:.0f}M params), {args.precision}, device {device}, "
-          f"batch {args.batch_size} x max {args.max_length} tokens, {torch.get_num_threads()} threads, {args.steps} timed steps each")
+    print(
+        f"model {args.shape or args.model} ({n_params / 1e6:.0f}M params), {args.precision}, "
+        f"head {args.head_precision}, device {device}, "
+        f"batch {args.batch_size} x max {args.max_length} tokens, {torch.get_num_threads()} threads, {args.steps} timed steps each"
+    )
     med = {k: statistics.median(v) for k, v in times.items()}
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), None)
@@ -109,7 +131,9 @@ def main() -> None:
             line += f"   MFU {6 * n_params * tps / peak:6.1%} (6 N tokens/s over peak bf16)"
         print(line)
     print(f"ratio (MAR + MRC) / (MAR only): {med['MAR + MRC'] / med['MAR only']:.3f}x")
-    print(f"peak memory: {peak_memory_mb(device):.0f} MiB ({'GPU allocated' if device.type == 'cuda' else 'process RSS'})")
+    print(
+        f"peak memory: {peak_memory_mb(device):.0f} MiB ({'GPU allocated' if device.type == 'cuda' else 'process RSS'})"
+    )
 
 
 if __name__ == "__main__":

@@ -22,21 +22,38 @@ def _word_tokenizer(specials: list[str], bos: str | None, eos: str, unk: str, pa
 
     vocab = {tok: i for i, tok in enumerate(specials + sorted(set(WORDS)) + [".", ",", "?", "!"])}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
-    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
     if add_bos:
-        tk.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, vocab[bos])])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=bos, eos_token=eos, unk_token=unk, pad_token=pad)
+        tk.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, vocab[bos])]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token=bos, eos_token=eos, unk_token=unk, pad_token=pad
+    )
 
 
 def make_tiny_llama(path: Path) -> Path:
     """A 2-layer Llama with a word-level tokenizer that adds BOS (like Llama 2/3)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = _word_tokenizer(["<unk>", "<s>", "</s>", "<|reserved_special_token_0|>"], "<s>", "</s>", "<unk>", None, add_bos=True)
+    tok = _word_tokenizer(
+        ["<unk>", "<s>", "</s>", "<|reserved_special_token_0|>"], "<s>", "</s>", "<unk>", None, add_bos=True
+    )
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True,
+    )
     LlamaForCausalLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
@@ -48,8 +65,15 @@ def make_tiny_gpt2(path: Path) -> Path:
 
     tok = _word_tokenizer(["<|endoftext|>", "<unk>"], None, "<|endoftext|>", "<unk>", None, add_bos=False)
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=128,
-                     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=128,
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     GPT2LMHeadModel(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path

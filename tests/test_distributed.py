@@ -16,10 +16,29 @@ def _free_port() -> int:
 
 
 def _run(nproc, model, data, out, env):
-    args = [f"model={model}", f"data={data}", f"output_dir={out}", "steps=3", "batch_size=8", "max_length=16",
-            "save_every=0", "lr=1e-3", "decoder_lr=1e-3", "warmup_steps=1"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={_free_port()}",
-           "-m", "unimae.cli", "train", *args]
+    args = [
+        f"model={model}",
+        f"data={data}",
+        f"output_dir={out}",
+        "steps=3",
+        "batch_size=8",
+        "max_length=16",
+        "save_every=0",
+        "lr=1e-3",
+        "decoder_lr=1e-3",
+        "warmup_steps=1",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        f"--master_port={_free_port()}",
+        "-m",
+        "unimae.cli",
+        "train",
+        *args,
+    ]
     subprocess.run(cmd, check=True, env=env, timeout=300, capture_output=True)
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 

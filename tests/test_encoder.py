@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
+from conftest import random_sentences
 
 from unimae import Encoder
 from unimae.encoding.pooling import POOLINGS, layout
 from unimae.tokens import TextTooLongError
-
-from conftest import random_sentences
 
 TEXTS = random_sentences(9, seed=3, lo=1, hi=30)
 

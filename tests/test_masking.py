@@ -16,7 +16,11 @@ def test_hash_uniform_is_uniform_and_deterministic():
     assert 0.0 <= u.min() and u.max() < 1.0
     assert abs(u.mean().item() - 0.5) < 0.01
     assert torch.equal(u, hash_uniform(torch.arange(100_000)))
-    assert hash_uniform(torch.arange(10), torch.tensor(1)).ne(hash_uniform(torch.arange(10), torch.tensor(2))).all()
+    assert (
+        hash_uniform(torch.arange(10), torch.tensor(1))
+        .ne(hash_uniform(torch.arange(10), torch.tensor(2)))
+        .all()
+    )
 
 
 def test_mar_mask_exact_ratio_and_only_text_tokens():

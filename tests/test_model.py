@@ -1,11 +1,11 @@
+import numpy as np
 import torch
+from conftest import random_sentences
 
 from unimae.encoding.loading import load_causal_lm
 from unimae.objective.model import UniMAE
 from unimae.tokens import bos_id_if_added, eos_token_id, mask_token_id
 from unimae.training.data import collate, tokenize_corpus
-
-from conftest import random_sentences
 
 
 def _setup(path, **kw):
@@ -58,3 +58,43 @@ def test_own_decoder_embeddings(tiny_llama):
     out = model(batch, step=0)
     out.loss.backward()
     assert model.dec_head.weight.grad is not None
+
+
+def test_mntp_attention_is_bidirectional(tiny_model):
+    """A change to a later token changes an earlier position's state, only with MNTP's attention."""
+    from unimae import Encoder
+    from unimae.objective.mntp import bidirectional_mask
+
+    llm, tok = load_causal_lm(str(tiny_model))
+    llm.eval()
+    ids = torch.tensor([tok("the cat runs to the river", add_special_tokens=False).input_ids])
+    changed = ids.clone()
+    changed[0, -1] = tok.convert_tokens_to_ids("king")
+    mask = torch.ones_like(ids)
+
+    def states(x, attn):
+        return llm.base_model(input_ids=x, attention_mask=attn, use_cache=False).last_hidden_state[0, 0]
+
+    causal = (states(ids, mask), states(changed, mask))
+    assert torch.allclose(*causal, atol=1e-6)  # causal: position 0 cannot see the last token
+    bi = bidirectional_mask(mask, torch.float32)
+    bidir = (states(ids, bi), states(changed, bi))
+    assert not torch.allclose(*bidir, atol=1e-4)  # bidirectional: it can
+
+    enc = Encoder(llm, tok, pooling="mean", attention="bidirectional")
+    texts = ["the cat runs to the river .", "a dog ."]
+    right = enc.encode(texts)
+    enc.padding_side = "left"
+    np.testing.assert_allclose(enc.encode(texts), right, atol=1e-5)
+
+
+def test_mntp_training_step(tiny_llama):
+    from unimae.objective.mntp import MNTP
+
+    llm, tok = load_causal_lm(str(tiny_llama))
+    corpus = tokenize_corpus(random_sentences(8, seed=1), tok, 24, eos_token_id(tok))
+    batch = collate(corpus, list(range(len(corpus))), tok.pad_token_id, True)
+    model = MNTP(llm, mask_token_id(tok), mask_ratio=0.2)
+    out = model(batch, step=0)
+    assert out.terms["mntp"].count == model.target_counts(batch, 0)["mntp"] > 0
+    out.loss.backward()

@@ -1,7 +1,15 @@
 import pytest
 from transformers import AutoTokenizer
 
-from unimae.tokens import TextTooLongError, bos_id_if_added, build_input_ids, eos_token_id, mask_token_id, pad_batch, position_ids
+from unimae.tokens import (
+    TextTooLongError,
+    bos_id_if_added,
+    build_input_ids,
+    eos_token_id,
+    mask_token_id,
+    pad_batch,
+    position_ids,
+)
 
 
 def test_mask_token_defaults(tiny_llama, tiny_gpt2):

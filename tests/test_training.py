@@ -14,8 +14,18 @@ from unimae.training.loop import NonFiniteLossError, export_run, train
 
 
 def _cfg(model, data, out, **kw):
-    base = dict(model=str(model), data=str(data), output_dir=str(out), steps=3, batch_size=4, max_length=16,
-                save_every=2, warmup_steps=1, lr=1e-3, decoder_lr=1e-3)
+    base = dict(
+        model=str(model),
+        data=str(data),
+        output_dir=str(out),
+        steps=3,
+        batch_size=4,
+        max_length=16,
+        save_every=2,
+        warmup_steps=1,
+        lr=1e-3,
+        decoder_lr=1e-3,
+    )
     base.update(kw)
     return load_config(None, base)
 
@@ -24,7 +34,7 @@ def _metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_three_steps_checkpoint_resume_export_encode(tiny_model, corpus_file, tmp_path):
+def test_three_steps_checkpoint_resume_export_encode(tiny_model, corpus_file, tmp_path, monkeypatch):
     # an uninterrupted 3-step run
     full = train(_cfg(tiny_model, corpus_file, tmp_path / "full"))
     assert checkpoint_step(find_checkpoint(full)) == 3
@@ -32,15 +42,29 @@ def test_three_steps_checkpoint_resume_export_encode(tiny_model, corpus_file, tm
     assert saved.steps == 3 and saved.model == str(tiny_model)
     m_full = _metrics(full)
     assert [m["step"] for m in m_full] == [1, 2, 3]
-    assert all(math.isfinite(m["mar_loss"]) and math.isfinite(m["mrc_loss"]) and 0 <= m["mrc_acc"] <= 1 for m in m_full)
+    assert all(
+        math.isfinite(m["mar_loss"]) and math.isfinite(m["mrc_loss"]) and 0 <= m["mrc_acc"] <= 1
+        for m in m_full
+    )
 
-    # a run "killed" after its step-2 checkpoint, then resumed to step 3
+    # the same run killed right after its step-2 checkpoint, then resumed
+    import unimae.training.loop as loop
+
+    real_save = loop.save_checkpoint
+
+    def save_then_die(accelerator, run_dir, step):
+        real_save(accelerator, run_dir, step)
+        raise KeyboardInterrupt
+
     part = tmp_path / "part"
-    train(_cfg(tiny_model, corpus_file, part, steps=2, export=False))
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny_model, corpus_file, part))
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     assert checkpoint_step(find_checkpoint(part)) == 2 and not (part / "model").exists()
     with pytest.raises(FileExistsError, match="--resume"):
-        train(_cfg(tiny_model, corpus_file, part, steps=3))
-    train(_cfg(tiny_model, corpus_file, part, steps=3), resume=True)
+        train(_cfg(tiny_model, corpus_file, part))
+    train(_cfg(tiny_model, corpus_file, part), resume=True)
     m_part = _metrics(part)
     assert [m["step"] for m in m_part] == [1, 2, 3]
     for a, b in zip(m_full, m_part):
@@ -50,7 +74,10 @@ def test_three_steps_checkpoint_resume_export_encode(tiny_model, corpus_file, tm
     # the exported folder is a plain causal LM that generates, plus how to embed
     model_dir = full / "model"
     info = json.loads((model_dir / "unimae.json").read_text())
-    assert info["pooling"] == "eos" and info["eos_token_id"] == AutoTokenizer.from_pretrained(model_dir).eos_token_id
+    assert (
+        info["pooling"] == "eos"
+        and info["eos_token_id"] == AutoTokenizer.from_pretrained(model_dir).eos_token_id
+    )
     lm = AutoModelForCausalLM.from_pretrained(model_dir)
     tok = AutoTokenizer.from_pretrained(model_dir)
     ids = tok("the cat", return_tensors="pt").input_ids
@@ -66,8 +93,18 @@ def test_three_steps_checkpoint_resume_export_encode(tiny_model, corpus_file, tm
 
 
 def test_lora_run_merges_on_export(tiny_llama, corpus_file, tmp_path):
-    run = train(_cfg(tiny_llama, corpus_file, tmp_path / "lora", lora=True, lora_r=4, lora_alpha=8, steps=2,
-                     gradient_checkpointing=True))
+    run = train(
+        _cfg(
+            tiny_llama,
+            corpus_file,
+            tmp_path / "lora",
+            lora=True,
+            lora_r=4,
+            lora_alpha=8,
+            steps=2,
+            gradient_checkpointing=True,
+        )
+    )
     sd = AutoModelForCausalLM.from_pretrained(run / "model").state_dict()
     assert not any("lora" in k for k in sd)
     base = AutoModelForCausalLM.from_pretrained(tiny_llama).state_dict()
@@ -102,7 +139,11 @@ def test_bad_inputs(tiny_llama, tmp_path):
         load_config(None, {"mar_mask_ratio": 1.5})
     with pytest.raises(ValueError, match="divisible"):
         load_config(None, {"batch_size": 6, "grad_accum_steps": 4})
-    assert parse_overrides(["steps=7", "lora=true", "mask_token=<x>"]) == {"steps": 7, "lora": True, "mask_token": "<x>"}
+    assert parse_overrides(["steps=7", "lora=true", "mask_token=<x>"]) == {
+        "steps": 7,
+        "lora": True,
+        "mask_token": "<x>",
+    }
 
 
 def test_grad_accumulation_matches_full_batch(tiny_llama, corpus_file, tmp_path):
@@ -111,3 +152,13 @@ def test_grad_accumulation_matches_full_batch(tiny_llama, corpus_file, tmp_path)
     for a, b in zip(_metrics(one), _metrics(acc)):
         assert a["mar_loss"] == pytest.approx(b["mar_loss"], rel=1e-4)
         assert a["mrc_loss"] == pytest.approx(b["mrc_loss"], rel=1e-4)
+
+
+def test_mntp_objective_trains_and_exports_bidirectional_mean(tiny_llama, corpus_file, tmp_path):
+    run = train(_cfg(tiny_llama, corpus_file, tmp_path / "mntp", objective="mntp", steps=2))
+    m = _metrics(run)
+    assert "mntp_loss" in m[0] and "mar_loss" not in m[0] and math.isfinite(m[-1]["mntp_loss"])
+    info = json.loads((run / "model" / "unimae.json").read_text())
+    assert info["pooling"] == "mean" and info["attention"] == "bidirectional"
+    enc = Encoder.from_pretrained(str(run))
+    assert enc.attention == "bidirectional" and enc.pooling == "mean"

@@ -4,7 +4,15 @@ from unimae.encoding.encoder import Encoder
 from unimae.encoding.loading import DEFAULT_MODEL, ModelLoadError, load_causal_lm
 from unimae.training.config import TrainConfig, load_config
 
-__all__ = ["Encoder", "DEFAULT_MODEL", "ModelLoadError", "load_causal_lm", "TrainConfig", "load_config", "train"]
+__all__ = [
+    "Encoder",
+    "DEFAULT_MODEL",
+    "ModelLoadError",
+    "load_causal_lm",
+    "TrainConfig",
+    "load_config",
+    "train",
+]
 __version__ = "0.1.0"
 
 

@@ -53,9 +53,16 @@ def _cmd_encode(args) -> int:
     from unimae.encoding.encoder import Encoder
 
     texts = _read_texts(args)
-    enc = Encoder.from_pretrained(args.model, pooling=args.pooling, device=args.device, max_length=args.max_length)
-    vecs = enc.encode(texts, batch_size=args.batch_size, normalize=not args.no_normalize, show_progress_bar=True,
-                      truncate=not args.no_truncate)
+    enc = Encoder.from_pretrained(
+        args.model, pooling=args.pooling, device=args.device, max_length=args.max_length
+    )
+    vecs = enc.encode(
+        texts,
+        batch_size=args.batch_size,
+        normalize=not args.no_normalize,
+        show_progress_bar=True,
+        truncate=not args.no_truncate,
+    )
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, vecs)
@@ -64,10 +71,15 @@ def _cmd_encode(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from unimae.training.loop import export_run
+    from unimae.encoding.st_export import export_model
 
-    out = export_run(args.run_dir, args.output)
-    print(f"exported {args.run_dir} to {out} (loads with AutoModelForCausalLM.from_pretrained)")
+    out = export_model(args.run_dir, args.output, format=args.format)
+    loader = (
+        "SentenceTransformer"
+        if args.format == "sentence-transformers"
+        else "AutoModelForCausalLM.from_pretrained"
+    )
+    print(f"exported {args.run_dir} to {out} ({args.format}; loads with {loader})")
     return 0
 
 
@@ -79,17 +91,29 @@ def _cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="unimae", description="UniMAE: one decoder-only LLM that embeds and generates.")
+    p = argparse.ArgumentParser(
+        prog="unimae", description="UniMAE: one decoder-only LLM that embeds and generates."
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train UniMAE (MAR + MRC) on a causal LM", epilog=EPILOG_TRAIN,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t = sub.add_parser(
+        "train",
+        help="train UniMAE (MAR + MRC) on a causal LM",
+        epilog=EPILOG_TRAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     t.add_argument("--config", help="YAML file of TrainConfig fields (e.g. configs/default.yaml)")
     t.add_argument("--output-dir", help="run folder (same as output_dir=...)")
-    t.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
-    t.add_argument("--demo", action="store_true", help="after training, encode a few sentences and generate a reply")
-    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, values parsed as YAML")
+    t.add_argument(
+        "--resume", action="store_true", help="continue the run in output_dir from its last checkpoint"
+    )
+    t.add_argument(
+        "--demo", action="store_true", help="after training, encode a few sentences and generate a reply"
+    )
+    t.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, values parsed as YAML"
+    )
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("encode", help="embed texts into a .npy file")
@@ -97,23 +121,52 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("texts", nargs="*", help="texts to embed (or use --input)")
     e.add_argument("-i", "--input", help=".txt (one text per line) or .jsonl file")
     e.add_argument("--text-field", default="text", help="field of .jsonl records holding the text")
-    e.add_argument("-o", "--output", default="embeddings.npy", help="output .npy file (default: embeddings.npy)")
-    e.add_argument("--pooling", choices=["eos", "mean", "last", "echo", "prompteol"],
-                   help="default: what the model's unimae.json says, else eos")
+    e.add_argument(
+        "-o", "--output", default="embeddings.npy", help="output .npy file (default: embeddings.npy)"
+    )
+    e.add_argument(
+        "--pooling",
+        choices=["eos", "mean", "last", "echo", "prompteol"],
+        help="default: what the model's unimae.json says, else eos",
+    )
     e.add_argument("--batch-size", type=int, default=32)
-    e.add_argument("--max-length", type=int, help="tokens per text incl. EOS (default 512 or the model's context)")
+    e.add_argument(
+        "--max-length", type=int, help="tokens per text incl. EOS (default 512 or the model's context)"
+    )
     e.add_argument("--no-normalize", action="store_true", help="do not L2-normalize the vectors")
-    e.add_argument("--no-truncate", action="store_true", help="fail on texts longer than max-length instead of truncating")
+    e.add_argument(
+        "--no-truncate",
+        action="store_true",
+        help="fail on texts longer than max-length instead of truncating",
+    )
     e.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     e.set_defaults(func=_cmd_encode)
 
-    x = sub.add_parser("export", help="export a run's last checkpoint as a plain causal-LM folder")
-    x.add_argument("run_dir", help="run folder holding checkpoint/ and config.yaml")
-    x.add_argument("-o", "--output", help="output folder (default: RUN_DIR/model)")
+    x = sub.add_parser(
+        "export",
+        help="export a run's last checkpoint (or any model) as a causal-LM or sentence-transformers folder",
+    )
+    x.add_argument(
+        "run_dir",
+        metavar="RUN_OR_MODEL",
+        help="run folder holding checkpoint/ and config.yaml, or any model (folder, .gguf, 'smollm2-135m')",
+    )
+    x.add_argument(
+        "-o", "--output", help="output folder (default for a run's causal-lm export: RUN_DIR/model)"
+    )
+    x.add_argument(
+        "--format",
+        choices=["causal-lm", "sentence-transformers"],
+        default="causal-lm",
+        help="causal-lm: plain AutoModelForCausalLM folder + unimae.json (default); "
+        "sentence-transformers: SentenceTransformer(folder) gives the EOS embeddings",
+    )
     x.set_defaults(func=_cmd_export)
 
     d = sub.add_parser("demo", help="similarity table and a chat reply from one model")
-    d.add_argument("model", nargs="?", default="runs/default/model", help="model (default: runs/default/model)")
+    d.add_argument(
+        "model", nargs="?", default="runs/default/model", help="model (default: runs/default/model)"
+    )
     d.add_argument("--pooling", choices=["eos", "mean", "last", "echo", "prompteol"])
     d.set_defaults(func=_cmd_demo)
 
@@ -128,14 +181,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     from unimae.data.corpus import CorpusError
     from unimae.encoding.loading import ModelLoadError
     from unimae.tokens import TextTooLongError
 
     try:
         return args.func(args)
-    except (ModelLoadError, CorpusError, TextTooLongError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (
+        ModelLoadError,
+        CorpusError,
+        TextTooLongError,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+    ) as e:
         print(f"unimae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -17,7 +17,9 @@ QUESTION = "What is the capital of France?"
 
 def similarity_table(labels: list[str], sims) -> str:
     head = "      " + " ".join(f"{j:>5d}" for j in range(len(labels)))
-    rows = [f"{i:>5d} " + " ".join(f"{v:5.2f}" for v in sims[i]) + f"  {labels[i]}" for i in range(len(labels))]
+    rows = [
+        f"{i:>5d} " + " ".join(f"{v:5.2f}" for v in sims[i]) + f"  {labels[i]}" for i in range(len(labels))
+    ]
     return "\n".join([head, *rows])
 
 

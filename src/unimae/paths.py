@@ -26,7 +26,9 @@ def package_file(package: str, relative: str) -> Path:
 
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the Python package '{package}' is not installed (pip install {package.replace('_', '-')})")
+        raise FileNotFoundError(
+            f"the Python package '{package}' is not installed (pip install {package.replace('_', '-')})"
+        )
     root = Path(next(iter(spec.submodule_search_locations)))
     path = root / relative
     if not path.exists():

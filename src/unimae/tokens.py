@@ -82,12 +82,16 @@ def build_input_ids(
         raise ValueError(f"max_length={max_length} leaves no room for text")
     if len(token_ids) > room:
         if not truncate:
-            raise TextTooLongError(f"text of {len(token_ids)} tokens is longer than max_length={max_length} allows ({room})")
+            raise TextTooLongError(
+                f"text of {len(token_ids)} tokens is longer than max_length={max_length} allows ({room})"
+            )
         token_ids = token_ids[:room]
     return ([bos_id] if bos_id is not None else []) + list(token_ids) + [eos_id]
 
 
-def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(
+    seqs: Sequence[Sequence[int]], pad_id: int, side: str = "right"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad id lists into ``input_ids`` and ``attention_mask`` tensors of shape ``(B, L)``."""
     if side not in ("left", "right"):
         raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")

@@ -30,8 +30,14 @@ PACKAGED_MODELS = {
     ),
 }
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 
 
 class ModelLoadError(RuntimeError):
@@ -86,7 +92,9 @@ def resolve_model_path(name_or_path: str) -> str:
         try:
             gguf = package_file(package, filename)
         except FileNotFoundError as e:
-            raise ModelLoadError(f"the default model '{name}' needs its weights package: {hint} ({e})") from None
+            raise ModelLoadError(
+                f"the default model '{name}' needs its weights package: {hint} ({e})"
+            ) from None
         return str(_convert_gguf(gguf, target))
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
@@ -99,7 +107,9 @@ def resolve_model_path(name_or_path: str) -> str:
             return str(path)
         if (path / "model" / "config.json").exists():  # a unimae run folder
             return str(path / "model")
-        raise ModelLoadError(f"{path} is a folder but holds no model (no config.json); export a run with `unimae export`")
+        raise ModelLoadError(
+            f"{path} is a folder but holds no model (no config.json); export a run with `unimae export`"
+        )
     if path.exists():
         raise ModelLoadError(f"{path} is a file but not a .gguf model")
     if name.startswith((".", "/", "~")) or name.count("/") > 1:

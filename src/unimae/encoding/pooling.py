@@ -61,13 +61,21 @@ def _fit(text_ids: Sequence[int], room: int, truncate: bool) -> list[int]:
         raise ValueError("max_length leaves no room for the text after the prompt")
     if len(text_ids) > room:
         if not truncate:
-            raise TextTooLongError(f"text of {len(text_ids)} tokens is longer than the {room} tokens max_length allows")
+            raise TextTooLongError(
+                f"text of {len(text_ids)} tokens is longer than the {room} tokens max_length allows"
+            )
         return list(text_ids[:room])
     return list(text_ids)
 
 
 def layout(
-    pooling: str, tokenizer, text: str, max_length: int, eos_id: int, bos_id: int | None, truncate: bool = True
+    pooling: str,
+    tokenizer,
+    text: str,
+    max_length: int,
+    eos_id: int,
+    bos_id: int | None,
+    truncate: bool = True,
 ) -> PooledInput:
     """Input ids of one text for ``pooling``, truncating the text (never the EOS or prompt) to max_length."""
     if pooling not in POOLINGS:

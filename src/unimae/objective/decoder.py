@@ -25,9 +25,18 @@ class TinyDecoder(nn.Module):
         n_heads: attention heads (d must be divisible by it).
         max_positions: number of trainable absolute positions ``p_0 .. p_{max_positions-1}``.
         mlp_ratio: MLP width as a multiple of d.
+        pos_init_std: std of the initial position embeddings.
     """
 
-    def __init__(self, d: int, n_heads: int, max_positions: int, mlp_ratio: float = 4.0, eps: float = 1e-6):
+    def __init__(
+        self,
+        d: int,
+        n_heads: int,
+        max_positions: int,
+        mlp_ratio: float = 4.0,
+        eps: float = 1e-6,
+        pos_init_std: float = 0.02,
+    ):
         super().__init__()
         if d % n_heads:
             raise ValueError(f"decoder width {d} is not divisible by decoder_heads={n_heads}")
@@ -41,16 +50,19 @@ class TinyDecoder(nn.Module):
         self.wo = nn.Linear(d, d, bias=False)
         self.norm_mlp = nn.RMSNorm(d, eps=eps)
         hidden = int(d * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(d, hidden, bias=False), nn.GELU(), nn.Linear(hidden, d, bias=False))
+        self.mlp = nn.Sequential(
+            nn.Linear(d, hidden, bias=False), nn.GELU(), nn.Linear(hidden, d, bias=False)
+        )
         self.norm_out = nn.RMSNorm(d, eps=eps)  # outputs go to the LLM's head, which expects normed states
-        self.reset_parameters()
+        self.reset_parameters(pos_init_std=pos_init_std)
 
-    def reset_parameters(self, std: float = 0.02) -> None:
+    def reset_parameters(self, std: float = 0.02, pos_init_std: float = 0.02) -> None:
         for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
+            if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=std)
             elif isinstance(m, nn.RMSNorm):
                 nn.init.ones_(m.weight)
+        nn.init.normal_(self.pos.weight, std=pos_init_std)
 
     def streams(self, h_eos: torch.Tensor, token_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Build H1 and H2.
@@ -60,7 +72,9 @@ class TinyDecoder(nn.Module):
         """
         B, N, d = token_emb.shape
         if N + 1 > self.pos.num_embeddings:
-            raise ValueError(f"sequence of {N} tokens exceeds the decoder's {self.pos.num_embeddings - 1} positions")
+            raise ValueError(
+                f"sequence of {N} tokens exceeds the decoder's {self.pos.num_embeddings - 1} positions"
+            )
         p = self.pos.weight[: N + 1].to(token_emb.dtype)  # (N+1, d)
         h = h_eos.to(token_emb.dtype)[:, None, :]  # (B, 1, d)
         h1 = h + p[None]  # (B, N+1, d)

@@ -31,20 +31,29 @@ class TokenLoss:
         return self.sum / self.count.clamp(min=1)
 
 
-def _ce_chunk(hidden: torch.Tensor, targets: torch.Tensor, head: Callable) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = head(hidden).float()  # (t, V)
+def _ce_chunk(
+    hidden: torch.Tensor, targets: torch.Tensor, head: Callable, bf16: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.autocast(hidden.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = head(hidden)
+    logits = logits.float()  # (t, V); the softmax is always fp32
     loss = F.cross_entropy(logits, targets, reduction="sum")
     correct = (logits.argmax(-1) == targets).sum()
     return loss, correct
 
 
 def token_cross_entropy(
-    hidden: torch.Tensor, targets: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], chunk_size: int = 0
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor],
+    chunk_size: int = 0,
+    bf16: bool = False,
 ) -> TokenLoss:
     """Cross-entropy of ``head(hidden)`` against ``targets`` at the positions where targets != -100.
 
     hidden: ``(..., d)``; targets: ``(...)`` long with -100 to ignore; head maps ``(t, d) -> (t, V)``.
     chunk_size > 0 computes the logits ``chunk_size`` tokens at a time and recomputes them in backward.
+    bf16 computes the vocabulary matmul in bfloat16 (the log-softmax stays fp32).
     """
     keep = targets != IGNORE
     h = hidden[keep]  # (T, d): only target positions ever reach the head
@@ -54,12 +63,12 @@ def token_cross_entropy(
         zero = hidden.sum() * 0.0
         return TokenLoss(zero, count, count * 0)
     if chunk_size <= 0 or h.shape[0] <= chunk_size:
-        loss, correct = _ce_chunk(h, t, head)
+        loss, correct = _ce_chunk(h, t, head, bf16)
         return TokenLoss(loss, count, correct)
     total, correct = hidden.new_zeros((), dtype=torch.float32), count * 0
     for start in range(0, h.shape[0], chunk_size):
         hc, tc = h[start : start + chunk_size], t[start : start + chunk_size]
-        loss_c, correct_c = checkpoint(_ce_chunk, hc, tc, head, use_reentrant=False)
+        loss_c, correct_c = checkpoint(_ce_chunk, hc, tc, head, bf16, use_reentrant=False)
         total = total + loss_c
         correct = correct + correct_c
     return TokenLoss(total, count, correct)
@@ -76,18 +85,27 @@ def mar_targets(input_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Ten
     return torch.cat([targets[:, 1:], targets.new_full((targets.shape[0], 1), IGNORE)], dim=1)
 
 
-def mar_loss(hidden: torch.Tensor, input_ids: torch.Tensor, target_mask: torch.Tensor, head: Callable, chunk_size: int = 0) -> TokenLoss:
+def mar_loss(
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    target_mask: torch.Tensor,
+    head: Callable,
+    chunk_size: int = 0,
+    bf16: bool = False,
+) -> TokenLoss:
     """``L_MAR = sum_t CE(x_t | x~_<t)``: the LLM's states on the masked input predict the clean next token.
 
     hidden: ``(B, L, d)`` last-layer states of the LLM on the masked input.
     """
-    return token_cross_entropy(hidden, mar_targets(input_ids, target_mask), head, chunk_size)
+    return token_cross_entropy(hidden, mar_targets(input_ids, target_mask), head, chunk_size, bf16)
 
 
-def mrc_loss(decoded: torch.Tensor, dec_targets: torch.Tensor, head: Callable, chunk_size: int = 0) -> TokenLoss:
+def mrc_loss(
+    decoded: torch.Tensor, dec_targets: torch.Tensor, head: Callable, chunk_size: int = 0, bf16: bool = False
+) -> TokenLoss:
     """``L_MRC = sum_t CE(x_t | A)``: row i of the tiny decoder's output reconstructs token x_i.
 
     decoded: ``(B, N+1, d)`` tiny-decoder outputs; dec_targets: ``(B, N+1)`` with -100 at row 0
     (the ``h_eos`` slot) and at positions that are not text tokens.
     """
-    return token_cross_entropy(decoded, dec_targets, head, chunk_size)
+    return token_cross_entropy(decoded, dec_targets, head, chunk_size, bf16)

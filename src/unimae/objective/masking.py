@@ -84,7 +84,9 @@ def mrc_visibility(keys: torch.Tensor, key_valid: torch.Tensor, ratio: float) ->
     eye = pos[:, None] == pos[None, :]  # (L, L)
     not_first = (pos > 0)[None, :]  # (1, L)
     candidates = key_valid[:, None, :] & ~eye[None] & not_first[None]  # (B, L, L)
-    noise = hash_uniform(keys[:, None, None], torch.full_like(pos, 2)[None, :, None], pos[None, :, None], pos[None, None, :])
+    noise = hash_uniform(
+        keys[:, None, None], torch.full_like(pos, 2)[None, :, None], pos[None, :, None], pos[None, None, :]
+    )
     count = torch.round(candidates.sum(-1) * (1.0 - ratio)).long()  # (B, L)
     visible = _keep_lowest(noise, candidates, count)
     visible[:, :, 0] = True  # h_eos is always visible, so no row is empty

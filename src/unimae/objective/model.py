@@ -1,7 +1,7 @@
 """UniMAE: a causal LLM trained as a masked auto-encoder, read top to bottom like the paper.
 
-    mask -> LLM (causal, unchanged) -> L_MAR and h_eos -> tiny decoder -> L_MRC
-    L = alpha * L_MAR + mrc_weight * L_MRC
+mask -> LLM (causal, unchanged) -> L_MAR and h_eos -> tiny decoder -> L_MRC
+L = alpha * L_MAR + mrc_weight * L_MRC
 """
 
 from __future__ import annotations
@@ -24,11 +24,21 @@ def unwrap_causal_lm(llm: nn.Module) -> nn.Module:
 
 
 @dataclass
-class UniMAEOutput:
-    loss: torch.Tensor  # scalar, alpha * L_MAR + mrc_weight * L_MRC (token means)
-    mar: TokenLoss | None
-    mrc: TokenLoss | None
-    h_eos: torch.Tensor  # (B, d)
+class TrainOutput:
+    """What a training objective returns: the loss and its weighted token-loss terms."""
+
+    loss: torch.Tensor  # scalar: sum of weight * term mean (per-batch token means)
+    terms: dict[str, TokenLoss]  # e.g. {"mar": ..., "mrc": ...}
+    weights: dict[str, float]
+    h_eos: torch.Tensor | None = None  # (B, d)
+
+    @property
+    def mar(self) -> TokenLoss | None:
+        return self.terms.get("mar")
+
+    @property
+    def mrc(self) -> TokenLoss | None:
+        return self.terms.get("mrc")
 
 
 @dataclass
@@ -49,10 +59,32 @@ class UniMAEBatch:
     example_ids: torch.Tensor
 
     def to(self, device) -> UniMAEBatch:
-        return UniMAEBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.content_mask, self.eos_index, self.example_ids)))
+        return UniMAEBatch(
+            *(
+                t.to(device)
+                for t in (
+                    self.input_ids,
+                    self.attention_mask,
+                    self.content_mask,
+                    self.eos_index,
+                    self.example_ids,
+                )
+            )
+        )
 
     def slice(self, start: int, stop: int) -> UniMAEBatch:
-        return UniMAEBatch(*(t[start:stop] for t in (self.input_ids, self.attention_mask, self.content_mask, self.eos_index, self.example_ids)))
+        return UniMAEBatch(
+            *(
+                t[start:stop]
+                for t in (
+                    self.input_ids,
+                    self.attention_mask,
+                    self.content_mask,
+                    self.eos_index,
+                    self.example_ids,
+                )
+            )
+        )
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -64,13 +96,6 @@ def mar_target_mask(batch: UniMAEBatch, predict_eos: bool) -> torch.Tensor:
     if predict_eos:
         target_mask[torch.arange(len(batch), device=target_mask.device), batch.eos_index] = True
     return target_mask
-
-
-def target_counts(batch: UniMAEBatch, predict_eos: bool) -> tuple[int, int]:
-    """Numbers of MAR and MRC target tokens in a batch (for normalising losses over a global batch)."""
-    n_mar = int(mar_target_mask(batch, predict_eos)[:, 1:].sum())  # position 0 is never predicted
-    n_mrc = int(batch.content_mask.sum())
-    return n_mar, n_mrc
 
 
 class UniMAE(nn.Module):
@@ -97,7 +122,9 @@ class UniMAE(nn.Module):
         decoder_heads: int | None = None,
         decoder_mlp_ratio: float = 4.0,
         decoder_share_embeddings: bool = True,
+        decoder_pos_init_std: float | None = None,
         loss_chunk_size: int = 0,
+        head_bf16: bool = False,
         seed: int = 0,
     ):
         super().__init__()
@@ -107,12 +134,23 @@ class UniMAE(nn.Module):
         self.alpha, self.mrc_weight = alpha, mrc_weight
         self.mar_predict_eos = mar_predict_eos
         self.loss_chunk_size = loss_chunk_size
+        self.head_bf16 = head_bf16
         self.seed = seed
         hf = unwrap_causal_lm(llm)
         cfg = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
         d = cfg.hidden_size
         heads = decoder_heads or getattr(cfg, "num_attention_heads", 1)
-        self.decoder = TinyDecoder(d, heads, max_positions=max_length + 1, mlp_ratio=decoder_mlp_ratio)
+        if (
+            decoder_pos_init_std is None
+        ):  # positions as large as token embeddings, so rows can tell them apart
+            decoder_pos_init_std = hf.get_input_embeddings().weight.detach().float().std().item()
+        self.decoder = TinyDecoder(
+            d,
+            heads,
+            max_positions=max_length + 1,
+            mlp_ratio=decoder_mlp_ratio,
+            pos_init_std=decoder_pos_init_std,
+        )
         if decoder_share_embeddings:
             self.dec_embed, self.dec_head = None, None
         else:  # the decoder's own copies, initialised from the LLM's
@@ -132,7 +170,10 @@ class UniMAE(nn.Module):
     def forward_llm(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Last-layer hidden states ``(B, L, d)`` of the causal LLM (final norm applied)."""
         out = self.hf.base_model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask), use_cache=False
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
+            use_cache=False,
         )
         return out.last_hidden_state
 
@@ -148,24 +189,37 @@ class UniMAE(nn.Module):
         decoded = self.decoder(h1, h2, visible)  # (B, L+1, d)
         targets = batch.input_ids.masked_fill(~batch.content_mask, IGNORE)  # row i predicts x_i
         targets = torch.cat([targets.new_full((len(batch), 1), IGNORE), targets], dim=1)  # (B, L+1)
-        return mrc_loss(decoded, targets, head, self.loss_chunk_size)
+        return mrc_loss(decoded, targets, head, self.loss_chunk_size, self.head_bf16)
 
     # --- the method ---------------------------------------------------------------------------------
 
-    def forward(self, batch: UniMAEBatch, step: int) -> UniMAEOutput:
+    def target_counts(self, batch: UniMAEBatch, step: int) -> dict[str, int]:
+        """Target tokens of each active loss term (to normalise losses over a global batch)."""
+        counts = {}
+        if self.alpha > 0:
+            counts["mar"] = int(
+                mar_target_mask(batch, self.mar_predict_eos)[:, 1:].sum()
+            )  # position 0 is never predicted
+        if self.mrc_weight > 0:
+            counts["mrc"] = int(batch.content_mask.sum())
+        return counts
+
+    def forward(self, batch: UniMAEBatch, step: int) -> TrainOutput:
         keys = example_keys(self.seed, step, batch.example_ids)  # (B,)
         masked = mar_mask(keys, batch.content_mask, self.mar_mask_ratio)  # (B, L) 1 = replace
         x_tilde = batch.input_ids.masked_fill(masked, self.mask_token_id)
         hidden = self.forward_llm(x_tilde, batch.attention_mask)  # (B, L, d)
         h_eos = hidden[torch.arange(len(batch), device=hidden.device), batch.eos_index]  # (B, d)
 
-        loss = hidden.new_zeros((), dtype=torch.float32)
-        mar = mrc = None
+        terms, weights = {}, {}
         if self.alpha > 0:
             target_mask = mar_target_mask(batch, self.mar_predict_eos)
-            mar = mar_loss(hidden, batch.input_ids, target_mask, self.head, self.loss_chunk_size)
-            loss = loss + self.alpha * mar.mean
+            terms["mar"] = mar_loss(
+                hidden, batch.input_ids, target_mask, self.head, self.loss_chunk_size, self.head_bf16
+            )
+            weights["mar"] = self.alpha
         if self.mrc_weight > 0:
-            mrc = self.forward_decoder(h_eos, batch, keys)
-            loss = loss + self.mrc_weight * mrc.mean
-        return UniMAEOutput(loss, mar, mrc, h_eos)
+            terms["mrc"] = self.forward_decoder(h_eos, batch, keys)
+            weights["mrc"] = self.mrc_weight
+        loss = sum(weights[k] * terms[k].mean for k in terms)
+        return TrainOutput(loss, terms, weights, h_eos)

@@ -34,7 +34,9 @@ class TrainConfig:
 
     # --- the method (METHOD.md) ---
     objective: str = "unimae"
-    """Training objective. 'unimae': alpha * L_MAR + mrc_weight * L_MRC."""
+    """'unimae': alpha * L_MAR + mrc_weight * L_MRC. 'mntp': the LLM2Vec baseline (bidirectional attention, masked next-token prediction)."""
+    mntp_mask_ratio: float = 0.2
+    """Fraction of text tokens masked by the MNTP baseline (LLM2Vec: 20%)."""
     mar_mask_ratio: float = 0.5
     """Fraction of the real text tokens replaced by the mask token in the LLM's input (0.4-0.6 best in the paper)."""
     mrc_mask_ratio: float = 0.5
@@ -55,6 +57,10 @@ class TrainConfig:
     """Width of the tiny decoder's MLP as a multiple of the hidden size."""
     decoder_share_embeddings: bool = True
     """The tiny decoder reads the LLM's input embeddings and predicts through its output head (as RetroMAE). False: it gets its own copies."""
+    decoder_pos_init_std: float | None = None
+    """Initial std of the tiny decoder's position embeddings p_i. None: the std of the LLM's input embedding table."""
+    head_precision: str = "fp32"
+    """Precision of the vocabulary-head matmuls of both losses: fp32, or bf16 (about 2x faster on CPUs with bf16 units; the log-softmax stays fp32)."""
     loss_chunk_size: int = 0
     """Compute vocabulary logits this many tokens at a time, recomputed in backward (0: all at once). Saves memory for big vocabularies."""
 
@@ -110,8 +116,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if self.alpha < 0 or self.mrc_weight < 0 or self.alpha + self.mrc_weight == 0:
             raise ValueError("alpha and mrc_weight must be >= 0 and not both 0")
-        if self.objective not in ("unimae",):
-            raise ValueError(f"unknown objective {self.objective!r} (known: unimae)")
+        if self.objective not in ("unimae", "mntp"):
+            raise ValueError(f"unknown objective {self.objective!r} (known: unimae, mntp)")
+        if not 0.0 < self.mntp_mask_ratio <= 1.0:
+            raise ValueError(f"mntp_mask_ratio must be in (0, 1], got {self.mntp_mask_ratio}")
+        if self.head_precision not in ("fp32", "bf16"):
+            raise ValueError(f"head_precision must be fp32 or bf16, got {self.head_precision!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.lr_scheduler not in SCHEDULERS:
@@ -120,7 +130,9 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.grad_accum_steps:
-            raise ValueError(f"batch_size={self.batch_size} must be divisible by grad_accum_steps={self.grad_accum_steps}")
+            raise ValueError(
+                f"batch_size={self.batch_size} must be divisible by grad_accum_steps={self.grad_accum_steps}"
+            )
         if self.max_length < 4:
             raise ValueError(f"max_length must be >= 4, got {self.max_length}")
         if self.warmup_steps < 0 or self.save_every < 0:
@@ -140,7 +152,25 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form key=value")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        out[key.strip()] = _parse_value(value)
+    return out
+
+
+def _parse_value(value: str) -> Any:
+    return yaml.safe_load(value) if value.strip() else None
+
+
+def _coerce_floats(values: dict[str, Any]) -> dict[str, Any]:
+    """Float fields given as ints or as strings YAML 1.1 does not read as numbers ('1e-3')."""
+    floats = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("float", float)}
+    out = dict(values)
+    for k in floats & set(values):
+        v = values[k]
+        if isinstance(v, (int, str)) and not isinstance(v, bool):
+            try:
+                out[k] = float(v)
+            except ValueError:
+                raise ValueError(f"{k} must be a number, got {v!r}") from None
     return out
 
 
@@ -156,6 +186,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ValueError(f"{path} must hold a mapping of config fields")
         values.update(loaded)
     values.update(overrides or {})
+    values = _coerce_floats(values)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -40,18 +40,28 @@ def batch_indices(n_examples: int, batch_size: int, seed: int, step: int) -> lis
     return out
 
 
-def collate(examples: Sequence[Sequence[int]], example_ids: Sequence[int], pad_id: int, has_bos: bool) -> UniMAEBatch:
+def collate(
+    examples: Sequence[Sequence[int]], example_ids: Sequence[int], pad_id: int, has_bos: bool
+) -> UniMAEBatch:
     """Right-padded UniMAEBatch from ``[BOS]? x.. EOS`` id lists."""
     input_ids, attention_mask = pad_batch(examples, pad_id, side="right")
     lengths = attention_mask.sum(-1)  # (B,)
     eos_index = lengths - 1
     pos = torch.arange(input_ids.shape[1])[None, :]
     content = (pos < eos_index[:, None]) & (pos >= int(has_bos))  # text tokens only
-    return UniMAEBatch(input_ids, attention_mask, content, eos_index, torch.tensor(list(example_ids), dtype=torch.long))
+    return UniMAEBatch(
+        input_ids, attention_mask, content, eos_index, torch.tensor(list(example_ids), dtype=torch.long)
+    )
 
 
 def step_batches(
-    corpus: list[list[int]], batch_size: int, seed: int, start_step: int, steps: int, pad_id: int, has_bos: bool
+    corpus: list[list[int]],
+    batch_size: int,
+    seed: int,
+    start_step: int,
+    steps: int,
+    pad_id: int,
+    has_bos: bool,
 ) -> Iterator[tuple[int, UniMAEBatch]]:
     """``(step, global batch)`` for steps ``start_step .. steps-1``."""
     for step in range(start_step, steps):

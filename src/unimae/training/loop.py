@@ -25,7 +25,8 @@ from transformers import get_scheduler
 
 from unimae.data.corpus import load_texts
 from unimae.encoding.loading import load_causal_lm
-from unimae.objective.model import UniMAE, target_counts
+from unimae.objective.mntp import MNTP
+from unimae.objective.model import UniMAE
 from unimae.tokens import bos_id_if_added, eos_token_id, mask_token_id
 from unimae.training.checkpoint import checkpoint_step, find_checkpoint, save_checkpoint
 from unimae.training.config import TrainConfig, load_config
@@ -44,7 +45,7 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class Setup:
-    model: UniMAE
+    model: UniMAE | MNTP
     tokenizer: object
     eos_id: int
     bos_id: int | None
@@ -60,11 +61,24 @@ def build(cfg: TrainConfig) -> Setup:
         from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM",
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_target_modules,
+            task_type="CAUSAL_LM",
         )
         llm = get_peft_model(llm, lora)
     eos = eos_token_id(tokenizer, cfg.eos_token)
+    if cfg.objective == "mntp":
+        model = MNTP(
+            llm,
+            mask_token_id(tokenizer, cfg.mask_token),
+            mask_ratio=cfg.mntp_mask_ratio,
+            loss_chunk_size=cfg.loss_chunk_size,
+            head_bf16=cfg.head_precision == "bf16",
+            seed=cfg.seed,
+        )
+        return Setup(model, tokenizer, eos, bos_id_if_added(tokenizer))
     model = UniMAE(
         llm,
         mask_token_id(tokenizer, cfg.mask_token),
@@ -77,33 +91,41 @@ def build(cfg: TrainConfig) -> Setup:
         decoder_heads=cfg.decoder_heads,
         decoder_mlp_ratio=cfg.decoder_mlp_ratio,
         decoder_share_embeddings=cfg.decoder_share_embeddings,
+        decoder_pos_init_std=cfg.decoder_pos_init_std,
         loss_chunk_size=cfg.loss_chunk_size,
+        head_bf16=cfg.head_precision == "bf16",
         seed=cfg.seed,
     )
     return Setup(model, tokenizer, eos, bos_id_if_added(tokenizer))
 
 
-def make_optimizer(model: UniMAE, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: UniMAE | MNTP, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with two groups: the LLM at ``lr``, the tiny decoder (from scratch) at ``decoder_lr``."""
     decoder_params = [p for n, p in model.named_parameters() if not n.startswith("llm.") and p.requires_grad]
     llm_params = [p for n, p in model.named_parameters() if n.startswith("llm.") and p.requires_grad]
     groups = [{"params": llm_params, "lr": cfg.lr}, {"params": decoder_params, "lr": cfg.decoder_lr}]
-    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
 
 
 def _resolve_resume(cfg: TrainConfig, run_dir: Path, resume: bool) -> tuple[TrainConfig, Path | None]:
     ckpt = find_checkpoint(run_dir)
     if not resume:
         if ckpt is not None:
-            raise FileExistsError(f"{run_dir} already holds a checkpoint: pass --resume to continue it, or choose another output_dir")
+            raise FileExistsError(
+                f"{run_dir} already holds a checkpoint: pass --resume to continue it, or choose another output_dir"
+            )
         return cfg, None
     saved_path = run_dir / "config.yaml"
     if ckpt is None or not saved_path.exists():
         raise FileNotFoundError(f"--resume: no complete checkpoint in {run_dir}")
     saved = load_config(saved_path)
-    changed = sorted(k for k, v in cfg.to_dict().items() if saved.to_dict()[k] != v and k not in RESUMABLE_CHANGES)
+    changed = sorted(
+        k for k, v in cfg.to_dict().items() if saved.to_dict()[k] != v and k not in RESUMABLE_CHANGES
+    )
     if changed:
-        raise ValueError(f"--resume with a config that differs from the run's in {changed}; resume with the saved config.yaml")
+        raise ValueError(
+            f"--resume with a config that differs from the run's in {changed}; resume with the saved config.yaml"
+        )
     return cfg, ckpt
 
 
@@ -113,12 +135,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     cfg, ckpt = _resolve_resume(cfg, run_dir, resume)
     accelerator = Accelerator(
         mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision],
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.mrc_weight == 0)],
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(
+                find_unused_parameters=cfg.objective == "unimae" and cfg.mrc_weight == 0
+            )
+        ],
     )
     world, rank = accelerator.num_processes, accelerator.process_index
     micro_total = world * cfg.grad_accum_steps
     if cfg.batch_size % micro_total:
-        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by processes x grad_accum_steps = {micro_total}")
+        raise ValueError(
+            f"batch_size={cfg.batch_size} must be divisible by processes x grad_accum_steps = {micro_total}"
+        )
     micro = cfg.batch_size // micro_total
 
     # --- setup ---
@@ -127,7 +155,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     corpus = tokenize_corpus(texts, setup.tokenizer, cfg.max_length, setup.eos_id)
     model, tokenizer = setup.model, setup.tokenizer
     optimizer = make_optimizer(model, cfg)
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
+    scheduler = get_scheduler(
+        cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
+    )
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     start = 0
@@ -140,38 +170,49 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         cfg.save(run_dir / "config.yaml")
         _trim_metrics(run_dir / "metrics.jsonl", start)
     accelerator.wait_for_everyone()
-    accelerator.print(f"{len(corpus)} training texts, {cfg.steps} steps x {cfg.batch_size} texts, {world} process(es)")
+    accelerator.print(
+        f"{len(corpus)} training texts, {cfg.steps} steps x {cfg.batch_size} texts, {world} process(es)"
+    )
 
     # --- train ---
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else setup.eos_id
-    bar = tqdm(total=cfg.steps, initial=start, desc="unimae", disable=not accelerator.is_main_process, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start,
+        desc="unimae",
+        disable=not accelerator.is_main_process,
+        dynamic_ncols=True,
+    )
     t_last = time.perf_counter()
-    for step, batch in step_batches(corpus, cfg.batch_size, cfg.seed, start, cfg.steps, pad_id, setup.bos_id is not None):
-        n_mar, n_mrc = target_counts(batch, cfg.mar_predict_eos)  # global normalisers, known on every rank
+    core = setup.model  # the objective itself, also when wrapped for DDP
+    for step, batch in step_batches(
+        corpus, cfg.batch_size, cfg.seed, start, cfg.steps, pad_id, setup.bos_id is not None
+    ):
+        counts = core.target_counts(batch, step)  # global normalisers, known on every rank
+        names = sorted(counts)
         local = batch.slice(rank * micro * cfg.grad_accum_steps, (rank + 1) * micro * cfg.grad_accum_steps)
-        stats = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # mar_sum, mrc_sum, mrc_correct, tokens
+        stats = torch.zeros(
+            2 * len(names) + 1, dtype=torch.float64, device=accelerator.device
+        )  # sums, correct, tokens
         for k in range(cfg.grad_accum_steps):
             mb = local.slice(k * micro, (k + 1) * micro).to(accelerator.device)
             last = k == cfg.grad_accum_steps - 1
             with accelerator.no_sync(model) if not last else nullcontext():
                 out = model(mb, step)
                 # sum of token losses over the global token count; x world because DDP averages gradients
-                loss = out.loss.new_zeros(())
-                if out.mar is not None:
-                    loss = loss + cfg.alpha * out.mar.sum / max(n_mar, 1)
-                    stats[0] += out.mar.sum.detach().double()
-                if out.mrc is not None:
-                    loss = loss + cfg.mrc_weight * out.mrc.sum / max(n_mrc, 1)
-                    stats[1] += out.mrc.sum.detach().double()
-                    stats[2] += out.mrc.correct.double()
-                stats[3] += mb.attention_mask.sum()
+                loss = sum(out.weights[n] * out.terms[n].sum / max(counts[n], 1) for n in names)
+                for i, n in enumerate(names):
+                    stats[2 * i] += out.terms[n].sum.detach().double()
+                    stats[2 * i + 1] += out.terms[n].correct.double()
+                stats[-1] += mb.attention_mask.sum()
                 accelerator.backward(loss * world)
         stats = accelerator.reduce(stats, reduction="sum")
-        if not torch.isfinite(stats[:2]).all():
+        if not torch.isfinite(stats).all():
+            sums = ", ".join(f"{n} sum {stats[2 * i].item()}" for i, n in enumerate(names))
             raise NonFiniteLossError(
-                f"non-finite loss at step {step + 1} (MAR sum {stats[0].item()}, MRC sum {stats[1].item()}); "
+                f"non-finite loss at step {step + 1} ({sums}); "
                 "lower lr/decoder_lr, use precision=fp32 or bf16 instead of fp16, or check the data"
             )
         grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
@@ -181,22 +222,22 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
         done = step + 1
         now = time.perf_counter()
-        record = {
-            "step": done,
-            "mar_loss": stats[0].item() / max(n_mar, 1) if cfg.alpha > 0 else None,
-            "mrc_loss": stats[1].item() / max(n_mrc, 1) if cfg.mrc_weight > 0 else None,
-            "mrc_acc": stats[2].item() / max(n_mrc, 1) if cfg.mrc_weight > 0 else None,
-            "lr": scheduler.get_last_lr()[0],
-            "grad_norm": float(grad_norm) if grad_norm is not None else None,
-            "tokens": int(stats[3].item()),
-            "step_time": now - t_last,
-        }
+        record: dict = {"step": done}
+        for i, n in enumerate(names):
+            record[f"{n}_loss"] = stats[2 * i].item() / max(counts[n], 1)
+            record[f"{n}_acc"] = stats[2 * i + 1].item() / max(counts[n], 1)
+        record.update(
+            lr=scheduler.get_last_lr()[0],
+            grad_norm=float(grad_norm) if grad_norm is not None else None,
+            tokens=int(stats[-1].item()),
+            step_time=now - t_last,
+        )
         t_last = now
         if accelerator.is_main_process:
             if done % cfg.log_every == 0 or done == cfg.steps:
                 with open(run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
-            bar.set_postfix({k: f"{record[k]:.3f}" for k in ("mar_loss", "mrc_loss", "mrc_acc") if record[k] is not None})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k.endswith(("_loss", "mrc_acc"))})
             bar.update(1)
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
             save_checkpoint(accelerator, run_dir, done)
@@ -205,7 +246,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     # --- save ---
     if cfg.export and accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        info = embedding_info(tokenizer, setup.eos_id, cfg.max_length, trained_from=cfg.model, steps=cfg.steps)
+        info = run_embedding_info(cfg, tokenizer, setup.eos_id, cfg.steps)
         export_causal_lm(unwrapped.llm, tokenizer, run_dir / "model", info)
         accelerator.print(f"exported the trained model to {run_dir / 'model'}")
     accelerator.wait_for_everyone()
@@ -225,9 +266,21 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     missing, unexpected = setup.model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied weights are saved once
     if missing or unexpected:
-        raise RuntimeError(f"checkpoint {ckpt} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    info = embedding_info(setup.tokenizer, setup.eos_id, cfg.max_length, trained_from=cfg.model, steps=checkpoint_step(ckpt))
+        raise RuntimeError(
+            f"checkpoint {ckpt} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    info = run_embedding_info(cfg, setup.tokenizer, setup.eos_id, checkpoint_step(ckpt))
     return export_causal_lm(setup.model.llm, setup.tokenizer, out_dir or run_dir / "model", info)
+
+
+def run_embedding_info(cfg: TrainConfig, tokenizer, eos_id: int, steps: int) -> dict:
+    """unimae.json of an exported run: EOS pooling for UniMAE, bidirectional mean pooling for MNTP."""
+    info = embedding_info(
+        tokenizer, eos_id, cfg.max_length, trained_from=cfg.model, objective=cfg.objective, steps=steps
+    )
+    if cfg.objective == "mntp":
+        info.update(pooling="mean", attention="bidirectional")
+    return info
 
 
 def _load_model_state(ckpt: Path) -> dict:
@@ -243,5 +296,7 @@ def _trim_metrics(path: Path, upto: int) -> None:
     """Drop metric lines past the resumed step (they are recomputed)."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= upto]
+    keep = [
+        line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= upto
+    ]
     path.write_text("".join(line + "\n" for line in keep))

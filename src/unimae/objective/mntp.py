@@ -1,0 +1,84 @@
+"""MNTP baseline (LLM2Vec, BehnamGhader et al. 2024): bidirectional attention + masked next-token prediction.
+
+The LLM's causal mask is replaced by a bidirectional one (every real token sees every real token),
+a fraction ``mntp_mask_ratio`` (20%) of the text tokens is replaced by the mask token, and each masked
+token ``x_t`` is predicted from the state at ``t - 1`` (the position whose head predicts token t in
+a causal LM). Embeddings are mean-pooled over the text with the same bidirectional attention.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from unimae.objective.losses import IGNORE, token_cross_entropy
+from unimae.objective.masking import example_keys, mar_mask
+from unimae.objective.model import TrainOutput, UniMAEBatch, unwrap_causal_lm
+from unimae.tokens import position_ids
+
+
+def bidirectional_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive 4-D mask ``(B, 1, L, L)``: 0 where the key is a real token, the dtype's minimum elsewhere.
+
+    Hugging Face models use a 4-D mask as given, so passing it switches off the causal mask.
+    """
+    keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
+    B, L = attention_mask.shape
+    full = keys.expand(B, 1, L, L)
+    return torch.zeros(full.shape, dtype=dtype, device=attention_mask.device).masked_fill(
+        ~full, torch.finfo(dtype).min
+    )
+
+
+def mntp_targets(input_ids: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """``(B, L)`` targets: position t - 1 predicts the original token at a masked position t; -100 elsewhere."""
+    targets = input_ids.masked_fill(~masked, IGNORE)
+    return torch.cat([targets[:, 1:], targets.new_full((targets.shape[0], 1), IGNORE)], dim=1)
+
+
+class MNTP(nn.Module):
+    """The LLM trained with bidirectional attention on masked next-token prediction."""
+
+    def __init__(
+        self,
+        llm: nn.Module,
+        mask_token_id: int,
+        *,
+        mask_ratio: float = 0.2,
+        loss_chunk_size: int = 0,
+        head_bf16: bool = False,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.llm, self.mask_token_id, self.mask_ratio = llm, mask_token_id, mask_ratio
+        self.loss_chunk_size, self.head_bf16, self.seed = loss_chunk_size, head_bf16, seed
+
+    @property
+    def hf(self) -> nn.Module:
+        return unwrap_causal_lm(self.llm)
+
+    def masked_positions(self, batch: UniMAEBatch, step: int) -> torch.Tensor:
+        keys = example_keys(self.seed, step, batch.example_ids)
+        # never the first token: there is no earlier state to predict it from
+        maskable = batch.content_mask.clone()
+        maskable[:, 0] = False
+        return mar_mask(keys, maskable, self.mask_ratio)
+
+    def target_counts(self, batch: UniMAEBatch, step: int) -> dict[str, int]:
+        return {"mntp": int(self.masked_positions(batch, step).sum())}
+
+    def forward(self, batch: UniMAEBatch, step: int) -> TrainOutput:
+        masked = self.masked_positions(batch, step)  # (B, L)
+        x_tilde = batch.input_ids.masked_fill(masked, self.mask_token_id)
+        dtype = self.hf.get_input_embeddings().weight.dtype
+        hidden = self.hf.base_model(
+            input_ids=x_tilde,
+            attention_mask=bidirectional_mask(batch.attention_mask, dtype),
+            position_ids=position_ids(batch.attention_mask),
+            use_cache=False,
+        ).last_hidden_state  # (B, L, d)
+        head = self.hf.get_output_embeddings()
+        mntp = token_cross_entropy(
+            hidden, mntp_targets(batch.input_ids, masked), head, self.loss_chunk_size, self.head_bf16
+        )
+        return TrainOutput(mntp.mean, {"mntp": mntp}, {"mntp": 1.0})
