@@ -126,13 +126,15 @@ def test_non_finite_loss_stops_with_message(tiny_llama, corpus_file, tmp_path, m
         train(_cfg(tiny_llama, corpus_file, tmp_path / "nan"))
 
 
-def test_bad_inputs(tiny_llama, tmp_path):
+def test_bad_inputs(tiny_llama, corpus_file, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n")
     with pytest.raises(CorpusError):
         train(_cfg(tiny_llama, empty, tmp_path / "r1"))
     with pytest.raises(CorpusError):
         train(_cfg(tiny_llama, tmp_path / "missing.txt", tmp_path / "r2"))
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        train(_cfg(tiny_llama, corpus_file, tmp_path / "r3", max_length=4096))
     with pytest.raises(ValueError, match="unknown config field"):
         load_config(None, {"stepz": 3})
     with pytest.raises(ValueError, match="mar_mask_ratio"):

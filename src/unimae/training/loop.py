@@ -55,6 +55,10 @@ def build(cfg: TrainConfig) -> Setup:
     """The LLM (optionally with LoRA) wrapped in UniMAE with a fresh tiny decoder."""
     set_seed(cfg.seed)
     llm, tokenizer = load_causal_lm(cfg.model)
+    text_cfg = llm.config.get_text_config()
+    context = getattr(text_cfg, "max_position_embeddings", None) or getattr(text_cfg, "n_positions", None)
+    if context is not None and cfg.max_length > context:
+        raise ValueError(f"max_length={cfg.max_length} exceeds the model's context of {context} tokens")
     if cfg.gradient_checkpointing:
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora:
