@@ -1,0 +1,1 @@
+"""Serving one model for embeddings, generation and RAG: OpenAI-compatible app, dynamic batching, vector index."""

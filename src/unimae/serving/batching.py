@@ -1,0 +1,120 @@
+"""Dynamic batching of embedding requests: many concurrent requests, one forward pass.
+
+Requests wait in an asyncio queue. The worker takes the first, then keeps collecting for up to
+``timeout_ms`` (or until ``max_batch_size`` texts), and embeds the lot with one call of ``embed`` in its
+own thread, so the event loop keeps accepting requests meanwhile. While a batch runs, the next requests
+queue up and form the next batch at once. ``max_batch_size=1`` embeds one request at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+class EmbeddingBatcher:
+    """Collect ``embed`` calls from concurrent requests into batches.
+
+    Args:
+        embed: ``texts -> (n, d)`` array; called from one worker thread, one batch at a time.
+        max_batch_size: texts per batch. A single request with more texts is embedded as its own batch.
+        timeout_ms: how long the first request of a batch waits for others.
+    """
+
+    def __init__(
+        self, embed: Callable[[list[str]], np.ndarray], max_batch_size: int = 32, timeout_ms: float = 5.0
+    ):
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if timeout_ms < 0:
+            raise ValueError(f"timeout_ms must be >= 0, got {timeout_ms}")
+        self.embed_fn, self.max_batch_size, self.timeout = embed, max_batch_size, timeout_ms / 1000
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unimae-embed")
+        self.batches = 0  # forward calls made, for tests and /health
+        self.texts = 0
+        self._queue: asyncio.Queue | None = None
+        self._held: deque = deque()  # an item that did not fit the last batch goes first next time
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(), name="unimae-embedding-batcher")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        while self._queue is not None and not self._queue.empty():
+            _, fut = self._queue.get_nowait()
+            if not fut.done():
+                fut.set_exception(RuntimeError("server is shutting down"))
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts`` (``(n, d)``), batched with whatever other requests are waiting."""
+        if self._queue is None:
+            raise RuntimeError("EmbeddingBatcher.start() was not called")
+        fut = asyncio.get_running_loop().create_future()
+        await self._queue.put((list(texts), fut))
+        return await fut
+
+    async def _next_item(self, deadline: float | None):
+        if self._held:
+            return self._held.popleft()
+        if deadline is None:
+            return await self._queue.get()
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(self._queue.get(), remaining)
+        except asyncio.TimeoutError:
+            return None
+
+    async def _collect(self) -> list:
+        batch = [await self._next_item(None)]
+        n = len(batch[0][0])
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while n < self.max_batch_size:
+            item = await self._next_item(deadline)
+            if item is None:
+                break
+            if n + len(item[0]) > self.max_batch_size:
+                self._held.append(item)
+                break
+            batch.append(item)
+            n += len(item[0])
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [(texts, fut) for texts, fut in await self._collect() if not fut.done()]  # drop cancelled
+            if not batch:
+                continue
+            texts = [t for item, _ in batch for t in item]
+            try:
+                vecs = await loop.run_in_executor(self.executor, self.embed_fn, texts)
+            except Exception as e:  # the requests fail, the server goes on
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            self.batches += 1
+            self.texts += len(texts)
+            start = 0
+            for item, fut in batch:
+                if not fut.done():
+                    fut.set_result(vecs[start : start + len(item)])
+                start += len(item)
