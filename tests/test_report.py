@@ -1,0 +1,125 @@
+"""`unimae report` on fixture result files, and the t-SNE figure pieces."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unimae.evaluation.report import find_results, write_report
+
+FIX = Path(__file__).parent / "fixtures" / "eval" / "results"
+
+
+@pytest.fixture
+def results(tmp_path) -> Path:
+    root = tmp_path / "results"
+    shutil.copytree(FIX, root)
+    (root / "figures").mkdir()
+    (root / "figures" / "tsne.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # only linked, never opened
+    return root
+
+
+def _row(text: str, label: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
+
+
+def test_report_table_rows_columns_and_links(results, tmp_path):
+    out = write_report(results, tmp_path / "RESULTS.md")
+    text = out.read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| model |"))
+    for col in (
+        "STS",
+        "Classification",
+        "Clustering",
+        "PairClass.",
+        "Reranking",
+        "Retrieval",
+        "Summarization",
+        "Average",
+        "PPL",
+        "MC acc",
+    ):
+        assert col in header
+    base = _row(text, "Base (mean)")
+    assert "56.00" in base and "73.00" in base and "**64.50**" in base
+    assert "59.60" in base and "47.5" in base  # lm-eval of the same model joined to its row
+    assert "no offline data" in base  # summarization is not averaged over nothing
+    assert "47.00" in _row(text, "UniMAE") and "steps=100, seed=0" in text
+    minilm = _row(text, "all-MiniLM-L6-v2")
+    assert minilm.rstrip().endswith("| - | - |")  # no lm-eval for the reference encoder
+    assert text.index("| Base (mean) |") < text.index("| all-MiniLM-L6-v2 |")  # reference last
+    assert "![tsne](results/figures/tsne.png)" in text
+    assert "unimae eval smollm2-135m --benchmark offline --pooling mean" in text
+    assert "unimae lm-eval runs/default/model" in text
+    assert "Paris \\| the capital." in text  # generations side by side, table-safe
+
+
+def test_report_is_deterministic_and_ordered_by_runs(results, tmp_path):
+    a = write_report(results, tmp_path / "a.md").read_text()
+    b = write_report(results, tmp_path / "b.md").read_text()
+    assert a.replace("a.md", "") == b.replace("b.md", "")
+    ordered = write_report(
+        results, tmp_path / "c.md", runs=[str(results / "unimae"), str(results / "base-mean")]
+    )
+    text = ordered.read_text()
+    assert text.index("| UniMAE |") < text.index("| Base (mean) |") and "all-MiniLM" not in text
+
+
+def test_report_cli_and_errors(results, tmp_path, capsys):
+    from unimae.cli import main
+
+    assert main(["report", str(results), "-o", str(tmp_path / "R.md")]) == 0
+    assert (tmp_path / "R.md").read_text().startswith("# Results")
+    assert main(["report", str(tmp_path / "empty_missing"), "-o", str(tmp_path / "X.md")]) == 2
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no summary.json"):
+        find_results(tmp_path / "empty")
+
+
+def test_summary_markdown_from_fixture():
+    import json
+
+    from unimae.evaluation.benchmark import summary_markdown
+
+    md = summary_markdown(json.loads((FIX / "base-mean" / "offline" / "summary.json").read_text()))
+    assert "| LeeSTS | STS | 56.00 | cosine_spearman |" in md
+    assert "| Summarization | 0 | no offline data |" in md and "Average over 2 tasks: 64.50" in md
+
+
+def test_tsne_panels_png(tmp_path):
+    from unimae.evaluation.tsne import plot_panels, tsne_2d
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (15, 8)) + 5, rng.normal(0, 1, (15, 8)) - 5])
+    labels = ["a"] * 15 + ["b"] * 15
+    pts = tsne_2d(x, seed=0)
+    assert pts.shape == (30, 2)
+    np.testing.assert_allclose(pts, tsne_2d(x, seed=0))  # deterministic
+    out = plot_panels([("base", pts), ("unimae", pts)], labels, tmp_path / "t.png", title="test")
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tsne_command_on_tiny_model(tiny_llama, tmp_path):
+    from unimae.cli import main
+
+    out = tmp_path / "tsne.png"
+    assert (
+        main(
+            [
+                "tsne",
+                f"A={tiny_llama}@mean",
+                f"B={tiny_llama}@eos",
+                "--task",
+                "MiniNewsgroupsClustering",
+                "--n-points",
+                "40",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert out.read_bytes()[:4] == b"\x89PNG"
