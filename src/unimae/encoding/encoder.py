@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from unimae.encoding.loading import load_causal_lm, resolve_model_path
+from unimae.encoding.loading import context_length, load_causal_lm, resolve_model_path
 from unimae.encoding.pooling import POOLINGS, layout, pool, reduction_of
 from unimae.objective.mntp import bidirectional_mask
 from unimae.tokens import bos_id_if_added, eos_token_id, pad_batch, position_ids
@@ -69,7 +69,7 @@ class Encoder:
         self.model.to(self.device).eval()
         self.eos_id = eos_token_id(tokenizer, eos_token)
         self.bos_id = bos_id_if_added(tokenizer)
-        self.context_length = self._context_length()
+        self.context_length = context_length(model)
         if max_length is None:  # 512, or the whole context if shorter
             max_length = min(DEFAULT_MAX_LENGTH, self.context_length or DEFAULT_MAX_LENGTH)
         self.max_length = self._check_max_length(max_length)
@@ -111,10 +111,6 @@ class Encoder:
     @property
     def dim(self) -> int:
         return self.model.config.get_text_config().hidden_size
-
-    def _context_length(self) -> int | None:
-        cfg = self.model.config.get_text_config()
-        return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
 
     def _check_max_length(self, max_length: int) -> int:
         if max_length < 2:

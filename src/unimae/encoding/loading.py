@@ -143,6 +143,12 @@ def load_causal_lm(name_or_path: str, dtype: str | torch.dtype = "fp32"):
     return model, tokenizer
 
 
+def context_length(model) -> int | None:
+    """The longest sequence the model's positions allow (None if its config does not say)."""
+    cfg = model.config.get_text_config()
+    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+
 def _hub_hint(name: str, error: Exception) -> str:
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return (

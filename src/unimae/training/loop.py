@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from unimae.data.corpus import load_texts
-from unimae.encoding.loading import load_causal_lm
+from unimae.encoding.loading import context_length, load_causal_lm
 from unimae.objective.mntp import MNTP
 from unimae.objective.model import UniMAE
 from unimae.tokens import bos_id_if_added, eos_token_id, mask_token_id
@@ -55,8 +55,7 @@ def build(cfg: TrainConfig) -> Setup:
     """The LLM (optionally with LoRA) wrapped in UniMAE with a fresh tiny decoder."""
     set_seed(cfg.seed)
     llm, tokenizer = load_causal_lm(cfg.model)
-    text_cfg = llm.config.get_text_config()
-    context = getattr(text_cfg, "max_position_embeddings", None) or getattr(text_cfg, "n_positions", None)
+    context = context_length(llm)
     if context is not None and cfg.max_length > context:
         raise ValueError(f"max_length={cfg.max_length} exceeds the model's context of {context} tokens")
     if cfg.gradient_checkpointing:
