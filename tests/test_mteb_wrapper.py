@@ -285,6 +285,8 @@ def test_unimae_eval_end_to_end_is_deterministic(tiny_llama, tmp_path, capsys):
     assert a["tasks"] == b["tasks"] and a["label"] == "Tiny"
     assert set(a["tasks"]) == {"LeeSTS", "MiniNewsgroupsClustering"}
     assert a["categories"]["Summarization"]["note"] == "no offline data"
+    assert a["categories"]["Retrieval"]["note"] == "not in the task subset"
+    assert a["subset"] == ["LeeSTS", "MiniNewsgroupsClustering"]
     assert a["command"].startswith("unimae eval")
     mteb_files = list((tmp_path / "a" / "mteb" / "results").rglob("LeeSTS.json"))
     assert len(mteb_files) == 1 and (tmp_path / "a" / "summary.md").read_text().startswith("# Tiny")

@@ -123,3 +123,19 @@ def test_tsne_command_on_tiny_model(tiny_llama, tmp_path):
         == 0
     )
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_draws_fig3b_and_keeps_task_subsets_apart(results, tmp_path):
+    import json
+
+    sub = json.loads((results / "unimae" / "offline" / "summary.json").read_text())
+    sub.update(label="sweep: mar0.2", subset=["LeeSTS"], tasks={"LeeSTS": sub["tasks"]["LeeSTS"]})
+    (results / "sweep" / "mar0.2").mkdir(parents=True)
+    (results / "sweep" / "mar0.2" / "summary.json").write_text(json.dumps(sub))
+    text = write_report(results, tmp_path / "R.md").read_text()
+    full, _, subset = text.partition("## Embeddings and generation: `offline, 1-task subset` benchmark")
+    assert subset and "Tasks of this subset: LeeSTS." in subset
+    assert "| sweep: mar0.2 |" in subset and "| sweep: mar0.2 |" not in full
+    assert "| UniMAE |" in full
+    fig = results / "fig3b_lm_scores.png"
+    assert fig.read_bytes().startswith(b"\x89PNG") and "![fig3b_lm_scores](results/fig3b_lm_scores.png)" in text

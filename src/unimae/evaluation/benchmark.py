@@ -176,6 +176,9 @@ def _run_info(model: str) -> dict:
     return {}
 
 
+SUBSET_NOTE = "not in the task subset"
+
+
 def summarize(scores: dict[str, float], task_types: dict[str, str], categories=CATEGORIES) -> dict:
     """Per-category averages and the overall average (mean over tasks, MTEB's convention).
 
@@ -294,6 +297,7 @@ def evaluate_model(
     summary = {
         "label": label or f"{model} ({info['pooling']})",
         "benchmark": benchmark,
+        "subset": [t.metadata.name for t in task_objs] if tasks else None,  # None: the whole set
         "model_info": info,
         "tasks": {
             name: {
@@ -312,6 +316,11 @@ def evaluate_model(
         "command": command or f"unimae eval {model} --benchmark {benchmark}",
         "versions": _versions(),
     }
+    if tasks and benchmark == "offline":  # a category the set has but the subset left out is not "no data"
+        with_data = {t.metadata.type for t in benchmark_tasks(benchmark, None)}
+        for cat, c in summary["categories"].items():
+            if c["score"] is None and cat in with_data:
+                c["note"] = SUBSET_NOTE
     write_json(output_dir / "summary.json", summary)
     (output_dir / "summary.md").write_text(summary_markdown(summary))
     summary["output_dir"] = str(output_dir)

@@ -150,12 +150,14 @@ def _cmd_sweep(args) -> int:
     from unimae.evaluation.sweep import plot_mask_ratio, run_sweep
     from unimae.training.config import parse_overrides
 
+    _set_threads(args)
     points = run_sweep(
         args.config,
         args.name,
         ratios=args.ratios,
         variants=args.variants,
         benchmark=args.benchmark,
+        tasks=args.tasks,
         overrides=parse_overrides(args.overrides),
     )
     for p in points:
@@ -197,6 +199,10 @@ def register(sub) -> None:
     w.add_argument("--ratios", type=float, nargs="*", default=[0.0, 0.2, 0.4, 0.5, 0.6, 0.8])
     w.add_argument("--variants", nargs="*", default=["mar-only", "mrc-only", "both"])
     w.add_argument("--benchmark", default="offline")
+    w.add_argument(
+        "--tasks", nargs="+", help="evaluate on only these tasks of the benchmark (a cheaper sweep)"
+    )
+    w.add_argument("--threads", type=int, help=THREADS_HELP)
     w.add_argument(
         "overrides", nargs="*", metavar="key=value", help="training config overrides for every run"
     )

@@ -1,0 +1,89 @@
+"""`unimae sweep` on a tiny model: points, the shared "both" run, resumption, the task subset, Figure 3(a)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from unimae.evaluation import sweep
+from unimae.evaluation.sweep import plot_mask_ratio, run_sweep, sweep_points
+
+
+@pytest.fixture
+def config(tiny_llama, corpus_file, tmp_path):
+    path = tmp_path / "tiny.yaml"
+    cfg = dict(
+        model=str(tiny_llama),
+        data=str(corpus_file),
+        steps=2,
+        batch_size=4,
+        max_length=16,
+        save_every=2,
+        warmup_steps=1,
+        mar_mask_ratio=0.5,
+    )
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_points_share_the_both_run_with_the_configs_ratio(config):
+    points = {p.name: p for p in sweep_points(config, "s", ratios=(0.0, 0.5), variants=("mar-only", "both"))}
+    assert list(points) == ["mar0", "mar0.5", "mar-only", "both"]
+    assert points["both"].run_dir == points["mar0.5"].run_dir
+    assert points["mar-only"].overrides == {"mrc_weight": 0.0}
+    alone = {p.name: p for p in sweep_points(config, "s", ratios=(0.2,), variants=("both",))}
+    assert alone["both"].run_dir.name == "both"  # 0.5 not swept: "both" is its own run
+    with pytest.raises(ValueError, match="unknown variant"):
+        sweep_points(config, "s", variants=("neither",))
+
+
+def test_sweep_trains_evaluates_resumes_and_plots(config, tmp_path, monkeypatch):
+    kw = dict(
+        ratios=(0.0, 0.5),
+        variants=("mrc-only", "both"),
+        tasks=["LeeSTS"],
+        runs_root=str(tmp_path / "runs"),
+        results_root=str(tmp_path / "results"),
+    )
+    points = run_sweep(config, "s", **kw)
+    by = {p.name: p for p in points}
+    assert len({p.run_dir for p in points}) == 3  # "both" is the 0.5 run
+    for p in points:
+        assert set(p.summary["tasks"]) == {"LeeSTS"} and p.summary["subset"] == ["LeeSTS"]
+        assert -1 <= p.summary["average"] <= 1
+    trained = yaml.safe_load((by["mrc-only"].run_dir / "config.yaml").read_text())
+    assert trained["alpha"] == 0.0 and trained["mar_mask_ratio"] == 0.5
+    assert yaml.safe_load((by["mar0"].run_dir / "config.yaml").read_text())["mar_mask_ratio"] == 0.0
+    assert "--tasks LeeSTS" in by["mar0"].summary["command"]
+
+    # a second call finds every point finished: nothing is trained or evaluated again
+    def refuse(*a, **k):
+        raise AssertionError("finished point redone")
+
+    monkeypatch.setattr("unimae.training.loop.train", refuse)
+    monkeypatch.setattr("unimae.evaluation.benchmark.evaluate_model", refuse)
+    again = run_sweep(config, "s", **kw)
+    assert [p.summary for p in again] == [p.summary for p in points]
+
+    png = plot_mask_ratio(again, tmp_path / "fig.png")
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_sweep_cli_passes_tasks_and_overrides(monkeypatch, tmp_path):
+    from unimae.cli import main
+
+    seen = {}
+
+    def fake_run(config, name, **kw):
+        seen.update(kw, config=config, name=name)
+        return []
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_run)
+    monkeypatch.setattr(sweep, "plot_mask_ratio", lambda points, path: path)
+    monkeypatch.chdir(tmp_path)
+    args = ["sweep", "--name", "x", "--ratios", "0.2", "--tasks", "LeeSTS", "--threads", "1", "steps=5"]
+    assert main(args) == 0
+    assert seen["tasks"] == ["LeeSTS"] and seen["ratios"] == [0.2] and seen["overrides"] == {"steps": 5}
+    assert json.dumps(seen["variants"])  # the defaults pass through
