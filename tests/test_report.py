@@ -139,3 +139,15 @@ def test_report_draws_fig3b_and_keeps_task_subsets_apart(results, tmp_path):
     assert "| UniMAE |" in full
     fig = results / "fig3b_lm_scores.png"
     assert fig.read_bytes().startswith(b"\x89PNG") and "![fig3b_lm_scores](results/fig3b_lm_scores.png)" in text
+
+
+def test_report_checks_targets_from_the_files(results, tmp_path):
+    text = write_report(results, tmp_path / "R.md").read_text()
+    section = text.split("## Against the targets")[1].split("\n## ")[0]
+    # fixture: UniMAE (trained, objective unimae) average 67.50, Base (mean) 64.50; STS 55 against 56
+    assert "UniMAE 67.50 vs best untrained row Base (mean) 64.50: **+3.00** points" in section
+    assert "below an untrained pooling or MNTP: STS (55.00; above it: Base (mean) 56.00)" in section
+    # lm-eval fixture: perplexity 47.0 against 59.6 (-21.1%), choice accuracy 47.0 against 47.5
+    assert "perplexity 47.00 vs 59.60 (**-21.1%**), mean choice accuracy **-0.5** points" in section
+    assert "all-MiniLM" not in section  # the reference encoder is not a baseline to beat
+    assert "slowest evaluation" in section

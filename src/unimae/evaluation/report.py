@@ -135,6 +135,68 @@ def generations_table(lm: list[dict]) -> list[str]:
     return lines
 
 
+REFERENCE = "all-MiniLM-L6-v2"
+
+
+def model_kind(info: dict) -> str:
+    """'reference', 'untrained', or the training objective ('unimae', 'mntp') of a result's model."""
+    if info.get("model") == REFERENCE:
+        return "reference"
+    training = info.get("training")
+    return training.get("objective", "unimae") if training else "untrained"
+
+
+def checks(summaries: list[dict], lm: list[dict]) -> list[str]:
+    """The issue's targets, computed from the result files: UniMAE against the untrained poolings and MNTP
+    (average and per category, full task sets only), generation kept (perplexity, choice accuracy), time."""
+    lines = []
+    for bench in dict.fromkeys(s["benchmark"] for s in summaries if not s.get("subset")):
+        rows = [s for s in summaries if s["benchmark"] == bench and not s.get("subset")]
+        by_kind = {k: [s for s in rows if model_kind(s["model_info"]) == k] for k in ("untrained", "mntp")}
+        others = by_kind["untrained"] + by_kind["mntp"]
+        for u in (s for s in rows if model_kind(s["model_info"]) == "unimae"):
+            for kind, group in by_kind.items():
+                if group:
+                    best = max(group, key=lambda s: s["average"])
+                    d = 100 * (u["average"] - best["average"])
+                    lines.append(
+                        f"- `{bench}`: {u['label']} {_fmt(u['average'])} vs best {kind} row {best['label']} "
+                        f"{_fmt(best['average'])}: **{d:+.2f}** points"
+                    )
+            below = []
+            for cat, c in u["categories"].items():
+                if c["score"] is None:
+                    continue
+                beat_by = [
+                    f"{o['label']} {_fmt(o['categories'][cat]['score'])}"
+                    for o in others
+                    if (o["categories"].get(cat) or {}).get("score") is not None
+                    and o["categories"][cat]["score"] > c["score"]
+                ]
+                if beat_by:
+                    below.append(f"{cat} ({_fmt(c['score'])}; above it: {', '.join(beat_by)})")
+            lines.append(
+                f"- `{bench}`: categories where {u['label']} is below an untrained pooling or MNTP: "
+                + ("; ".join(below) if below else "none")
+            )
+        slowest = max(rows, key=lambda s: s["seconds"])
+        lines.append(
+            f"- `{bench}`: slowest evaluation {slowest['label']}, {slowest['seconds'] / 60:.1f} min wall "
+            f"({slowest.get('cpu_seconds', 0) / 60:.1f} min CPU of its process)"
+        )
+    base = next((r for r in lm if model_kind(r["model_info"]) == "untrained"), None)
+    for r in lm:
+        if base is None or r is base or model_kind(r["model_info"]) == "untrained":
+            continue
+        p0, p1 = base["perplexity"]["perplexity"], r["perplexity"]["perplexity"]
+        da = 100 * (r["choice_accuracy"] - base["choice_accuracy"])
+        lines.append(
+            f"- generation, {r['label']} vs {base['label']}: perplexity {p1:.2f} vs {p0:.2f} "
+            f"(**{100 * (p1 / p0 - 1):+.1f}%**), mean choice accuracy **{da:+.1f}** points"
+        )
+    return lines
+
+
 def _setup_lines(summaries: list[dict], lm: list[dict]) -> list[str]:
     lines = [
         "| row | model | pooling | max tokens | revision (weights hash) | training | device | time |",
@@ -182,6 +244,9 @@ def render_report(summaries: list[dict], lm: list[dict], figures: list[Path], ou
             lines += [f"Tasks of this subset: {', '.join(subset)}.", ""]
         lines += comparison_table(summaries, lm, b) + [""]
         lines += [f"### Per task (`{b}`)", ""] + task_table(summaries, b) + [""]
+    found = checks(summaries, lm)
+    if found:
+        lines += ["## Against the targets", "", "Computed from the same files.", ""] + found + [""]
     if lm:
         lines += ["## Is generation kept?", "", "Accuracy x 100 (summed log-likelihood of each choice).", ""]
         lines += lm_table(lm) + [""]
