@@ -11,7 +11,9 @@ def test_default_model_embeds_and_generates():
 
     enc = Encoder.from_pretrained("smollm2-135m")
     assert enc.dim == 576 and enc.tokenizer.convert_ids_to_tokens(enc.eos_id) == "<|im_end|>"
-    v = enc.encode(["A man plays a guitar.", "Someone performs music.", "Stocks fell sharply."], normalize=True)
+    v = enc.encode(
+        ["A man plays a guitar.", "Someone performs music.", "Stocks fell sharply."], normalize=True
+    )
     assert v.shape == (3, 576) and np.isfinite(v).all()
     assert "Paris" in enc.generate("What is the capital of France?", max_new_tokens=16)
 
@@ -22,7 +24,9 @@ def test_short_unimae_run_on_default_model(tmp_path):
     from unimae.training.config import load_config
     from unimae.training.loop import train
 
-    cfg = load_config("configs/default.yaml", {"output_dir": str(tmp_path / "run"), "steps": 2, "batch_size": 4})
+    cfg = load_config(
+        "configs/default.yaml", {"output_dir": str(tmp_path / "run"), "steps": 2, "batch_size": 4}
+    )
     run = train(cfg)
     m = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(m) == 2 and all(np.isfinite([x["mar_loss"], x["mrc_loss"]]).all() for x in m)

@@ -138,7 +138,9 @@ def test_report_draws_fig3b_and_keeps_task_subsets_apart(results, tmp_path):
     assert "| sweep: mar0.2 |" in subset and "| sweep: mar0.2 |" not in full
     assert "| UniMAE |" in full
     fig = results / "fig3b_lm_scores.png"
-    assert fig.read_bytes().startswith(b"\x89PNG") and "![fig3b_lm_scores](results/fig3b_lm_scores.png)" in text
+    assert (
+        fig.read_bytes().startswith(b"\x89PNG") and "![fig3b_lm_scores](results/fig3b_lm_scores.png)" in text
+    )
 
 
 def test_report_checks_targets_from_the_files(results, tmp_path):

@@ -37,7 +37,9 @@ def plot_lm_scores(lm: list[dict], path: str | Path) -> Path:
     for i, r in enumerate(lm):
         acc = [100 * r["multiple_choice"].get(t, {}).get("acc", np.nan) for t in tasks]
         ax_mc.bar(x + (i - (len(lm) - 1) / 2) * width, acc, width, label=r["label"], color=colors(i))
-    chance = [100 * next(r["multiple_choice"][t]["chance"] for r in lm if t in r["multiple_choice"]) for t in tasks]
+    chance = [
+        100 * next(r["multiple_choice"][t]["chance"] for r in lm if t in r["multiple_choice"]) for t in tasks
+    ]
     ax_mc.scatter(x, chance, marker="_", s=600, color="black", label="chance", zorder=3)
     ax_mc.set_xticks(x, [t.replace("_", " ") for t in tasks], fontsize=8)
     ax_mc.set_ylabel("accuracy (%)")

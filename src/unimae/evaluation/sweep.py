@@ -102,7 +102,8 @@ def run_sweep(
                 p.result_dir,
                 tasks=list(tasks) if tasks else None,
                 label=f"{name}: {p.name}",
-                command=f"unimae sweep --name {name}" + (f" --tasks {' '.join(tasks)}" if tasks else "")
+                command=f"unimae sweep --name {name}"
+                + (f" --tasks {' '.join(tasks)}" if tasks else "")
                 + f" ({p.name}: {p.overrides or 'the config as is'})",
             )
         p.summary = json.loads(summary_file.read_text())
