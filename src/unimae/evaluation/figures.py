@@ -11,7 +11,7 @@ import numpy as np
 
 
 def plot_lm_scores(lm: list[dict], path: str | Path) -> Path:
-    """Two panels: held-out perplexity per model (log scale, lower is better) and multiple-choice accuracy
+    """Two panels: held-out perplexity per model (lower is better; log scale when they differ over 10x) and multiple-choice accuracy
     per BIG-bench task, one bar per model, with each task's chance level as a tick."""
     import matplotlib
 
@@ -26,7 +26,8 @@ def plot_lm_scores(lm: list[dict], path: str | Path) -> Path:
     colors = plt.get_cmap("tab10")
     ppl = [r["perplexity"]["perplexity"] for r in lm]
     ax_ppl.bar(range(len(lm)), ppl, color=[colors(i) for i in range(len(lm))])
-    ax_ppl.set_yscale("log")
+    if max(ppl) > 10 * min(ppl):  # a destroyed model would flatten the others on a linear axis
+        ax_ppl.set_yscale("log")
     ax_ppl.set_xticks(range(len(lm)), labels, rotation=20, fontsize=8)
     ax_ppl.set_title("held-out perplexity ↓", fontsize=9)
     for i, v in enumerate(ppl):
