@@ -127,7 +127,10 @@ def plot_mask_ratio(points: list[SweepPoint], path: str | Path) -> Path:
     for p in points:
         if "mar_mask_ratio" not in p.overrides and p.summary and p.name != "both":
             ax.axhline(100 * p.summary["average"], ls="--", lw=1, color="gray")
-            ax.text(0.0, 100 * p.summary["average"], f" {p.name}", va="bottom", fontsize=8, color="gray")
+            x_right = max((x for x, _ in sweep), default=1.0)
+            ax.text(
+                x_right, 100 * p.summary["average"], p.name, ha="right", va="bottom", fontsize=8, color="gray"
+            )
     ax.set_xlabel("MAR mask ratio")
     n_tasks = {len(p.summary["tasks"]) for p in points if p.summary}
     ax.set_ylabel(f"average score ({'/'.join(map(str, sorted(n_tasks)))} tasks)")
