@@ -85,7 +85,8 @@ def tsne_figure(
     for label, model, pooling in models:
         enc = Encoder.from_pretrained(model, pooling=pooling)
         vecs = enc.encode(texts, batch_size=batch_size, show_progress_bar=True)
-        panels.append((f"{label} ({enc.pooling})", tsne_2d(vecs, seed)))
+        name = label if enc.pooling.lower() in label.lower() else f"{label} ({enc.pooling})"
+        panels.append((name, tsne_2d(vecs, seed)))
         del enc
     return plot_panels(
         panels, labels, output, title=f"t-SNE of {task} ({len(texts)} texts), coloured by class"
