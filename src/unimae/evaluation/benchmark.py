@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from unimae.evaluation.offline_tasks import CATEGORIES, SIZES, offline_tasks
+from unimae.evaluation.offline_tasks import CATEGORIES, SIZES, TASK_CLASSES, offline_tasks
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +179,14 @@ def _run_info(model: str) -> dict:
 SUBSET_NOTE = "not in the task subset"
 
 
-def summarize(scores: dict[str, float], task_types: dict[str, str], categories=CATEGORIES) -> dict:
+def summarize(
+    scores: dict[str, float], task_types: dict[str, str], categories=CATEGORIES, left_out=()
+) -> dict:
     """Per-category averages and the overall average (mean over tasks, MTEB's convention).
 
     ``scores``: {task: main score}; ``task_types``: {task: MTEB category}. A category without tasks gets
-    ``score: None`` and the note 'no offline data' instead of an average over nothing.
+    ``score: None`` and the note 'no offline data' instead of an average over nothing, or 'not in the task
+    subset' when it is one of ``left_out`` (categories the whole set has but a task subset skipped).
     """
     by_cat: dict[str, list[float]] = {c: [] for c in categories}
     for task, score in scores.items():
@@ -193,7 +196,11 @@ def summarize(scores: dict[str, float], task_types: dict[str, str], categories=C
         if values:
             cats[cat] = {"score": float(np.mean(values)), "n_tasks": len(values)}
         else:
-            cats[cat] = {"score": None, "n_tasks": 0, "note": NO_DATA_NOTE}
+            cats[cat] = {
+                "score": None,
+                "n_tasks": 0,
+                "note": SUBSET_NOTE if cat in left_out else NO_DATA_NOTE,
+            }
     values = list(scores.values())
     return {
         "categories": cats,
@@ -309,18 +316,18 @@ def evaluate_model(
             for name in (t.metadata.name for t in task_objs)
             if name in scores
         },
-        **summarize(scores, types, CATEGORIES if benchmark == "offline" else _categories_of(task_objs)),
+        **summarize(
+            scores,
+            types,
+            CATEGORIES if benchmark == "offline" else _categories_of(task_objs),
+            left_out={c.metadata.type for c in TASK_CLASSES} if tasks and benchmark == "offline" else (),
+        ),
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,  # this process only: on a shared machine, wall time overstates the cost
         "texts_encoded": getattr(mteb_model, "n_encoded", None),
         "command": command or f"unimae eval {model} --benchmark {benchmark}",
         "versions": _versions(),
     }
-    if tasks and benchmark == "offline":  # a category the set has but the subset left out is not "no data"
-        with_data = {t.metadata.type for t in benchmark_tasks(benchmark, None)}
-        for cat, c in summary["categories"].items():
-            if c["score"] is None and cat in with_data:
-                c["note"] = SUBSET_NOTE
     write_json(output_dir / "summary.json", summary)
     (output_dir / "summary.md").write_text(summary_markdown(summary))
     summary["output_dir"] = str(output_dir)

@@ -32,14 +32,19 @@ def find_results(
             raise FileNotFoundError(f"result folder {folder} does not exist")
         summaries += [_load(p) for p in sorted(folder.rglob("summary.json"))]
         lm += [_load(p) for p in sorted(folder.rglob("lm_eval.json"))]
-    pngs = [p for f in [Path(root), *folders] if f.exists() for p in sorted(f.rglob("*.png"))]
-    figures = list(dict.fromkeys(p.resolve() for p in pngs))
     if runs is None:  # no order given: supervised reference last, others by label
         summaries.sort(key=lambda s: (s["model_info"]["model"] == "all-MiniLM-L6-v2", s["label"]))
         lm.sort(key=lambda r: r["label"])
     if not summaries and not lm:
         raise FileNotFoundError(f"no summary.json or lm_eval.json under {', '.join(map(str, folders))}")
-    return summaries, lm, figures
+    return summaries, lm, find_figures(root, runs)
+
+
+def find_figures(root: str | Path, runs: list[str] | None = None) -> list[Path]:
+    """Every PNG under ``root`` and under each of ``runs``, once each."""
+    folders = [Path(root), *(Path(r) for r in runs or [])]
+    pngs = [p for f in folders if f.exists() for p in sorted(f.rglob("*.png"))]
+    return list(dict.fromkeys(p.resolve() for p in pngs))
 
 
 def _fmt(x, scale: float = 100.0, digits: int = 2) -> str:
@@ -197,6 +202,11 @@ def checks(summaries: list[dict], lm: list[dict]) -> list[str]:
     return lines
 
 
+def _training_text(info: dict) -> str:
+    train = info.get("training")
+    return ", ".join(f"{k}={v}" for k, v in train.items()) if train else "untrained / as published"
+
+
 def _setup_lines(summaries: list[dict], lm: list[dict]) -> list[str]:
     lines = [
         "| row | model | pooling | max tokens | revision (weights hash) | training | device | time |",
@@ -204,18 +214,14 @@ def _setup_lines(summaries: list[dict], lm: list[dict]) -> list[str]:
     ]
     for s in summaries:
         m = s["model_info"]
-        train = m.get("training")
-        train_txt = ", ".join(f"{k}={v}" for k, v in train.items()) if train else "untrained / as published"
         lines.append(
             f"| {s['label']} ({s['benchmark']}) | `{m['model']}` | {m['pooling']} | {m.get('max_length')} | "
-            f"`{m['revision']}` | {train_txt} | {m.get('device', '?')} | {s['seconds']:.0f} s |"
+            f"`{m['revision']}` | {_training_text(m)} | {m.get('device', '?')} | {s['seconds']:.0f} s |"
         )
     for r in lm:
         m = r["model_info"]
-        train = m.get("training")
-        train_txt = ", ".join(f"{k}={v}" for k, v in train.items()) if train else "untrained / as published"
         lines.append(
-            f"| {r['label']} (lm-eval) | `{m['model']}` | - | - | `{m['revision']}` | {train_txt} | "
+            f"| {r['label']} (lm-eval) | `{m['model']}` | - | - | `{m['revision']}` | {_training_text(m)} | "
             f"{m.get('device', '?')} | {r['seconds']:.0f} s |"
         )
     return lines
@@ -288,7 +294,7 @@ def write_report(
         from unimae.evaluation.figures import plot_lm_scores
 
         plot_lm_scores(lm, Path(results) / "fig3b_lm_scores.png")
-    summaries, lm, figures = find_results(results, runs)
+    figures = find_figures(results, runs)  # now with the figure just drawn
     output = Path(output)
     text = render_report(summaries, lm, figures, output.resolve().parent)
     output.parent.mkdir(parents=True, exist_ok=True)

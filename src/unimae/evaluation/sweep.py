@@ -55,10 +55,10 @@ def sweep_points(
                 Path(results_root) / name / tag / benchmark,
             )
         )
+    same = next((p for p in points if p.overrides == {"mar_mask_ratio": base_ratio}), None)
     for v in variants:
         if v not in VARIANTS:
             raise ValueError(f"unknown variant {v!r}; known: {list(VARIANTS)}")
-        same = next((p for p in points if p.overrides == {"mar_mask_ratio": base_ratio}), None)
         if v == "both" and same is not None:  # identical config: share the run and its scores
             points.append(SweepPoint(v, {}, same.run_dir, same.result_dir))
             continue
