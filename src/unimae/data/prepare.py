@@ -15,7 +15,6 @@ BIG-bench files carry a canary string: they are evaluation data and never traini
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -27,6 +26,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from unimae.data.wiki import sha256_file
 from unimae.paths import cache_dir, package_file
 
 log = logging.getLogger(__name__)
@@ -122,14 +122,6 @@ FALLBACK_PIP = (
     "pip-25.3-py3-none-any.whl",
     "9655943313a94722b7774661c21049070f6bbb0a1516bf02f7c8d5d9201514cd",
 )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def data_file(source: str, relative: str) -> Path:
