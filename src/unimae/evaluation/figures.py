@@ -1,4 +1,5 @@
-"""Figure 3(b) of the paper: language-model scores of the base model, MNTP and UniMAE side by side.
+"""Figure 3(b) of the paper: language-model scores of the base model, MNTP and UniMAE side by side,
+and the figure writer the other plots share.
 
 Drawn from ``lm_eval.json`` files of ``unimae lm-eval`` (``unimae report`` calls it).
 """
@@ -8,6 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+
+def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
+    """Lay out ``fig``, write it to ``path`` (creating its folder) and close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, **savefig_kwargs)
+    plt.close(fig)
+    return path
 
 
 def plot_lm_scores(lm: list[dict], path: str | Path) -> Path:
@@ -47,9 +60,4 @@ def plot_lm_scores(lm: list[dict], path: str | Path) -> Path:
     ax_mc.set_title("multiple-choice accuracy (BIG-bench, log-likelihood)", fontsize=9)
     ax_mc.legend(fontsize=7, loc="upper right")
     ax_mc.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

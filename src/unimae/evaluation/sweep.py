@@ -117,6 +117,8 @@ def plot_mask_ratio(points: list[SweepPoint], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from unimae.evaluation.figures import save_figure
+
     sweep = sorted(
         (p.overrides["mar_mask_ratio"], 100 * p.summary["average"])
         for p in points
@@ -137,9 +139,4 @@ def plot_mask_ratio(points: list[SweepPoint], path: str | Path) -> Path:
     ax.set_title("Offline benchmark average vs. MAR mask ratio")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -46,6 +46,8 @@ def plot_panels(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from unimae.evaluation.figures import save_figure
+
     classes = sorted(set(labels))
     cmap = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
@@ -61,12 +63,7 @@ def plot_panels(
         axes[0][-1].legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=7, markerscale=2)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
-    return output
+    return save_figure(fig, output, dpi=120)
 
 
 def tsne_figure(
