@@ -137,6 +137,8 @@ def test_report_draws_fig3b_and_keeps_task_subsets_apart(results, tmp_path):
     assert subset and "Tasks of this subset: LeeSTS." in subset
     assert "| sweep: mar0.2 |" in subset and "| sweep: mar0.2 |" not in full
     assert "| UniMAE |" in full
+    setup = text.split("## Models, steps and seeds")[1]
+    assert "| sweep: mar0.2 (offline, 1-task subset) |" in setup and "| UniMAE (offline) |" in setup
     fig = results / "fig3b_lm_scores.png"
     assert (
         fig.read_bytes().startswith(b"\x89PNG") and "![fig3b_lm_scores](results/fig3b_lm_scores.png)" in text

@@ -215,7 +215,7 @@ def _setup_lines(summaries: list[dict], lm: list[dict]) -> list[str]:
     for s in summaries:
         m = s["model_info"]
         lines.append(
-            f"| {s['label']} ({s['benchmark']}) | `{m['model']}` | {m['pooling']} | {m.get('max_length')} | "
+            f"| {s['label']} ({task_set(s)}) | `{m['model']}` | {m['pooling']} | {m.get('max_length')} | "
             f"`{m['revision']}` | {_training_text(m)} | {m.get('device', '?')} | {s['seconds']:.0f} s |"
         )
     for r in lm:
