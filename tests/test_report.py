@@ -155,3 +155,34 @@ def test_report_checks_targets_from_the_files(results, tmp_path):
     assert "perplexity 47.00 vs 59.60 (**-21.1%**), mean choice accuracy **-0.5** points" in section
     assert "all-MiniLM" not in section  # the reference encoder is not a baseline to beat
     assert "slowest evaluation" in section
+
+
+def _copy_run(results: Path, src: str, dst: str, label: str, average: float, acc: float | None, **train):
+    """A copy of fixture run ``src`` as ``dst``, with another label, average, choice accuracy and training."""
+    import json
+
+    s = json.loads((results / src / "offline" / "summary.json").read_text())
+    s["label"], s["average"] = label, average
+    s["model_info"].update(model=f"runs/{dst}/model", training={**s["model_info"]["training"], **train})
+    (results / dst / "offline").mkdir(parents=True)
+    (results / dst / "offline" / "summary.json").write_text(json.dumps(s))
+    if acc is not None:
+        r = json.loads((results / src / "lm-eval" / "lm_eval.json").read_text())
+        r["label"], r["choice_accuracy"] = label, acc
+        r["model_info"].update(model=f"runs/{dst}/model", training=s["model_info"]["training"])
+        (results / dst / "lm-eval").mkdir(parents=True)
+        (results / dst / "lm-eval" / "lm_eval.json").write_text(json.dumps(r))
+
+
+def test_report_seed_table_and_fields_that_differ(results, tmp_path):
+    _copy_run(results, "unimae", "unimae-seed7", "UniMAE, seed 7", 0.655, 0.40, seed=7)
+    _copy_run(results, "unimae", "unimae-eos-off", "UniMAE, no EOS target", 0.70, None, mar_predict_eos=False)
+    text = write_report(results, tmp_path / "R.md").read_text()
+    seeds = text.split("## Seeds")[1].split("\n## ")[0]
+    rows = [line for line in seeds.splitlines() if line.startswith("| offline |")]
+    # fixture UniMAE: seed 0, average 67.50, choice accuracy 47.0 (lm-eval); the single-seed variant has no row
+    assert len(rows) == 1, rows
+    assert "| 0, 7 | 67.50 / 65.50 | 66.50 |" in rows[0] and "47.0 / 40.0 | 43.5 |" in rows[0]
+    assert "mar_predict_eos=None" in rows[0]  # named by the field that tells the configs apart
+    setup = text.split("## Models, steps and seeds")[1]
+    assert "seed=7, mar_predict_eos=None" not in setup and "mar_predict_eos=False" in setup

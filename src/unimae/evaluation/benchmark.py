@@ -146,8 +146,13 @@ def _reference_encoder(batch_size: int, device: str | None):
     return st, info
 
 
+# config fields that say where and how often a run wrote, not what it trained
+RUN_ONLY = ("output_dir", "save_every", "log_every", "export")
+
+
 def _run_info(model: str) -> dict:
-    """Steps, seed and model of the unimae training run a model folder came from, when there is one."""
+    """The training config (model, data, steps, seed, every knob) of the unimae run a model folder came
+    from, when there is one."""
     path = Path(model)
     for config in (path / "config.yaml", path.parent / "config.yaml"):
         if config.is_file():
@@ -157,22 +162,8 @@ def _run_info(model: str) -> dict:
                 cfg = yaml.safe_load(config.read_text()) or {}
             except Exception:  # a foreign config.yaml: nothing to report
                 return {}
-            keys = (
-                "model",
-                "data",
-                "steps",
-                "seed",
-                "batch_size",
-                "lr",
-                "mar_mask_ratio",
-                "mrc_mask_ratio",
-                "alpha",
-                "decoder_lr",
-                "warmup_steps",
-                "max_length",
-                "objective",
-            )
-            return {"training": {k: cfg[k] for k in keys if k in cfg}, "training_config": str(config)}
+            training = {k: v for k, v in cfg.items() if k not in RUN_ONLY}
+            return {"training": training, "training_config": str(config)}
     return {}
 
 

@@ -202,12 +202,36 @@ def checks(summaries: list[dict], lm: list[dict]) -> list[str]:
     return lines
 
 
-def _training_text(info: dict) -> str:
+# training fields always shown in the setup table; any other field is shown where it differs between runs
+SHOWN = (
+    "model",
+    "data",
+    "objective",
+    "steps",
+    "seed",
+    "batch_size",
+    "lr",
+    "mar_mask_ratio",
+    "mrc_mask_ratio",
+)
+
+
+def varying_fields(infos: list[dict], skip: tuple[str, ...] = SHOWN) -> list[str]:
+    """Training fields (other than ``skip``) whose value differs between the trained models of ``infos``."""
+    trained = [i["training"] for i in infos if i.get("training")]
+    keys = dict.fromkeys(k for t in trained for k in t if k not in skip)
+    return [k for k in keys if len({json.dumps(t.get(k)) for t in trained}) > 1]
+
+
+def _training_text(info: dict, varying: list[str] = ()) -> str:
     train = info.get("training")
-    return ", ".join(f"{k}={v}" for k, v in train.items()) if train else "untrained / as published"
+    if not train:
+        return "untrained / as published"
+    return ", ".join(f"{k}={train[k]}" for k in (*SHOWN, *varying) if k in train)
 
 
 def _setup_lines(summaries: list[dict], lm: list[dict]) -> list[str]:
+    varying = varying_fields([x["model_info"] for x in summaries + lm])
     lines = [
         "| row | model | pooling | max tokens | revision (weights hash) | training | device | time |",
         "|---|---|---|---|---|---|---|---|",
@@ -216,13 +240,49 @@ def _setup_lines(summaries: list[dict], lm: list[dict]) -> list[str]:
         m = s["model_info"]
         lines.append(
             f"| {s['label']} ({task_set(s)}) | `{m['model']}` | {m['pooling']} | {m.get('max_length')} | "
-            f"`{m['revision']}` | {_training_text(m)} | {m.get('device', '?')} | {s['seconds']:.0f} s |"
+            f"`{m['revision']}` | {_training_text(m, varying)} | {m.get('device', '?')} | {s['seconds']:.0f} s |"
         )
     for r in lm:
         m = r["model_info"]
         lines.append(
-            f"| {r['label']} (lm-eval) | `{m['model']}` | - | - | `{m['revision']}` | {_training_text(m)} | "
-            f"{m.get('device', '?')} | {r['seconds']:.0f} s |"
+            f"| {r['label']} (lm-eval) | `{m['model']}` | - | - | `{m['revision']}` | "
+            f"{_training_text(m, varying)} | {m.get('device', '?')} | {r['seconds']:.0f} s |"
+        )
+    return lines
+
+
+def seed_table(summaries: list[dict], lm: list[dict]) -> list[str]:
+    """Training configs run with more than one seed (full task sets): each seed's average and choice
+    accuracy, and their mean. A config is named by the fields that tell the trained configs apart."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for s in summaries:
+        train = s["model_info"].get("training")
+        if train and not s.get("subset"):
+            rest = json.dumps({k: v for k, v in train.items() if k != "seed"}, sort_keys=True)
+            groups.setdefault((s["benchmark"], rest), []).append(s)
+    groups = {k: v for k, v in groups.items() if len(v) > 1}
+    if not groups:
+        return []
+    full = [s["model_info"] for s in summaries if not s.get("subset")]
+    names = varying_fields(full, skip=("seed",))
+    lines = [
+        "| benchmark | config | seeds | Average per seed | mean | MC acc per seed | mean |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (bench, _), rows in groups.items():
+        train = rows[0]["model_info"]["training"]
+        name = ", ".join(f"{k}={train.get(k)}" for k in names) or "(one config)"
+        avgs = [100 * s["average"] for s in rows]
+        accs = [100 * r["choice_accuracy"] for r in (_lm_for(s, lm) for s in rows) if r]
+        mc = (
+            (" / ".join(f"{a:.1f}" for a in accs), f"{sum(accs) / len(accs):.1f}")
+            if len(accs) == len(rows)
+            else ("-", "-")
+        )
+        lines.append(
+            f"| {bench} | {name} | {', '.join(str(s['model_info']['training'].get('seed')) for s in rows)} | "
+            + " / ".join(f"{a:.2f}" for a in avgs)
+            + f" | {sum(avgs) / len(avgs):.2f} | {mc[0]} | {mc[1]} |"
         )
     return lines
 
@@ -250,6 +310,10 @@ def render_report(summaries: list[dict], lm: list[dict], figures: list[Path], ou
             lines += [f"Tasks of this subset: {', '.join(subset)}.", ""]
         lines += comparison_table(summaries, lm, b) + [""]
         lines += [f"### Per task (`{b}`)", ""] + task_table(summaries, b) + [""]
+    seeds = seed_table(summaries, lm)
+    if seeds:
+        lines += ["## Seeds", "", "Configs trained with more than one seed, same data and steps.", ""]
+        lines += seeds + [""]
     found = checks(summaries, lm)
     if found:
         lines += ["## Against the targets", "", "Computed from the same files.", ""] + found + [""]
