@@ -157,13 +157,20 @@ def test_report_checks_targets_from_the_files(results, tmp_path):
     assert "slowest evaluation" in section
 
 
-def _copy_run(results: Path, src: str, dst: str, label: str, average: float, acc: float | None, **train):
-    """A copy of fixture run ``src`` as ``dst``, with another label, average, choice accuracy and training."""
+def _copy_run(
+    results: Path, src: str, dst: str, label: str, average: float, acc: float | None, rev=None, **train
+):
+    """A copy of fixture run ``src`` as ``dst``: another label, average, choice accuracy, training and weights
+    (revision ``rev``, by default a new one)."""
     import json
 
     s = json.loads((results / src / "offline" / "summary.json").read_text())
     s["label"], s["average"] = label, average
-    s["model_info"].update(model=f"runs/{dst}/model", training={**s["model_info"]["training"], **train})
+    s["model_info"].update(
+        model=f"runs/{dst}/model",
+        revision=rev or f"{dst}-eos-512",
+        training={**s["model_info"]["training"], **train},
+    )
     (results / dst / "offline").mkdir(parents=True)
     (results / dst / "offline" / "summary.json").write_text(json.dumps(s))
     if acc is not None:
@@ -177,6 +184,9 @@ def _copy_run(results: Path, src: str, dst: str, label: str, average: float, acc
 def test_report_seed_table_and_fields_that_differ(results, tmp_path):
     _copy_run(results, "unimae", "unimae-seed7", "UniMAE, seed 7", 0.655, 0.40, seed=7)
     _copy_run(results, "unimae", "unimae-eos-off", "UniMAE, no EOS target", 0.70, None, mar_predict_eos=False)
+    _copy_run(
+        results, "unimae", "unimae-rerun", "UniMAE, rerun", 0.675, None, rev="abc123-eos-512"
+    )  # counted once
     text = write_report(results, tmp_path / "R.md").read_text()
     seeds = text.split("## Seeds")[1].split("\n## ")[0]
     rows = [line for line in seeds.splitlines() if line.startswith("| offline |")]

@@ -253,13 +253,16 @@ def _setup_lines(summaries: list[dict], lm: list[dict]) -> list[str]:
 
 def seed_table(summaries: list[dict], lm: list[dict]) -> list[str]:
     """Training configs run with more than one seed (full task sets): each seed's average and choice
-    accuracy, and their mean. A config is named by the fields that tell the trained configs apart."""
+    accuracy, and their mean. A config is named by the fields that tell the trained configs apart; rows
+    with the same weights (same revision hash, e.g. a rerun of one seed) count once."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for s in summaries:
         train = s["model_info"].get("training")
         if train and not s.get("subset"):
             rest = json.dumps({k: v for k, v in train.items() if k != "seed"}, sort_keys=True)
-            groups.setdefault((s["benchmark"], rest), []).append(s)
+            group = groups.setdefault((s["benchmark"], rest), [])
+            if all(g["model_info"]["revision"] != s["model_info"]["revision"] for g in group):
+                group.append(s)  # the same weights (a rerun) count once
     groups = {k: v for k, v in groups.items() if len(v) > 1}
     if not groups:
         return []
