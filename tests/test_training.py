@@ -92,12 +92,14 @@ def test_three_steps_checkpoint_resume_export_encode(tiny_model, corpus_file, tm
         assert torch.allclose(v, a[k], atol=1e-6), k
 
 
-def test_lora_run_merges_on_export(tiny_llama, corpus_file, tmp_path):
+@pytest.mark.parametrize("objective", ["unimae", "mntp"])
+def test_lora_run_merges_on_export(tiny_llama, corpus_file, tmp_path, objective):
     run = train(
         _cfg(
             tiny_llama,
             corpus_file,
             tmp_path / "lora",
+            objective=objective,
             lora=True,
             lora_r=4,
             lora_alpha=8,
