@@ -24,40 +24,51 @@ def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
 
 
 def plot_lm_scores(lm: list[dict], path: str | Path) -> Path:
-    """Two panels: held-out perplexity per model (lower is better; log scale when they differ over 10x) and multiple-choice accuracy
-    per BIG-bench task, one bar per model, with each task's chance level as a tick."""
+    """Figure 3(b), one row per model (first on top), so that any number of models stays readable.
+    Left: held-out perplexity (lower is better; log scale when they differ over 10x). Right: mean
+    multiple-choice accuracy over the BIG-bench tasks (bar) and each task's accuracy (markers), with the
+    untrained model's mean (dotted) and the mean chance level (dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    n = len(lm)
     labels = [r["label"] for r in lm]
     tasks = list(dict.fromkeys(t for r in lm for t in r["multiple_choice"]))
     fig, (ax_ppl, ax_mc) = plt.subplots(
-        1, 2, figsize=(4 + 1.6 * len(tasks), 3.6), dpi=120, gridspec_kw={"width_ratios": [1, 2.5]}
+        1, 2, figsize=(11, 1.6 + 0.4 * n), dpi=120, sharey=True, gridspec_kw={"width_ratios": [1, 1.6]}
     )
-    colors = plt.get_cmap("tab10")
+    y = np.arange(n)[::-1]
     ppl = [r["perplexity"]["perplexity"] for r in lm]
-    ax_ppl.bar(range(len(lm)), ppl, color=[colors(i) for i in range(len(lm))])
+    ax_ppl.barh(y, ppl, color="tab:blue", alpha=0.6)
     if max(ppl) > 10 * min(ppl):  # a destroyed model would flatten the others on a linear axis
-        ax_ppl.set_yscale("log")
-    ax_ppl.set_xticks(range(len(lm)), labels, rotation=20, fontsize=8)
+        ax_ppl.set_xscale("log")
+    for yi, v in zip(y, ppl):
+        ax_ppl.text(v, yi, f" {v:.1f}", va="center", fontsize=7)
+    ax_ppl.set_yticks(y, labels, fontsize=8)
     ax_ppl.set_title("held-out perplexity ↓", fontsize=9)
-    for i, v in enumerate(ppl):
-        ax_ppl.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+    ax_ppl.set_xlim(right=max(ppl) * 1.2)
 
-    width = 0.8 / max(len(lm), 1)
-    x = np.arange(len(tasks))
-    for i, r in enumerate(lm):
-        acc = [100 * r["multiple_choice"].get(t, {}).get("acc", np.nan) for t in tasks]
-        ax_mc.bar(x + (i - (len(lm) - 1) / 2) * width, acc, width, label=r["label"], color=colors(i))
-    chance = [
-        100 * next(r["multiple_choice"][t]["chance"] for r in lm if t in r["multiple_choice"]) for t in tasks
-    ]
-    ax_mc.scatter(x, chance, marker="_", s=600, color="black", label="chance", zorder=3)
-    ax_mc.set_xticks(x, [t.replace("_", " ") for t in tasks], fontsize=8)
-    ax_mc.set_ylabel("accuracy (%)")
+    mean = [100 * r["choice_accuracy"] for r in lm]
+    ax_mc.barh(y, mean, color="tab:green", alpha=0.35, label="mean over tasks")
+    for yi, v in zip(y, mean):
+        ax_mc.text(1, yi, f"{v:.1f}", va="center", fontsize=7)
+    markers, colors = "osD^v<>p", plt.get_cmap("tab10")
+    for j, t in enumerate(tasks):
+        acc = [100 * r["multiple_choice"].get(t, {}).get("acc", np.nan) for r in lm]
+        ax_mc.scatter(
+            acc, y, marker=markers[j % len(markers)], s=22, color=colors(j), label=t.replace("_", " ")
+        )
+    chance = [next(r["multiple_choice"][t]["chance"] for r in lm if t in r["multiple_choice"]) for t in tasks]
+    ax_mc.axvline(100 * float(np.mean(chance)), color="black", ls="--", lw=0.8, label="mean chance")
+    base = next((r for r in lm if not r["model_info"].get("training")), None)
+    if base is not None:
+        ax_mc.axvline(
+            100 * base["choice_accuracy"], color="tab:green", ls=":", lw=1.2, label=f"{base['label']} mean"
+        )
+    ax_mc.set_xlabel("accuracy (%)", fontsize=8)
     ax_mc.set_title("multiple-choice accuracy (BIG-bench, log-likelihood)", fontsize=9)
-    ax_mc.legend(fontsize=7, loc="upper right")
-    ax_mc.grid(axis="y", alpha=0.3)
+    ax_mc.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax_mc.grid(axis="x", alpha=0.3)
     return save_figure(fig, path)
