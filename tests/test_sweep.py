@@ -57,9 +57,8 @@ def test_sweep_trains_evaluates_resumes_and_plots(config, tmp_path, monkeypatch)
     assert trained["alpha"] == 0.0 and trained["mar_mask_ratio"] == 0.5
     assert yaml.safe_load((by["mar0"].run_dir / "config.yaml").read_text())["mar_mask_ratio"] == 0.0
     assert "--tasks LeeSTS" in by["mar0"].summary["command"]
-    recorded = by["mrc-only"].summary["model_info"][
-        "training"
-    ]  # the run's whole config, minus where it wrote
+    # the run's whole config is recorded, minus where it wrote
+    recorded = by["mrc-only"].summary["model_info"]["training"]
     assert recorded == {
         k: v for k, v in trained.items() if k not in ("output_dir", "save_every", "log_every", "export")
     }

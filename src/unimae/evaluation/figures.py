@@ -62,7 +62,9 @@ def plot_lm_scores(lm: list[dict], path: str | Path) -> Path:
         )
     chance = [next(r["multiple_choice"][t]["chance"] for r in lm if t in r["multiple_choice"]) for t in tasks]
     ax_mc.axvline(100 * float(np.mean(chance)), color="black", ls="--", lw=0.8, label="mean chance")
-    base = next((r for r in lm if not r["model_info"].get("training")), None)
+    from unimae.evaluation.report import model_kind
+
+    base = next((r for r in lm if model_kind(r["model_info"]) == "untrained"), None)
     if base is not None:
         ax_mc.axvline(
             100 * base["choice_accuracy"], color="tab:green", ls=":", lw=1.2, label=f"{base['label']} mean"

@@ -126,10 +126,10 @@ def plot_mask_ratio(points: list[SweepPoint], path: str | Path) -> Path:
     )
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     ax.plot([x for x, _ in sweep], [y for _, y in sweep], "o-", label="MAR + MRC")
+    x_right = max((x for x, _ in sweep), default=1.0)
     for p in points:
         if "mar_mask_ratio" not in p.overrides and p.summary and p.name != "both":
             ax.axhline(100 * p.summary["average"], ls="--", lw=1, color="gray")
-            x_right = max((x for x, _ in sweep), default=1.0)
             ax.text(
                 x_right, 100 * p.summary["average"], p.name, ha="right", va="bottom", fontsize=8, color="gray"
             )
