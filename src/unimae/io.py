@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from unimae.errors import UserError
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, and os.replace."""
@@ -116,7 +118,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-class JsonlError(ValueError):
+class JsonlError(UserError):
     """A JSON-lines file has a line that is not a JSON object; the message names file and line."""
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from unimae.errors import UserError
 from unimae.io import atomic_write_json
 
 SPEC_FILE = "unimae.json"
@@ -19,7 +20,7 @@ POOLINGS = ("eos", "mean", "last", "echo", "prompteol")
 ATTENTIONS = ("causal", "bidirectional")
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     """A ``unimae.json`` that cannot be read or holds invalid values; the message names the file."""
 
 
