@@ -74,6 +74,15 @@ def token_cross_entropy(
     return TokenLoss(total, count, correct)
 
 
+def next_token_targets(targets: torch.Tensor) -> torch.Tensor:
+    """Shift ``(B, L)`` token targets one to the left: position t is trained to predict token t + 1.
+
+    The causal-LM convention (the state at t - 1 predicts token t) in one place; the last position has
+    no next token and gets -100.
+    """
+    return torch.cat([targets[:, 1:], targets.new_full((targets.shape[0], 1), IGNORE)], dim=1)
+
+
 def mar_targets(input_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
     """Next-token targets of masked autoregression: position t predicts the CLEAN token at t + 1.
 
@@ -81,8 +90,7 @@ def mar_targets(input_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Ten
     (real text tokens and, if configured, the appended EOS). Returns ``(B, L)`` with -100 elsewhere
     and at the last position.
     """
-    targets = input_ids.masked_fill(~target_mask, IGNORE)
-    return torch.cat([targets[:, 1:], targets.new_full((targets.shape[0], 1), IGNORE)], dim=1)
+    return next_token_targets(input_ids.masked_fill(~target_mask, IGNORE))
 
 
 def mar_loss(

@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unimae.objective.losses import IGNORE, token_cross_entropy
+from unimae.llm import last_hidden_states, unwrap_causal_lm
+from unimae.objective.losses import IGNORE, next_token_targets, token_cross_entropy
 from unimae.objective.masking import example_keys, mar_mask
-from unimae.objective.model import TrainOutput, UniMAEBatch, unwrap_causal_lm
-from unimae.tokens import position_ids
+from unimae.objective.model import TrainOutput, UniMAEBatch, weighted_loss
+from unimae.spec import EmbeddingSpec
 
 
 def bidirectional_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -32,8 +33,7 @@ def bidirectional_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torc
 
 def mntp_targets(input_ids: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
     """``(B, L)`` targets: position t - 1 predicts the original token at a masked position t; -100 elsewhere."""
-    targets = input_ids.masked_fill(~masked, IGNORE)
-    return torch.cat([targets[:, 1:], targets.new_full((targets.shape[0], 1), IGNORE)], dim=1)
+    return next_token_targets(input_ids.masked_fill(~masked, IGNORE))
 
 
 class MNTP(nn.Module):
@@ -57,6 +57,18 @@ class MNTP(nn.Module):
     def hf(self) -> nn.Module:
         return unwrap_causal_lm(self.llm)
 
+    find_unused_parameters = False  # every trainable parameter is in the LLM, which always runs
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by optimizer group: only ``llm`` (all weights or LoRA adapters)."""
+        return {"llm": [p for p in self.llm.parameters() if p.requires_grad]}
+
+    @classmethod
+    def embedding_spec(cls, **fields) -> EmbeddingSpec:
+        """How an MNTP-trained LLM embeds: mean pooling over the text with bidirectional attention
+        (as it was trained; LLM2Vec). fields: the rest of the record (eos_token, max_length, steps...)."""
+        return EmbeddingSpec(pooling="mean", attention="bidirectional", **fields)
+
     def masked_positions(self, batch: UniMAEBatch, step: int) -> torch.Tensor:
         keys = example_keys(self.seed, step, batch.example_ids)
         # never the first token: there is no earlier state to predict it from
@@ -67,18 +79,16 @@ class MNTP(nn.Module):
     def target_counts(self, batch: UniMAEBatch, step: int) -> dict[str, int]:
         return {"mntp": int(self.masked_positions(batch, step).sum())}
 
-    def forward(self, batch: UniMAEBatch, step: int) -> TrainOutput:
+    def forward(self, batch: UniMAEBatch, step: int, counts: dict[str, int] | None = None) -> TrainOutput:
+        """The trained loss L_MNTP of ``batch`` at step ``step`` (counts: as ``UniMAE.forward``)."""
         masked = self.masked_positions(batch, step)  # (B, L)
         x_tilde = batch.input_ids.masked_fill(masked, self.mask_token_id)
         dtype = self.hf.get_input_embeddings().weight.dtype
-        hidden = self.hf.base_model(
-            input_ids=x_tilde,
-            attention_mask=bidirectional_mask(batch.attention_mask, dtype),
-            position_ids=position_ids(batch.attention_mask),
-            use_cache=False,
-        ).last_hidden_state  # (B, L, d)
+        attention = bidirectional_mask(batch.attention_mask, dtype)  # (B, 1, L, L)
+        hidden = last_hidden_states(self.llm, x_tilde, batch.attention_mask, attention)  # (B, L, d)
         head = self.hf.get_output_embeddings()
         mntp = token_cross_entropy(
             hidden, mntp_targets(batch.input_ids, masked), head, self.loss_chunk_size, self.head_bf16
         )
-        return TrainOutput(mntp.mean, {"mntp": mntp}, {"mntp": 1.0})
+        terms, weights = {"mntp": mntp}, {"mntp": 1.0}
+        return TrainOutput(weighted_loss(terms, weights, counts), terms, weights)

@@ -2,6 +2,11 @@
 
 mask -> LLM (causal, unchanged) -> L_MAR and h_eos -> tiny decoder -> L_MRC
 L = alpha * L_MAR + mrc_weight * L_MRC
+
+An objective (UniMAE here, MNTP in mntp.py) is all a training loop needs to know about the method:
+``forward(batch, step, counts)`` returns the loss that is trained, ``target_counts`` the normalisers of
+a global batch, ``param_groups`` its named optimizer groups, ``find_unused_parameters`` what DDP must
+expect, and ``embedding_spec`` how the trained model embeds.
 """
 
 from __future__ import annotations
@@ -12,22 +17,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from unimae.llm import last_hidden_states, unwrap_causal_lm
 from unimae.objective.decoder import TinyDecoder
 from unimae.objective.losses import IGNORE, TokenLoss, mar_loss, mrc_loss
 from unimae.objective.masking import example_keys, mar_mask, mrc_visibility
-from unimae.tokens import position_ids
-
-
-def unwrap_causal_lm(llm: nn.Module) -> nn.Module:
-    """The Hugging Face ``*ForCausalLM`` inside a peft wrapper (or the model itself)."""
-    return llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+from unimae.spec import EmbeddingSpec
 
 
 @dataclass
 class TrainOutput:
-    """What a training objective returns: the loss and its weighted token-loss terms."""
+    """What a training objective returns: the loss that is trained and its token-loss terms."""
 
-    loss: torch.Tensor  # scalar: sum of weight * term mean (per-batch token means)
+    loss: torch.Tensor  # scalar: sum_n weight_n * (summed token losses of term n) / target count_n
     terms: dict[str, TokenLoss]  # e.g. {"mar": ..., "mrc": ...}
     weights: dict[str, float]
     h_eos: torch.Tensor | None = None  # (B, d)
@@ -88,6 +89,22 @@ class UniMAEBatch:
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+
+def weighted_loss(
+    terms: dict[str, TokenLoss], weights: dict[str, float], counts: dict[str, int] | None
+) -> torch.Tensor:
+    """``sum_n w_n * S_n / N_n``: each term's summed token losses ``S_n`` over its target count ``N_n``.
+
+    counts: target tokens of each term in the GLOBAL batch (all processes and accumulation
+    micro-batches), so the micro-batch losses add up to the mean token loss of the whole batch. None:
+    this batch's own counts (a single process with the whole batch: the per-batch token mean).
+    """
+
+    def count(name: str) -> torch.Tensor | int:
+        return terms[name].count.clamp(min=1) if counts is None else max(counts[name], 1)
+
+    return sum(weights[n] * terms[n].sum / count(n) for n in sorted(terms))
 
 
 def mar_target_mask(batch: UniMAEBatch, predict_eos: bool) -> torch.Tensor:
@@ -163,19 +180,32 @@ class UniMAE(nn.Module):
     def hf(self) -> nn.Module:
         return unwrap_causal_lm(self.llm)
 
+    @property
+    def find_unused_parameters(self) -> bool:
+        """Whether DDP must expect parameters without gradients: the tiny decoder when MRC is off."""
+        return self.mrc_weight == 0
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by optimizer group: ``llm`` (all weights or LoRA adapters) and ``decoder``
+        (the tiny decoder and its own embeddings, trained from scratch)."""
+        in_llm = {id(p) for p in self.llm.parameters()}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return {
+            "llm": [p for p in trainable if id(p) in in_llm],
+            "decoder": [p for p in trainable if id(p) not in in_llm],
+        }
+
+    @classmethod
+    def embedding_spec(cls, **fields) -> EmbeddingSpec:
+        """How a UniMAE-trained LLM embeds: the last-layer state of the appended EOS, causal attention.
+
+        fields: the rest of the record (eos_token, max_length, steps...).
+        """
+        return EmbeddingSpec(pooling="eos", attention="causal", **fields)
+
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """LLM vocabulary head: ``(T, d) -> (T, V)``."""
         return self.hf.get_output_embeddings()(h)
-
-    def forward_llm(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Last-layer hidden states ``(B, L, d)`` of the causal LLM (final norm applied)."""
-        out = self.hf.base_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids(attention_mask),
-            use_cache=False,
-        )
-        return out.last_hidden_state
 
     def forward_decoder(self, h_eos: torch.Tensor, batch: UniMAEBatch, keys: torch.Tensor) -> TokenLoss:
         """Masked reconstruction of the clean text from ``h_eos`` (B, d) through the tiny decoder."""
@@ -204,11 +234,15 @@ class UniMAE(nn.Module):
             counts["mrc"] = int(batch.content_mask.sum())
         return counts
 
-    def forward(self, batch: UniMAEBatch, step: int) -> TrainOutput:
+    def forward(self, batch: UniMAEBatch, step: int, counts: dict[str, int] | None = None) -> TrainOutput:
+        """The trained loss ``alpha * L_MAR + mrc_weight * L_MRC`` of ``batch`` at optimizer step ``step``.
+
+        counts: ``target_counts`` of the global batch this one is a slice of (None: of this batch).
+        """
         keys = example_keys(self.seed, step, batch.example_ids)  # (B,)
         masked = mar_mask(keys, batch.content_mask, self.mar_mask_ratio)  # (B, L) 1 = replace
         x_tilde = batch.input_ids.masked_fill(masked, self.mask_token_id)
-        hidden = self.forward_llm(x_tilde, batch.attention_mask)  # (B, L, d)
+        hidden = last_hidden_states(self.llm, x_tilde, batch.attention_mask)  # (B, L, d)
         h_eos = hidden[torch.arange(len(batch), device=hidden.device), batch.eos_index]  # (B, d)
 
         terms, weights = {}, {}
@@ -221,5 +255,4 @@ class UniMAE(nn.Module):
         if self.mrc_weight > 0:
             terms["mrc"] = self.forward_decoder(h_eos, batch, keys)
             weights["mrc"] = self.mrc_weight
-        loss = sum(weights[k] * terms[k].mean for k in terms)
-        return TrainOutput(loss, terms, weights, h_eos)
+        return TrainOutput(weighted_loss(terms, weights, counts), terms, weights, h_eos)
