@@ -22,7 +22,7 @@ import torch
 
 from unimae.data.wiki import wiki_sentences
 from unimae.encoding.encoder import Encoder
-from unimae.encoding.st_export import export_sentence_transformers
+from unimae.export import export_sentence_transformers
 
 
 def default_model() -> str:
@@ -48,7 +48,9 @@ def main() -> None:
         st = SentenceTransformer(str(folder), device="cpu")
 
         def ours():
-            return enc.encode(texts, batch_size=args.batch_size, normalize=True, show_progress_bar=False)
+            return enc.encode(
+                texts, batch_size=args.batch_size, normalize_embeddings=True, show_progress_bar=False
+            )
 
         def theirs():
             return st.encode(texts, batch_size=args.batch_size, show_progress_bar=False)

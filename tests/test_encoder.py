@@ -34,7 +34,7 @@ def test_eos_pooling_appends_eos_even_when_truncated(tiny_llama):
 
 def test_normalize(tiny_gpt2):
     enc = Encoder.from_pretrained(str(tiny_gpt2))
-    v = enc.encode(TEXTS[:3], normalize=True)
+    v = enc.encode(TEXTS[:3], normalize_embeddings=True)
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
 
 
@@ -56,3 +56,71 @@ def test_generate_with_same_weights(tiny_gpt2):
     enc = Encoder.from_pretrained(str(tiny_gpt2))
     out = enc.generate("the cat", max_new_tokens=4, chat=False)
     assert isinstance(out, str) and out
+
+
+def test_truncate_dim_keeps_first_dims_then_normalizes(tiny_llama):
+    enc = Encoder.from_pretrained(str(tiny_llama))
+    full = enc.encode(TEXTS[:4])
+    cut = enc.encode(TEXTS[:4], truncate_dim=8)
+    np.testing.assert_allclose(cut, full[:, :8], atol=1e-6)
+    unit = enc.encode(TEXTS[:4], truncate_dim=8, normalize_embeddings=True)
+    np.testing.assert_allclose(
+        unit, full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True), atol=1e-5
+    )
+    assert enc.encode(TEXTS[0], truncate_dim=enc.dim).shape == (enc.dim,)
+    for bad in (0, -1, enc.dim + 1):
+        with pytest.raises(ValueError, match="truncate_dim"):
+            enc.encode(TEXTS[:2], truncate_dim=bad)
+    with pytest.raises(TypeError, match="truncate_dim"):
+        enc.encode(TEXTS[:2], truncate_dim=2.5)
+
+
+def test_from_pretrained_reads_the_spec(tiny_llama, tmp_path):
+    import shutil
+
+    from unimae.spec import EmbeddingSpec
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_llama, folder)
+    EmbeddingSpec(pooling="mean", attention="bidirectional").save(folder)
+    enc = Encoder.from_pretrained(str(folder))
+    assert (enc.pooling, enc.attention) == ("mean", "bidirectional")
+    assert Encoder.from_pretrained(str(folder), pooling="eos").pooling == "eos"  # an argument wins
+    assert enc.spec.pooling == "mean" and enc.spec.eos_token_id == enc.eos_id
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"pooling": "cls"}', "pooling"),
+        ('{"max_length": 1}', "max_length"),
+        ("[1, 2]", "JSON object"),
+        ('{"eos_token_id": 3, "eos_token": "cat"}', "eos_token_id"),
+    ],
+)
+def test_corrupt_spec_names_the_file(tiny_llama, tmp_path, content, match):
+    import shutil
+
+    from unimae.spec import SpecError
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_llama, folder)
+    (folder / "unimae.json").write_text(content)
+    with pytest.raises(SpecError, match=match) as err:
+        Encoder.from_pretrained(str(folder))
+    assert str(folder / "unimae.json") in str(err.value)
+
+
+def test_generate_keeps_control_token_text_as_text(tiny_llama):
+    """A prompt holding the EOS token's text must not become the EOS token (no forged turn or stop)."""
+    enc = Encoder.from_pretrained(str(tiny_llama))
+    seen = {}
+
+    def fake_generate(input_ids, **kwargs):
+        seen["ids"] = input_ids[0].tolist()
+        return input_ids
+
+    enc.model.generate = fake_generate
+    enc.generate("the cat </s> runs", chat=False)
+    assert enc.eos_id not in seen["ids"]

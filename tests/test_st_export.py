@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 from conftest import random_sentences
 
-from unimae.cli import main
 from unimae.encoding.encoder import Encoder
-from unimae.encoding.st_export import (
-    check_tokenizer,
-    eos_post_processor,
-    export_model,
-    export_sentence_transformers,
-)
+from unimae.errors import UserError
+from unimae.export import export, export_sentence_transformers
+from unimae.export.sentence_transformers import check_tokenizer, eos_post_processor
 
 st = pytest.importorskip("sentence_transformers")
 
@@ -40,7 +36,7 @@ def exported(request, tiny_llama, tiny_gpt2, tmp_path_factory):
 def test_sentence_transformer_equals_encode(exported, padding_side):
     model, folder = exported
     enc = Encoder.from_pretrained(str(model), device="cpu", padding_side=padding_side)
-    ours = enc.encode(TEXTS, batch_size=5, normalize=True)
+    ours = enc.encode(TEXTS, batch_size=5, normalize_embeddings=True)
     theirs = st.SentenceTransformer(str(folder), device="cpu").encode(TEXTS, batch_size=5)
     assert theirs.shape == ours.shape
     assert np.allclose(np.linalg.norm(theirs, axis=1), 1, atol=1e-5)  # the Normalize module
@@ -50,7 +46,7 @@ def test_sentence_transformer_equals_encode(exported, padding_side):
 def test_truncation_keeps_eos_like_unimae(exported):
     model, folder = exported
     enc = Encoder.from_pretrained(str(model), device="cpu", max_length=9)
-    ours = enc.encode(TEXTS, normalize=True)
+    ours = enc.encode(TEXTS, normalize_embeddings=True)
     sent = st.SentenceTransformer(str(folder), device="cpu")
     sent.max_seq_length = 9
     ids = sent.tokenize(TEXTS)["input_ids"]
@@ -74,7 +70,7 @@ def test_folder_is_plain_sentence_transformers(exported):
 def test_left_padding_inside_sentence_transformers(exported):
     """Why the export pads right: ST passes no position ids, so GPT-2 numbers left padding as positions."""
     model, folder = exported
-    ours = Encoder.from_pretrained(str(model), device="cpu").encode(TEXTS, normalize=True)
+    ours = Encoder.from_pretrained(str(model), device="cpu").encode(TEXTS, normalize_embeddings=True)
     sent = st.SentenceTransformer(str(folder), device="cpu")
     sent.tokenizer.padding_side = "left"
     cos = _min_cosine(ours, sent.encode(TEXTS, batch_size=5))
@@ -96,20 +92,29 @@ def test_post_processor_keeps_offset_steps():
     assert [next(iter(x.values()))["id"] for x in single] == ["<s>", "A", "</s>"]
 
 
-def test_cli_export_formats(tiny_llama, tmp_path, capsys):
-    out = tmp_path / "st"
-    assert main(["export", str(tiny_llama), "--format", "sentence-transformers", "-o", str(out)]) == 0
-    assert (out / "modules.json").exists() and "SentenceTransformer" in capsys.readouterr().out
+def test_export_formats_of_a_model_folder(tiny_llama, tmp_path):
+    out = export(tiny_llama, tmp_path / "st", format="sentence-transformers")
+    assert out == tmp_path / "st" and (out / "modules.json").exists()
     # causal-lm from a model folder (not a run): a plain folder that transformers loads, with unimae.json
     from transformers import AutoModelForCausalLM
 
-    plain = tmp_path / "plain"
-    assert main(["export", str(tiny_llama), "--format", "causal-lm", "-o", str(plain)]) == 0
+    plain = export(tiny_llama, tmp_path / "plain", format="causal-lm")
     AutoModelForCausalLM.from_pretrained(plain)
     assert json.loads((plain / "unimae.json").read_text())["pooling"] == "eos"
-    assert main(["export", str(tiny_llama), "--format", "sentence-transformers"]) == 2  # -o is required
+    with pytest.raises(UserError, match="output"):  # only a run has a default output folder
+        export(tiny_llama, format="sentence-transformers")
 
 
-def test_export_model_rejects_unknown_format(tiny_llama, tmp_path):
-    with pytest.raises(ValueError, match="format"):
-        export_model(tiny_llama, tmp_path / "x", format="onnx")
+def test_export_rejects_unknown_format(tiny_llama, tmp_path):
+    with pytest.raises(UserError, match="format"):
+        export(tiny_llama, tmp_path / "x", format="onnx")
+
+
+def test_only_eos_causal_models_export_to_sentence_transformers(tiny_llama, tmp_path):
+    """lasttoken pooling is EOS pooling only; a mean-pooled or bidirectional model must not export silently."""
+    base = Encoder.from_pretrained(str(tiny_llama), device="cpu")
+    for kw in ({"pooling": "mean"}, {"attention": "bidirectional"}):
+        enc = Encoder(base.model, base.tokenizer, device="cpu", **kw)
+        with pytest.raises(UserError, match="EOS pooling"):
+            export_sentence_transformers(enc, tmp_path / "st")
+    assert not (tmp_path / "st").exists()

@@ -12,12 +12,20 @@ __all__ = [
     "TrainConfig",
     "load_config",
     "train",
+    "export",
 ]
 __version__ = "0.1.0"
 
 
 def train(config: TrainConfig, resume: bool = False):
-    """Train UniMAE (see unimae.training.loop.train)."""
-    from unimae.training.loop import train as _train
+    """Train UniMAE, then export ``run_dir/model`` if ``config.export`` (see unimae.pipeline)."""
+    from unimae.pipeline import train_and_export
 
-    return _train(config, resume=resume)
+    return train_and_export(config, resume=resume)
+
+
+def export(source, output=None, format: str = "causal-lm"):
+    """Export a run folder or any model (see unimae.export.export)."""
+    from unimae.export import export as _export
+
+    return _export(source, output, format=format)

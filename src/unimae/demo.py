@@ -25,7 +25,7 @@ def similarity_table(labels: list[str], sims) -> str:
 
 def run_demo(model: str, pooling: str | None = None) -> None:
     enc = Encoder.from_pretrained(model, pooling=pooling)
-    vecs = enc.encode(SENTENCES, normalize=True)
+    vecs = enc.encode(SENTENCES, normalize_embeddings=True)
     print(f"\ncosine similarity of {enc.pooling}-pooled embeddings ({model}):")
     print(similarity_table(SENTENCES, vecs @ vecs.T))
     print(f"\nuser: {QUESTION}\nmodel: {enc.generate(QUESTION, max_new_tokens=48)}")

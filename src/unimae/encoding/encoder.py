@@ -1,14 +1,13 @@
 """``Encoder``: sentence embeddings (and generation) from one causal LM, sentence-transformers style.
 
 from unimae import Encoder
-enc = Encoder.from_pretrained("runs/default/model")        # pooling from unimae.json: eos
-vecs = enc.encode(["a sentence", "another"], normalize=True)  # (2, d) float32
+enc = Encoder.from_pretrained("runs/default/model")        # how to embed: from its unimae.json
+vecs = enc.encode(["a sentence", "another"], normalize_embeddings=True)  # (2, d) float32
 enc.generate("What is the capital of France?")               # same weights
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,11 +15,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from unimae.chat import chat_input_ids, has_chat_template, text_input_ids
+from unimae.encoding.attention import bidirectional_mask
 from unimae.encoding.loading import context_length, load_causal_lm, resolve_model_path
 from unimae.encoding.pooling import POOLINGS, layout, pool, reduction_of
-from unimae.objective.mntp import bidirectional_mask
-from unimae.tokens import bos_id_if_added, eos_token_id, pad_batch, position_ids
-from unimae.training.export import EMBEDDING_INFO
+from unimae.llm import last_hidden_states
+from unimae.spec import ATTENTIONS, SPEC_FILE, EmbeddingSpec, SpecError
+from unimae.tokens import bos_id_if_added, eos_token_id, pad_batch
 
 DEFAULT_MAX_LENGTH = 512
 
@@ -61,8 +62,8 @@ class Encoder:
     ):
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
-        if attention not in ("causal", "bidirectional"):
-            raise ValueError(f"attention must be 'causal' or 'bidirectional', got {attention!r}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
         self.attention = attention
         self.model, self.tokenizer, self.pooling = model, tokenizer, pooling
         self.device = torch.device(device) if device is not None else default_device()
@@ -77,6 +78,14 @@ class Encoder:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
 
     @classmethod
+    def from_spec(cls, model, tokenizer, spec: EmbeddingSpec, **kwargs) -> Encoder:
+        """An Encoder that embeds as ``spec`` records (pooling, attention, EOS token); ``kwargs`` override."""
+        kwargs.setdefault("pooling", spec.pooling)
+        kwargs.setdefault("eos_token", spec.eos_token)
+        kwargs.setdefault("attention", spec.attention)
+        return cls(model, tokenizer, **kwargs)
+
+    @classmethod
     def from_pretrained(
         cls,
         name_or_path: str,
@@ -89,21 +98,36 @@ class Encoder:
     ) -> Encoder:
         """Load any causal LM (hub id, folder, .gguf, 'smollm2-135m', a unimae run folder).
 
-        ``pooling`` and ``eos_token`` default to what the folder's ``unimae.json`` records, else ``eos``.
+        ``pooling``, ``eos_token`` and ``attention`` default to what the folder's ``unimae.json`` records
+        (an ``EmbeddingSpec``), else EOS pooling with causal attention. A corrupt ``unimae.json``, or one
+        whose EOS id the tokenizer does not give, raises ``SpecError`` naming the file.
         """
         path = resolve_model_path(name_or_path)
-        info_file = Path(path) / EMBEDDING_INFO
-        info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        spec = EmbeddingSpec.load(path) if Path(path).is_dir() else None
         model, tokenizer = load_causal_lm(path, dtype=dtype)
-        kwargs.setdefault("eos_token", info.get("eos_token"))
-        kwargs.setdefault("attention", info.get("attention", "causal"))
-        return cls(
-            model,
-            tokenizer,
-            pooling=pooling or info.get("pooling", "eos"),
-            max_length=max_length,
-            device=device,
-            **kwargs,
+        if pooling is not None:
+            kwargs["pooling"] = pooling
+        eos_given = kwargs.get("eos_token") is not None
+        enc = cls.from_spec(
+            model, tokenizer, spec or EmbeddingSpec(), max_length=max_length, device=device, **kwargs
+        )
+        if spec is not None and spec.eos_token_id not in (None, enc.eos_id) and not eos_given:
+            raise SpecError(
+                f"{Path(path) / SPEC_FILE}: records eos_token_id {spec.eos_token_id} but the tokenizer "
+                f"gives {enc.eos_id} for {spec.eos_token!r}; re-export the model"
+            )
+        return enc
+
+    @property
+    def spec(self) -> EmbeddingSpec:
+        """How this encoder embeds, as an export records it in ``unimae.json``."""
+        return EmbeddingSpec(
+            pooling=self.pooling,
+            attention=self.attention,
+            eos_token=self.tokenizer.convert_ids_to_tokens(self.eos_id),
+            eos_token_id=self.eos_id,
+            add_bos=self.bos_id is not None,
+            max_length=self.max_length,
         )
 
     # --- embeddings -----------------------------------------------------------------------------
@@ -121,62 +145,67 @@ class Encoder:
             )
         return max_length
 
+    def _check_truncate_dim(self, truncate_dim: int | None) -> int:
+        if truncate_dim is None:
+            return self.dim
+        if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, (int, np.integer)):
+            raise TypeError(f"truncate_dim must be an int, got {type(truncate_dim).__name__}")
+        if not 1 <= truncate_dim <= self.dim:
+            raise ValueError(f"truncate_dim must be between 1 and {self.dim}, got {truncate_dim}")
+        return truncate_dim
+
     @torch.inference_mode()
     def encode(
         self,
         texts: str | Sequence[str],
         batch_size: int = 32,
         max_length: int | None = None,
-        normalize: bool = False,
+        normalize_embeddings: bool = False,
         show_progress_bar: bool | None = None,
         truncate: bool = True,
+        truncate_dim: int | None = None,
     ) -> np.ndarray:
-        """Embed texts: ``(n, d)`` float32 (``(d,)`` for a single string).
+        """Embed texts: ``(n, k)`` float32 (``(k,)`` for a single string), ``k = truncate_dim or dim``.
 
         Texts longer than ``max_length`` tokens are truncated, keeping the appended EOS, unless
         ``truncate=False``, which raises ``TextTooLongError``. Empty texts raise ValueError. Batches are
         formed by length, so vectors do not depend on the input order or on the other texts.
+        ``truncate_dim`` keeps the first k dimensions (Matryoshka style); ``normalize_embeddings`` then
+        scales the kept dimensions to unit length (the names and order of sentence-transformers).
         """
         single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
-            if not t.strip():
-                raise ValueError(f"texts[{i}] is empty")
+        texts = _check_texts([texts] if single else list(texts))
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         limit = self._check_max_length(max_length or self.max_length)
+        dim = self._check_truncate_dim(truncate_dim)
         inputs = [
             layout(self.pooling, self.tokenizer, t, limit, self.eos_id, self.bos_id, truncate) for t in texts
         ]
         order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i].ids))  # longest first
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        out = np.zeros((len(texts), dim), dtype=np.float32)
         if show_progress_bar is None:
             show_progress_bar = len(texts) > 4 * batch_size
         for b in tqdm(range(0, len(order), batch_size), desc="encode", disable=not show_progress_bar):
             idx = order[b : b + batch_size]
-            vecs = self._embed_batch([inputs[i] for i in idx])
-            if normalize:
+            vecs = self._embed_batch([inputs[i] for i in idx])[:, :dim]
+            if normalize_embeddings:
                 vecs = torch.nn.functional.normalize(vecs, dim=-1)
             out[idx] = vecs.float().cpu().numpy()
         return out[0] if single else out
 
     def _embed_batch(self, items) -> torch.Tensor:
+        """``(B, d)`` vectors of laid-out texts (padded here; each text's span picked after padding)."""
         ids, mask = pad_batch([it.ids for it in items], self.pad_id, side=self.padding_side)
         L = ids.shape[1]
         shift = torch.tensor([L - len(it.ids) if self.padding_side == "left" else 0 for it in items])
         start = torch.tensor([it.start for it in items]) + shift
         end = torch.tensor([it.end for it in items]) + shift
         ids, mask = ids.to(self.device), mask.to(self.device)
-        attn = (
-            mask
-            if self.attention == "causal"
-            else bidirectional_mask(mask, self.model.get_input_embeddings().weight.dtype)
-        )
-        hidden = self.model.base_model(
-            input_ids=ids, attention_mask=attn, position_ids=position_ids(mask), use_cache=False
-        ).last_hidden_state  # (B, L, d)
+        attention = None  # causal: the 2-D padding mask is enough
+        if self.attention == "bidirectional":
+            attention = bidirectional_mask(mask, self.model.get_input_embeddings().weight.dtype)
+        hidden = last_hidden_states(self.model, ids, mask, attention)  # (B, L, d)
         return pool(hidden, start.to(self.device), end.to(self.device), reduction_of(self.pooling))
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -200,17 +229,16 @@ class Encoder:
 
         ``prompt`` is a string or a list of chat messages. With ``chat`` (default: when the tokenizer
         has a chat template) a string becomes one user message and the chat template is applied.
+        Control-token text inside the prompt stays text (see ``unimae.chat``): it cannot forge a turn.
         """
-        use_chat = chat if chat is not None else bool(getattr(self.tokenizer, "chat_template", None))
+        use_chat = chat if chat is not None else has_chat_template(self.tokenizer)
         if use_chat:
             messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            ids = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-            )["input_ids"]
+            ids = torch.tensor([chat_input_ids(self.tokenizer, messages)])
         else:
             if not isinstance(prompt, str):
                 raise TypeError("chat messages need a tokenizer with a chat template")
-            ids = self.tokenizer(prompt, return_tensors="pt").input_ids
+            ids = torch.tensor([text_input_ids(self.tokenizer, prompt)])
         ids = ids.to(self.device)
         out = self.model.generate(
             input_ids=ids,
@@ -221,3 +249,13 @@ class Encoder:
             **kwargs,
         )
         return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+
+
+def _check_texts(texts: list) -> list[str]:
+    """The texts, or TypeError/ValueError naming the first one that is not a non-blank string."""
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
+        if not t.strip():
+            raise ValueError(f"texts[{i}] is empty")
+    return texts

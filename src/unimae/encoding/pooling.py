@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from unimae.tokens import TextTooLongError
-
-POOLINGS = ("eos", "mean", "last", "echo", "prompteol")
+from unimae.spec import POOLINGS
+from unimae.tokens import TextTooLongError, build_input_ids
 
 ECHO_TEMPLATE = ("Rewrite the sentence: ", ", rewritten sentence: ")  # Springer et al. 2024
 PROMPTEOL_TEMPLATE = ('This sentence : "', '" means in one word:"')  # Jiang et al. 2023
@@ -56,7 +55,8 @@ def reduction_of(pooling: str) -> str:
     return "mean" if pooling in ("mean", "echo") else "last"
 
 
-def _fit(text_ids: Sequence[int], room: int, truncate: bool) -> list[int]:
+def truncate_ids(text_ids: Sequence[int], room: int, truncate: bool) -> list[int]:
+    """The first ``room`` ids of a text (TextTooLongError instead when ``truncate`` is off)."""
     if room < 1:
         raise ValueError("max_length leaves no room for the text after the prompt")
     if len(text_ids) > room:
@@ -86,18 +86,18 @@ def layout(
 
     head = [bos_id] if bos_id is not None else []
     text_ids = tok(text)
-    if pooling in ("eos", "last", "mean"):
-        tail = [eos_id] if pooling == "eos" else []
-        body = _fit(text_ids, max_length - len(head) - len(tail), truncate)
-        ids = head + body + tail
-        start = len(head) if pooling == "mean" else len(ids) - 1
-        return PooledInput(ids, start, len(ids))
+    if pooling == "eos":  # the layout training uses, from the one function that builds it
+        ids = build_input_ids(text_ids, max_length, eos_id, bos_id, truncate)
+        return PooledInput(ids, len(ids) - 1, len(ids))
+    if pooling in ("last", "mean"):
+        ids = head + truncate_ids(text_ids, max_length - len(head), truncate)
+        return PooledInput(ids, len(head) if pooling == "mean" else len(ids) - 1, len(ids))
     if pooling == "echo":
         p1, p2 = tok(ECHO_TEMPLATE[0]), tok(ECHO_TEMPLATE[1])
-        body = _fit(text_ids, (max_length - len(head) - len(p1) - len(p2)) // 2, truncate)
+        body = truncate_ids(text_ids, (max_length - len(head) - len(p1) - len(p2)) // 2, truncate)
         ids = head + p1 + body + p2 + body
         return PooledInput(ids, len(ids) - len(body), len(ids))
     p1, p2 = tok(PROMPTEOL_TEMPLATE[0]), tok(PROMPTEOL_TEMPLATE[1])
-    body = _fit(text_ids, max_length - len(head) - len(p1) - len(p2), truncate)
+    body = truncate_ids(text_ids, max_length - len(head) - len(p1) - len(p2), truncate)
     ids = head + p1 + body + p2
     return PooledInput(ids, len(ids) - 1, len(ids))

@@ -16,15 +16,14 @@ every architecture gives the same vectors as ``Encoder.encode``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from unimae.encoding.encoder import Encoder
 from unimae.encoding.pooling import layout
-
-FORMATS = ("causal-lm", "sentence-transformers")
+from unimae.errors import UserError
+from unimae.io import atomic_dir, atomic_write_json
+from unimae.spec import EmbeddingSpec
 
 # Texts checked after export: the exported tokenizer must give exactly unimae's input ids.
 _PROBE_TEXTS = ("a", "The cat sat on the mat.", "word " * 2000)
@@ -82,7 +81,7 @@ def _stage_transformer(encoder: Encoder, stage: Path) -> None:
     for key in ("add_bos_token", "add_eos_token"):
         cfg.pop(key, None)
     cfg["padding_side"] = "right"
-    cfg_file.write_text(json.dumps(cfg, indent=2))
+    atomic_write_json(cfg_file, cfg)
 
 
 def check_tokenizer(folder: str | Path, encoder: Encoder) -> None:
@@ -103,25 +102,29 @@ def check_tokenizer(folder: str | Path, encoder: Encoder) -> None:
 def export_sentence_transformers(encoder: Encoder, out_dir: str | Path, normalize: bool = True) -> Path:
     """Write a sentence-transformers folder for ``encoder`` (``eos`` pooling) to ``out_dir``, atomically.
 
-    ``SentenceTransformer(out_dir).encode(texts)`` then equals ``encoder.encode(texts, normalize=normalize)``
-    (up to float error), with the same truncation to ``encoder.max_length`` tokens, EOS kept.
+    ``SentenceTransformer(out_dir).encode(texts)`` then equals
+    ``encoder.encode(texts, normalize_embeddings=normalize)`` (up to float error), with the same truncation
+    to ``encoder.max_length`` tokens, EOS kept. An existing ``out_dir`` stays complete until the new folder,
+    built and checked beside it, is swapped in.
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
-    if encoder.pooling != "eos":
-        raise ValueError(
-            f"only eos pooling exports as lasttoken pooling, this encoder uses {encoder.pooling!r}"
+    if encoder.pooling != "eos" or encoder.attention != "causal":
+        raise UserError(
+            "only EOS pooling with causal attention exports as sentence-transformers' lasttoken pooling; "
+            f"this model embeds with {encoder.pooling} pooling and {encoder.attention} attention"
         )
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp", dir=out_dir.parent))
-    try:
-        stage = tmp / "stage"
-        _stage_transformer(encoder, stage)
+    with (
+        tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.stage.", dir=out_dir.parent) as stage,
+        atomic_dir(out_dir) as tmp,
+    ):
+        _stage_transformer(encoder, Path(stage))
         # Plain text in, token states out: pinned, so the chat template is never applied to inputs.
         transformer = Transformer(
-            str(stage),
+            stage,
             modality_config={"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
             module_output_name="token_embeddings",
         )
@@ -129,48 +132,12 @@ def export_sentence_transformers(encoder: Encoder, out_dir: str | Path, normaliz
         if normalize:
             modules.append(Normalize())
         st = SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine")
-        built = tmp / "out"
-        st.save(str(built))
-        check_tokenizer(built, encoder)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(built, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        st.save(str(tmp))
+        check_tokenizer(tmp, encoder)
     return out_dir
 
 
-def export_model(source: str | Path, out_dir: str | Path | None = None, format: str = "causal-lm") -> Path:
-    """Export a run folder (its last checkpoint) or any model (folder, .gguf, alias) in ``format``.
-
-    ``causal-lm``: a plain ``AutoModelForCausalLM`` folder with ``unimae.json`` (default ``RUN/model``).
-    ``sentence-transformers``: see ``export_sentence_transformers`` (``out_dir`` required).
-    """
-    from unimae.encoding.loading import resolve_model_path
-    from unimae.training.checkpoint import find_checkpoint
-    from unimae.training.export import EMBEDDING_INFO, embedding_info, export_causal_lm
-    from unimae.training.loop import export_run
-
-    if format not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}; choose one of {FORMATS}")
-    source = Path(source)
-    is_run = source.is_dir() and (source / "config.yaml").exists() and find_checkpoint(source) is not None
-    if format == "causal-lm":
-        if is_run:
-            return export_run(source, out_dir)
-        if out_dir is None:
-            raise ValueError("give -o/--output: where to write the exported model")
-        enc = Encoder.from_pretrained(str(source), device="cpu")
-        # keep what a unimae folder recorded (training length, steps, ...)
-        old_info = Path(resolve_model_path(str(source))) / EMBEDDING_INFO
-        old = json.loads(old_info.read_text()) if old_info.is_file() else {}
-        new = embedding_info(enc.tokenizer, enc.eos_id, old.get("max_length", enc.max_length))
-        return export_causal_lm(
-            enc.model, enc.tokenizer, out_dir, {**old, **new, "exported_from": str(source)}
-        )
-    if out_dir is None:
-        raise ValueError("give -o/--output: where to write the sentence-transformers folder")
-    if is_run and not (source / "model" / "config.json").exists():
-        export_run(source)  # the run's model/ folder first, then the sentence-transformers folder from it
-    enc = Encoder.from_pretrained(str(source), pooling="eos", device="cpu")
-    return export_sentence_transformers(enc, out_dir)
+def write_sentence_transformers(llm, tokenizer, out_dir: str | Path, spec: EmbeddingSpec) -> Path:
+    """The ``sentence-transformers`` export format: see ``export_sentence_transformers``."""
+    encoder = Encoder.from_spec(llm, tokenizer, spec, device="cpu")
+    return export_sentence_transformers(encoder, out_dir, normalize=spec.normalize)

@@ -1,0 +1,127 @@
+"""Texts from a file and embeddings to a file, row i always from input record i.
+
+Input formats (by suffix): ``.txt`` one text per line; ``.jsonl`` one JSON object per line, the text under
+``text_field``; ``.csv`` / ``.tsv`` a header row naming ``text_field``, then one text per row. A blank line,
+or a record whose text is missing or blank, would silently shift every later row, so it is refused with
+a ``UserError`` naming the file and line, as is text that is not UTF-8.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from unimae.errors import UserError
+from unimae.io import atomic_write_bytes, iter_jsonl
+
+INPUT_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv")
+
+
+class InputFileError(UserError):
+    """An input file of texts cannot be read row for row; the message names the file and line."""
+
+
+def read_inputs(path: str | Path, text_field: str = "text") -> list[str]:
+    """One stripped text per record of ``path`` (.txt, .jsonl, .csv, .tsv), in file order.
+
+    Raises ``InputFileError`` naming the file and line for a blank line, a record without a non-blank
+    ``text_field`` string, bytes that are not UTF-8, or an unknown suffix; never drops a record.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in INPUT_SUFFIXES:
+        raise InputFileError(f"{path}: unsupported input type {suffix or '(none)'!r}; use {INPUT_SUFFIXES}")
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    text = _decode(path)
+    if suffix == ".txt":
+        records = enumerate(_lines(text), start=1)
+    elif suffix == ".jsonl":
+        records = _jsonl_texts(path, text_field)
+    else:
+        records = _table_texts(path, text, text_field, "\t" if suffix == ".tsv" else ",")
+    texts = [_checked(path, number, value) for number, value in records]
+    if not texts:
+        raise InputFileError(f"{path}: holds no texts")
+    return texts
+
+
+def _decode(path: Path) -> str:
+    """The file as UTF-8 text; InputFileError naming the line of the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")  # tolerate a BOM, as editors on Windows write one
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputFileError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def _lines(text: str) -> list[str]:
+    """Lines split on newline only (str.splitlines also splits on form feeds, \\u2028...), no final ''."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _jsonl_texts(path: Path, text_field: str) -> Iterator[tuple[int, object]]:
+    for number, record in iter_jsonl(path, skip_blank=False):
+        if not isinstance(record, dict):
+            raise InputFileError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        yield number, record.get(text_field)
+
+
+def _table_texts(path: Path, text: str, text_field: str, delimiter: str) -> Iterator[tuple[int, object]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = next(reader, None)
+    if not header or text_field not in header:
+        raise InputFileError(f"{path}:1: the header row has no {text_field!r} column (got {header})")
+    column = header.index(text_field)
+    for row in reader:
+        yield reader.line_num, row[column] if column < len(row) else None
+
+
+def _checked(path: Path, number: int, value: object) -> str:
+    if value is None:
+        raise InputFileError(f"{path}:{number}: no text (a blank row, or the text field is missing)")
+    if not isinstance(value, str):
+        raise InputFileError(f"{path}:{number}: the text is a {type(value).__name__}, not a string")
+    if not value.strip():
+        raise InputFileError(f"{path}:{number}: blank text; remove the line or give it text, so rows align")
+    return value.strip()
+
+
+def encode_to_file(
+    encoder,
+    texts: list[str],
+    output: str | Path,
+    *,
+    batch_size: int = 32,
+    normalize_embeddings: bool = True,
+    truncate: bool = True,
+    truncate_dim: int | None = None,
+    show_progress_bar: bool | None = True,
+) -> Path:
+    """Embed ``texts`` with ``encoder`` (an ``Encoder``) into a ``.npy`` file; returns the path written.
+
+    Row i of the ``(n, d)`` float32 array is ``texts[i]``. ``output`` gets a ``.npy`` suffix when it has
+    another (as ``numpy.save`` does), and the returned path says so. The file is written atomically.
+    """
+    output = Path(output)
+    if output.suffix != ".npy":
+        output = output.with_name(output.name + ".npy")
+    vecs = encoder.encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=normalize_embeddings,
+        show_progress_bar=show_progress_bar,
+        truncate=truncate,
+        truncate_dim=truncate_dim,
+    )
+    buffer = io.BytesIO()
+    np.save(buffer, vecs)
+    return atomic_write_bytes(output, buffer.getvalue())

@@ -1,0 +1,76 @@
+"""Export a trained run or any causal LM: the one place every export format lives.
+
+    from unimae.export import export
+    export("runs/default")                                   # -> runs/default/model (causal-lm)
+    export("runs/default", "st-model", format="sentence-transformers")
+
+Every format writes the model's ``EmbeddingSpec`` (``unimae.json``: pooling, attention, EOS token), so
+``Encoder.from_pretrained`` embeds with an exported folder exactly as the run was trained. A format is a
+function ``(llm, tokenizer, out_dir, spec) -> Path`` in ``FORMATS``; ONNX or OpenVINO would be one more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from unimae.encoding.encoder import Encoder
+from unimae.encoding.loading import resolve_model_path
+from unimae.errors import UserError
+from unimae.export.causal_lm import save_causal_lm
+from unimae.export.sentence_transformers import export_sentence_transformers, write_sentence_transformers
+from unimae.spec import EmbeddingSpec
+
+__all__ = ["FORMATS", "export", "export_sentence_transformers", "save_causal_lm"]
+
+FORMATS: dict[str, Callable[..., Path]] = {
+    "causal-lm": save_causal_lm,
+    "sentence-transformers": write_sentence_transformers,
+}
+
+
+def export(source: str | Path, output: str | Path | None = None, format: str = "causal-lm") -> Path:
+    """Export ``source`` in ``format``; returns the folder written.
+
+    ``source``: a run folder (its latest checkpoint is rebuilt, LoRA merged, decoder dropped) or any model
+    (folder, .gguf, packaged alias, hub id). ``output`` defaults to ``RUN/model`` for a run's causal-lm
+    export and is required otherwise.
+    """
+    if format not in FORMATS:
+        raise UserError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    run = _is_run(source)
+    if output is None:
+        if not (run and format == "causal-lm"):
+            raise UserError(f"give -o/--output: where to write the {format} folder")
+        output = Path(source) / "model"
+    llm, tokenizer, spec = _load_trained(Path(source)) if run else _load_model(str(source))
+    return FORMATS[format](llm, tokenizer, Path(output), spec)
+
+
+def _is_run(source: str | Path) -> bool:
+    """A unimae run folder: its config.yaml and a complete checkpoint."""
+    from unimae.training.checkpoint import find_checkpoint
+
+    path = Path(source)
+    return path.is_dir() and (path / "config.yaml").is_file() and find_checkpoint(path) is not None
+
+
+def _load_trained(run_dir: Path):
+    from unimae.training.checkpoint import load_trained
+
+    return load_trained(run_dir)
+
+
+def _load_model(source: str) -> tuple:
+    """``(llm, tokenizer, spec)`` of any model; the spec says how it embeds, keeping recorded provenance."""
+    encoder = Encoder.from_pretrained(source, device="cpu")
+    path = Path(resolve_model_path(source))
+    recorded = (EmbeddingSpec.load(path) if path.is_dir() else None) or EmbeddingSpec()
+    spec = encoder.spec.replace(
+        max_length=recorded.max_length or encoder.max_length,  # the training length, when recorded
+        normalize=recorded.normalize,
+        trained_from=recorded.trained_from,
+        objective=recorded.objective,
+        steps=recorded.steps,
+    )
+    return encoder.model, encoder.tokenizer, spec
