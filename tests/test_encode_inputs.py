@@ -1,0 +1,108 @@
+"""Encode inputs from files: row i of the output is record i of the input, in every format, or an error
+that names the file and line (issue 10: blank lines were dropped silently, shifting every later row)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from unimae.encoding.encoder import Encoder
+from unimae.encoding.files import InputFileError, encode_to_file, read_inputs
+from unimae.errors import UserError
+
+TEXTS = ["the cat runs .", "a dog sings", "the river , the city", 'she says "hi" , ok']
+
+
+def _write(path, records, text_field="text"):
+    """``records`` as a file of ``path``'s kind; a None record is a blank line / empty field."""
+    if path.suffix == ".txt":
+        body = "\n".join(r or "" for r in records) + "\n"
+    elif path.suffix == ".jsonl":
+        body = (
+            "\n".join(
+                json.dumps({text_field: r, "id": i}) if r is not None else "" for i, r in enumerate(records)
+            )
+            + "\n"
+        )
+    else:
+        sep = "\t" if path.suffix == ".tsv" else ","
+        quote = lambda r: '"' + (r or "").replace('"', '""') + '"'  # noqa: E731
+        body = f"id{sep}{text_field}\n" + "".join(f"{i}{sep}{quote(r)}\n" for i, r in enumerate(records))
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv", ".tsv"])
+def test_every_format_reads_all_records_in_order(tmp_path, suffix):
+    path = _write(tmp_path / f"in{suffix}", TEXTS)
+    assert read_inputs(path) == TEXTS
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv", ".tsv"])
+@pytest.mark.parametrize("bad", [0, 2, 3])
+def test_blank_record_is_refused_with_its_line(tmp_path, suffix, bad):
+    records = list(TEXTS)
+    records[bad] = None if suffix in (".txt", ".jsonl") else "  "
+    path = _write(tmp_path / f"in{suffix}", records)
+    line = bad + 1 + (suffix in (".csv", ".tsv"))  # the header row is line 1
+    with pytest.raises(UserError, match=rf"{path.name}:{line}:"):
+        read_inputs(path)
+
+
+def test_whitespace_line_in_txt_and_missing_field_in_jsonl(tmp_path):
+    txt = tmp_path / "a.txt"
+    txt.write_text("the cat\n \t \nthe dog\n")
+    with pytest.raises(InputFileError, match=r"a.txt:2: blank"):
+        read_inputs(txt)
+    jsonl = tmp_path / "b.jsonl"
+    jsonl.write_text('{"text": "the cat"}\n{"body": "the dog"}\n')
+    with pytest.raises(InputFileError, match=r"b.jsonl:2: no text"):
+        read_inputs(jsonl)
+    jsonl.write_text('{"text": "the cat"}\n{"text": 7}\n')
+    with pytest.raises(InputFileError, match=r"b.jsonl:2: the text is a int"):
+        read_inputs(jsonl)
+    assert read_inputs(_write(tmp_path / "c.jsonl", TEXTS, "body"), text_field="body") == TEXTS
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv"])
+def test_non_utf8_names_file_and_line(tmp_path, suffix):
+    path = _write(tmp_path / f"in{suffix}", TEXTS)
+    data = path.read_bytes().replace(b"dog", b"d\xffg")
+    path.write_bytes(data)
+    line = 2 + (suffix == ".csv")
+    with pytest.raises(InputFileError, match=rf"in{suffix}:{line}: not valid UTF-8"):
+        read_inputs(path)
+
+
+def test_txt_lines_split_on_newline_only(tmp_path):
+    """A form feed or \\u2028 inside a line is text, not a line break (str.splitlines would split there)."""
+    path = tmp_path / "in.txt"
+    path.write_text("the cat\x0cruns\r\na dog\u2028sings\n", encoding="utf-8", newline="")
+    assert read_inputs(path) == ["the cat\x0cruns", "a dog\u2028sings"]
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(InputFileError, match="no such file"):
+        read_inputs(tmp_path / "missing.txt")
+    (tmp_path / "x.parquet").write_text("")
+    with pytest.raises(InputFileError, match="unsupported"):
+        read_inputs(tmp_path / "x.parquet")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(InputFileError, match="no texts"):
+        read_inputs(tmp_path / "empty.txt")
+    (tmp_path / "t.csv").write_text("id,body\n1,the cat\n")
+    with pytest.raises(InputFileError, match="t.csv:1: .*'text' column"):
+        read_inputs(tmp_path / "t.csv")
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
+def test_encode_to_file_rows_align_and_path_is_reported(tiny_gpt2, tmp_path, suffix):
+    enc = Encoder.from_pretrained(str(tiny_gpt2), device="cpu")
+    texts = read_inputs(_write(tmp_path / f"in{suffix}", TEXTS))
+    written = encode_to_file(enc, texts, tmp_path / "out", batch_size=2)
+    assert written == tmp_path / "out.npy" and written.is_file()  # numpy's suffix, and the path says so
+    vecs = np.load(written)
+    for i, text in enumerate(TEXTS):  # row i is text i, whatever the length-sorted batching did
+        np.testing.assert_allclose(vecs[i], enc.encode(text, normalize_embeddings=True), atol=1e-5)
+    kept = encode_to_file(enc, texts, tmp_path / "vecs.npy", truncate_dim=4)
+    assert kept == tmp_path / "vecs.npy" and np.load(kept).shape == (len(TEXTS), 4)
