@@ -20,6 +20,8 @@ from unimae.errors import UserError
 from unimae.export.causal_lm import save_causal_lm
 from unimae.export.sentence_transformers import export_sentence_transformers, write_sentence_transformers
 from unimae.spec import EmbeddingSpec
+from unimae.training.checkpoint import find_checkpoint
+from unimae.training.trained import load_trained
 
 __all__ = ["FORMATS", "export", "export_sentence_transformers", "save_causal_lm"]
 
@@ -43,22 +45,16 @@ def export(source: str | Path, output: str | Path | None = None, format: str = "
         if not (run and format == "causal-lm"):
             raise UserError(f"give -o/--output: where to write the {format} folder")
         output = Path(source) / "model"
-    llm, tokenizer, spec = _load_trained(Path(source)) if run else _load_model(str(source))
+    llm, tokenizer, spec = load_trained(source) if run else _load_model(str(source))
     return FORMATS[format](llm, tokenizer, Path(output), spec)
 
 
 def _is_run(source: str | Path) -> bool:
-    """A unimae run folder: its config.yaml and a complete checkpoint."""
-    from unimae.training.checkpoint import find_checkpoint
-
+    """A unimae run folder to rebuild from its checkpoint (not one whose checkpoint is gone but model/ stays)."""
     path = Path(source)
-    return path.is_dir() and (path / "config.yaml").is_file() and find_checkpoint(path) is not None
-
-
-def _load_trained(run_dir: Path):
-    from unimae.training.checkpoint import load_trained
-
-    return load_trained(run_dir)
+    if not (path.is_dir() and (path / "config.yaml").is_file()):
+        return False
+    return find_checkpoint(path) is not None or not (path / "model" / "config.json").is_file()
 
 
 def _load_model(source: str) -> tuple:
