@@ -20,9 +20,9 @@ import torch
 from unimae.data.corpus import load_texts
 from unimae.objective.model import UniMAE
 from unimae.tokens import bos_id_if_added, eos_token_id, mask_token_id
+from unimae.training.build import make_optimizer
 from unimae.training.config import TrainConfig
 from unimae.training.data import batch_indices, collate, tokenize_corpus
-from unimae.training.loop import make_optimizer
 
 # Peak dense bf16 tensor throughput, for MFU.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -106,8 +106,8 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        out = model(batch, step)
-        out.loss.backward()
+        out = model(batch, step)  # the whole batch on one device: its own target counts
+        out.loss.backward()  # the loss training backpropagates
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":

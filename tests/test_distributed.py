@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from unimae.training.checkpoint import find_checkpoint, verify_checkpoint
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -56,4 +58,5 @@ def test_two_processes_match_one(tiny_llama, corpus_file, tmp_path):
         assert a["mar_loss"] == pytest.approx(b["mar_loss"], rel=1e-4)
         assert a["mrc_loss"] == pytest.approx(b["mrc_loss"], rel=1e-4)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
-    assert (tmp_path / "two" / "model" / "unimae.json").exists()
+    ckpt = find_checkpoint(tmp_path / "two")  # written once, by the main process, and complete
+    assert verify_checkpoint(ckpt) == 3

@@ -98,3 +98,28 @@ def test_mntp_training_step(tiny_llama):
     out = model(batch, step=0)
     assert out.terms["mntp"].count == model.target_counts(batch, 0)["mntp"] > 0
     out.loss.backward()
+
+
+def test_slices_with_global_counts_add_up_to_the_whole_batch_loss(tiny_llama):
+    """The loss a process trains on its slice (global counts passed in) sums to the whole batch's loss."""
+    model, batch, _ = _setup(tiny_llama)
+    model.eval()  # no dropout: both passes see the same network
+    whole = model(batch, step=3)  # no counts: the batch's own
+    counts = model.target_counts(batch, step=3)
+    assert counts == {"mar": int(whole.mar.count), "mrc": int(whole.mrc.count)}
+    halves = [model(batch.slice(a, b), 3, counts) for a, b in ((0, 3), (3, len(batch)))]
+    torch.testing.assert_close(sum(h.loss for h in halves), whole.loss, rtol=1e-5, atol=1e-6)
+    want = whole.mar.sum / counts["mar"] + whole.mrc.sum / counts["mrc"]  # alpha = mrc_weight = 1
+    torch.testing.assert_close(whole.loss, want)
+
+
+def test_param_groups_and_unused_parameters(tiny_llama):
+    model, _, _ = _setup(tiny_llama)
+    groups = model.param_groups()
+    decoder = {id(p) for p in model.decoder.parameters()}
+    assert {id(p) for p in groups["decoder"]} == decoder  # shared embeddings stay in the LLM group
+    assert {id(p) for p in groups["llm"]} == {id(p) for p in model.llm.parameters()}
+    assert not model.find_unused_parameters
+    own, _, _ = _setup(tiny_llama, decoder_share_embeddings=False, mrc_weight=0.0)
+    assert {id(p) for p in own.dec_head.parameters()} <= {id(p) for p in own.param_groups()["decoder"]}
+    assert own.find_unused_parameters  # MRC off: the tiny decoder gets no gradient

@@ -17,10 +17,6 @@ from unimae.objective.model import UniMAE
 from unimae.tokens import bos_id_if_added, eos_token_id, mask_token_id
 from unimae.training.config import TrainConfig
 
-# The objectives a config can name, and the class that trains (and says how to embed with) each.
-OBJECTIVES: dict[str, type[UniMAE] | type[MNTP]] = {"unimae": UniMAE, "mntp": MNTP}
-
-
 @dataclass
 class Setup:
     model: UniMAE | MNTP
