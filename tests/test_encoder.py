@@ -86,6 +86,8 @@ def test_from_pretrained_reads_the_spec(tiny_llama, tmp_path):
     enc = Encoder.from_pretrained(str(folder))
     assert (enc.pooling, enc.attention) == ("mean", "bidirectional")
     assert Encoder.from_pretrained(str(folder), pooling="eos").pooling == "eos"  # an argument wins
+    unset = Encoder.from_pretrained(str(folder), pooling=None, eos_token=None, attention=None)
+    assert (unset.pooling, unset.attention) == ("mean", "bidirectional")  # None is "not given" (CLI flags)
     assert enc.spec.pooling == "mean" and enc.spec.eos_token_id == enc.eos_id
 
 

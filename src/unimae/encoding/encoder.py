@@ -79,10 +79,12 @@ class Encoder:
 
     @classmethod
     def from_spec(cls, model, tokenizer, spec: EmbeddingSpec, **kwargs) -> Encoder:
-        """An Encoder that embeds as ``spec`` records (pooling, attention, EOS token); ``kwargs`` override."""
-        kwargs.setdefault("pooling", spec.pooling)
-        kwargs.setdefault("eos_token", spec.eos_token)
-        kwargs.setdefault("attention", spec.attention)
+        """An Encoder that embeds as ``spec`` records (pooling, attention, EOS token); ``kwargs`` that are
+        not None override it."""
+        recorded = {"pooling": spec.pooling, "eos_token": spec.eos_token, "attention": spec.attention}
+        for key, value in recorded.items():
+            if kwargs.get(key) is None:
+                kwargs[key] = value
         return cls(model, tokenizer, **kwargs)
 
     @classmethod
@@ -105,11 +107,15 @@ class Encoder:
         path = resolve_model_path(name_or_path)
         spec = EmbeddingSpec.load(path) if Path(path).is_dir() else None
         model, tokenizer = load_causal_lm(path, dtype=dtype)
-        if pooling is not None:
-            kwargs["pooling"] = pooling
         eos_given = kwargs.get("eos_token") is not None
         enc = cls.from_spec(
-            model, tokenizer, spec or EmbeddingSpec(), max_length=max_length, device=device, **kwargs
+            model,
+            tokenizer,
+            spec or EmbeddingSpec(),
+            pooling=pooling,
+            max_length=max_length,
+            device=device,
+            **kwargs,
         )
         if spec is not None and spec.eos_token_id not in (None, enc.eos_id) and not eos_given:
             raise SpecError(
