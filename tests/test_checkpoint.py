@@ -6,6 +6,7 @@ import logging
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_training import _cfg as train_config
 
 from unimae.errors import UserError
 from unimae.training.checkpoint import (
@@ -16,27 +17,12 @@ from unimae.training.checkpoint import (
     find_checkpoint,
     verify_checkpoint,
 )
-from unimae.training.config import load_config
 from unimae.training.loop import train
 from unimae.training.trained import load_trained
 
 
 def _cfg(model, data, out, steps):
-    return load_config(
-        None,
-        dict(
-            model=str(model),
-            data=str(data),
-            output_dir=str(out),
-            steps=steps,
-            batch_size=4,
-            max_length=16,
-            save_every=0,
-            warmup_steps=1,
-            lr=1e-3,
-            decoder_lr=1e-3,
-        ),
-    )
+    return train_config(model, data, out, steps=steps, save_every=0)
 
 
 @pytest.fixture

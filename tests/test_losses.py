@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from unimae.objective.decoder import TinyDecoder
-from unimae.objective.losses import mar_loss, mrc_loss, token_cross_entropy
+from unimae.objective.losses import IGNORE, mar_loss, mrc_loss, next_token_targets, token_cross_entropy
 from unimae.objective.masking import example_keys, mrc_visibility
 
 
@@ -91,3 +91,14 @@ def test_mrc_loss_matches_slow_reference():
             n += 1
     assert fast.count.item() == n
     assert math.isclose(fast.sum.item(), total, rel_tol=1e-4)
+
+
+def test_next_token_targets_is_the_causal_shift_of_mar_and_mntp():
+    from unimae.objective.losses import mar_targets
+    from unimae.objective.mntp import mntp_targets
+
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    chosen = torch.tensor([[False, True, True, False], [True, False, False, True]])
+    want = torch.tensor([[6, 7, IGNORE, IGNORE], [IGNORE, IGNORE, 12, IGNORE]])  # t holds token t + 1
+    assert torch.equal(next_token_targets(ids.masked_fill(~chosen, IGNORE)), want)
+    assert torch.equal(mar_targets(ids, chosen), want) and torch.equal(mntp_targets(ids, chosen), want)

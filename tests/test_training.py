@@ -122,7 +122,9 @@ def test_non_finite_loss_stops_with_message(tiny_llama, corpus_file, tmp_path, m
         return out
 
     monkeypatch.setattr(model_mod, "mar_loss", poisoned)
-    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 1"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"non-finite loss at step 1 \(mar sum nan, mrc sum [0-9.]+\)"
+    ):
         train(_cfg(tiny_llama, corpus_file, tmp_path / "nan"))
 
 

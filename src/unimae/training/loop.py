@@ -168,10 +168,12 @@ class Recipe:
                 # processes: x world turns that average back into the gradient of the sum.
                 acc.backward(out.loss * acc.num_processes)
         sums = metrics.reduce(acc)
-        bad = non_finite_losses(sums)
-        if bad:
+        if non_finite_losses(sums):
+            detail = ", ".join(
+                f"{k.removesuffix('_loss')} sum {v}" for k, v in sums.items() if k.endswith("_loss")
+            )
             raise NonFiniteLossError(
-                f"non-finite loss at step {step + 1} ({', '.join(f'{k} sum {v}' for k, v in bad.items())}); "
+                f"non-finite loss at step {step + 1} ({detail}); "
                 "lower lr/decoder_lr, use precision=fp32 or bf16 instead of fp16, or check the data"
             )
         params = [p for p in self.model.parameters() if p.requires_grad]
