@@ -12,7 +12,6 @@ __all__ = [
     "TrainConfig",
     "load_config",
     "train",
-    "export",
 ]
 __version__ = "0.1.0"
 
@@ -23,9 +22,3 @@ def train(config: TrainConfig, resume: bool = False):
 
     return train_and_export(config, resume=resume)
 
-
-def export(source, output=None, format: str = "causal-lm"):
-    """Export a run folder or any model (see unimae.export.export)."""
-    from unimae.export import export as _export
-
-    return _export(source, output, format=format)
