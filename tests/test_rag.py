@@ -8,6 +8,7 @@ import pytest
 from unimae.cli import main
 from unimae.encoding.encoder import Encoder
 from unimae.serving.rag import (
+    DocumentError,
     RagIndex,
     ask,
     build_index,
@@ -65,7 +66,8 @@ def test_chunk_text_overlaps_and_covers():
 
 
 def test_readers(docs, tmp_path):
-    files = collect_files([docs])
+    files, skipped = collect_files([docs])
+    assert skipped == []
     assert sorted(f.name for f in files) == ["a.txt", "b.md", "c.jsonl"]
     assert [s for s, _ in read_documents(docs / "c.jsonl")] == ["king", "c.jsonl:2"]
     bad = tmp_path / "bad.jsonl"
@@ -74,7 +76,7 @@ def test_readers(docs, tmp_path):
         read_documents(bad)
     with pytest.raises(ValueError):
         collect_files([docs / "skip.csv"])
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(DocumentError, match="missing does not exist"):
         collect_files([tmp_path / "missing"])
 
 

@@ -128,7 +128,7 @@ def test_models_and_health(client, server):
 
 def test_embeddings_equal_encode(client, encoder):
     texts = random_sentences(6, seed=1, lo=1, hi=12)
-    want = encoder.encode(texts, normalize=True)
+    want = encoder.encode(texts, normalize_embeddings=True)
     got = client.embeddings.create(model=NAME, input=texts)  # the client asks for base64 by default
     assert [d.index for d in got.data] == list(range(6))
     assert np.allclose(np.array([d.embedding for d in got.data]), want, atol=1e-5)
@@ -141,7 +141,7 @@ def test_embeddings_equal_encode(client, encoder):
 
 def test_concurrent_requests_are_answered_correctly(server, encoder):
     texts = random_sentences(16, seed=2, lo=1, hi=10)
-    want = encoder.encode(texts, normalize=True)
+    want = encoder.encode(texts, normalize_embeddings=True)
 
     async def run():
         async with openai.AsyncOpenAI(base_url=f"{server}/v1", api_key=API_KEY, max_retries=0) as c:
@@ -233,7 +233,7 @@ def test_api_key_is_required(server):
 def test_batcher_merges_waiting_requests():
     calls = []
 
-    def embed(texts):
+    def embed(texts, dims):
         calls.append(list(texts))
         return np.array([[float(t)] for t in texts])
 
@@ -264,7 +264,7 @@ def test_batcher_merges_waiting_requests():
 
 def test_batcher_error_fails_only_that_batch():
     async def run():
-        b = EmbeddingBatcher(lambda t: 1 / 0 if t == ["bad"] else np.ones((len(t), 2)), max_batch_size=1)
+        b = EmbeddingBatcher(lambda t, d: 1 / 0 if t == ["bad"] else np.ones((len(t), 2)), max_batch_size=1)
         await b.start()
         with pytest.raises(ZeroDivisionError):
             await b.embed(["bad"])
@@ -283,7 +283,7 @@ def test_truncating_server_embeds_long_texts_like_encode(encoder):
         r = c.post("/v1/embeddings", json={"input": texts, "model": NAME})
         assert r.status_code == 200
         got = np.array([d["embedding"] for d in r.json()["data"]])
-        assert np.allclose(got, encoder.encode(texts, normalize=True), atol=1e-5)
+        assert np.allclose(got, encoder.encode(texts, normalize_embeddings=True), atol=1e-5)
         short = len(encoder.tokenizer(texts[1]).input_ids) + 1
         assert r.json()["usage"]["prompt_tokens"] == MAX_LENGTH + short  # truncated to max_length, EOS kept
         assert (

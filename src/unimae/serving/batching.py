@@ -3,7 +3,9 @@
 Requests wait in an asyncio queue. The worker takes the first, then keeps collecting for up to
 ``timeout_ms`` (or until ``max_batch_size`` texts), and embeds the lot with one call of ``embed`` in its
 own thread, so the event loop keeps accepting requests meanwhile. While a batch runs, the next requests
-queue up and form the next batch at once. ``max_batch_size=1`` embeds one request at a time.
+queue up and form the next batch at once. ``max_batch_size=1`` embeds one request at a time. Requests
+share a batch only when they ask for the same ``dims`` (the embedding width, ``None``: full). A request
+whose caller stopped waiting (its client left) is dropped before its batch is embedded.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ class EmbeddingBatcher:
     """Collect ``embed`` calls from concurrent requests into batches.
 
     Args:
-        embed: ``texts -> (n, d)`` array; called from one worker thread, one batch at a time.
+        embed: ``(texts, dims) -> (n, dims or d)`` array; called from one worker thread, one batch at a time.
         max_batch_size: texts per batch. A single request with more texts is embedded as its own batch.
         timeout_ms: how long the first request of a batch waits for others.
     """
 
     def __init__(
-        self, embed: Callable[[list[str]], np.ndarray], max_batch_size: int = 32, timeout_ms: float = 5.0
+        self,
+        embed: Callable[[list[str], int | None], np.ndarray],
+        max_batch_size: int = 32,
+        timeout_ms: float = 5.0,
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -52,18 +57,18 @@ class EmbeddingBatcher:
             except asyncio.CancelledError:
                 pass
         while self._queue is not None and not self._queue.empty():
-            _, fut = self._queue.get_nowait()
+            *_, fut = self._queue.get_nowait()
             if not fut.done():
                 fut.set_exception(RuntimeError("server is shutting down"))
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts`` (``(n, d)``), batched with whatever other requests are waiting."""
+    async def embed(self, texts: Sequence[str], dims: int | None = None) -> np.ndarray:
+        """Embed ``texts`` (``(n, dims or d)``), batched with whatever other requests are waiting."""
         if self._queue is None:
             raise RuntimeError("EmbeddingBatcher.start() was not called")
         fut = asyncio.get_running_loop().create_future()
-        await self._queue.put((list(texts), fut))
-        return await fut
+        await self._queue.put((list(texts), dims, fut))
+        return await fut  # cancelling this (the client left) cancels fut: the worker drops it
 
     async def _next_item(self, deadline: float | None):
         if self._held:
@@ -90,7 +95,7 @@ class EmbeddingBatcher:
             item = await self._next_item(deadline)
             if item is None:
                 break
-            if n + len(item[0]) > self.max_batch_size:
+            if n + len(item[0]) > self.max_batch_size or item[1] != batch[0][1]:
                 self._held.append(item)
                 break
             batch.append(item)
@@ -100,12 +105,13 @@ class EmbeddingBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [(texts, fut) for texts, fut in await self._collect() if not fut.done()]  # drop cancelled
+            collected = await self._collect()  # all with the same dims
+            batch = [(texts, fut) for texts, _, fut in collected if not fut.done()]  # drop cancelled
             if not batch:
                 continue
-            texts = [t for item, _ in batch for t in item]
+            texts, dims = [t for item, _ in batch for t in item], collected[0][1]
             try:
-                vecs = await loop.run_in_executor(self.executor, self.embed_fn, texts)
+                vecs = await loop.run_in_executor(self.executor, self.embed_fn, texts, dims)
             except Exception as e:  # the requests fail, the server goes on
                 for _, fut in batch:
                     if not fut.done():

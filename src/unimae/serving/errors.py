@@ -1,12 +1,12 @@
 """OpenAI-style errors: ``{"error": {"message", "type", "param", "code"}}`` with the matching HTTP status.
 
-Also the one ASGI middleware of the server (``GuardMiddleware``): the API key and the body size limit are
-checked there, before a request body is read or parsed.
+Error bodies are written with every non-ASCII character escaped, so a message that quotes a client's
+broken text (a lone surrogate) can always be sent. The API key, body size and Host checks live in
+``unimae.serving.middleware``.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 
 from fastapi import FastAPI, Request
@@ -21,6 +21,9 @@ _TYPES = {
     500: "server_error",
     503: "server_error",
 }
+
+
+INVALID_TEXT = "invalid_text"  # the error type of ``schemas.Text``: a string that is not valid Unicode
 
 
 class APIError(Exception):
@@ -42,10 +45,17 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
     }
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII characters escaped: text that is not valid Unicode (a lone surrogate) still renders."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode("ascii")
+
+
 def error_response(
     status: int, message: str, param: str | None = None, code: str | None = None
 ) -> JSONResponse:
-    return JSONResponse(error_body(status, message, param, code), status_code=status)
+    return AsciiJSONResponse(error_body(status, message, param, code), status_code=status)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -63,6 +73,10 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(
                 400, f"request body is not valid JSON ({first.get('ctx', {}).get('error', '')})"
             )
+        bad_text = next((e for e in errors if e.get("type") == INVALID_TEXT), None)
+        if bad_text is not None:  # text the tokenizer cannot take: a value error, like an empty input
+            where = ".".join(str(p) for p in bad_text.get("loc", ()) if p not in ("body", "str"))
+            return error_response(400, f"'{where}': {bad_text['msg']}", where.split(".")[0], INVALID_TEXT)
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         if not loc:  # the body itself (not an object, or missing)
             return error_response(422, f"request body: {first.get('msg', 'invalid')}", None, "invalid_type")
@@ -86,80 +100,3 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _server_error(request: Request, exc: Exception):
         # Starlette re-raises the exception after this response, so the ASGI server logs its traceback
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
-
-
-class GuardMiddleware:
-    """Pure ASGI middleware: optional bearer API key, then a request body limit (413).
-
-    ``open_paths`` (the health check) need no key. A body with a Content-Length over the limit is refused
-    before it is read; a chunked body is read up to the limit and refused when it goes over.
-    """
-
-    def __init__(
-        self, app, api_key: str | None, max_body_bytes: int, open_paths: tuple[str, ...] = ("/health",)
-    ):
-        self.app, self.api_key, self.max_body_bytes, self.open_paths = (
-            app,
-            api_key,
-            max_body_bytes,
-            open_paths,
-        )
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        if self.api_key and scope["path"] not in self.open_paths:
-            given = headers.get(b"authorization", b"").decode("latin-1")
-            token = given[7:].strip() if given[:7].lower() == "bearer " else ""
-            if not hmac.compare_digest(token.encode(), self.api_key.encode()):
-                why = "missing API key" if not given else "incorrect API key"
-                return await _send(
-                    send,
-                    401,
-                    error_body(401, f"{why}: send 'Authorization: Bearer KEY'", code="invalid_api_key"),
-                )
-        length = headers.get(b"content-length")
-        if length is not None:
-            try:
-                n = int(length)
-            except ValueError:
-                return await _send(send, 400, error_body(400, "invalid Content-Length header"))
-            if n > self.max_body_bytes:
-                return await _send(send, 413, _too_large(self.max_body_bytes))
-            return await self.app(scope, receive, send)
-        if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
-            return await self.app(scope, receive, send)
-        # No Content-Length (chunked): read it all, within the limit, then replay it to the app.
-        messages, size = [], 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            size += len(message.get("body", b""))
-            if size > self.max_body_bytes:
-                return await _send(send, 413, _too_large(self.max_body_bytes))
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                break
-
-        async def replay():
-            return messages.pop(0) if messages else await receive()
-
-        return await self.app(scope, replay, send)
-
-
-def _too_large(limit: int) -> dict:
-    return error_body(
-        413, f"request body is larger than the server's limit of {limit} bytes", code="request_too_large"
-    )
-
-
-async def _send(send, status: int, body: dict) -> None:
-    data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})

@@ -1,8 +1,10 @@
 """Text generation for the server: one model, one generation at a time, optionally streamed.
 
 ``Generator`` runs ``model.generate`` in its single worker thread (so requests are served in order and
-the event loop stays free); streamed text comes back through an asyncio queue. Stop strings end
-generation and are cut from the text, also across streamed pieces.
+the event loop stays free); streamed text comes back through ``transformers``' ``AsyncTextIteratorStreamer``.
+Stop strings end generation and are cut from the text, also across streamed pieces. Every generation
+takes a ``cancel`` event (set when its client goes away: a waiting job is skipped, a running one stops at
+the next token) and stops after ``max_seconds``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
+from transformers import AsyncTextIteratorStreamer, StoppingCriteria, StoppingCriteriaList
 
 from unimae.encoding.encoder import Encoder
 
@@ -43,15 +45,9 @@ class GenerationResult:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" (EOS or a stop string) or "length"
-
-
-def chat_prompt_ids(encoder: Encoder, messages: list[dict]) -> list[int]:
-    """Token ids of ``messages`` under the model's chat template, ready for the assistant's turn."""
-    if not getattr(encoder.tokenizer, "chat_template", None):
-        raise ValueError("this model has no chat template: use /v1/completions")
-    out = encoder.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
-    return list(out["input_ids"])
+    finish_reason: (
+        str  # "stop" (EOS or a stop string) or "length" (max_tokens, the context or the time limit)
+    )
 
 
 def completion_prompt_ids(encoder: Encoder, prompt: str) -> list[int]:
@@ -92,25 +88,16 @@ class _StopOnText(StoppingCriteria):
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
-class _QueueStreamer(TextStreamer):
-    """Puts each finished piece of text on an asyncio queue (from the generation thread); None at the end."""
-
-    def __init__(self, tokenizer, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop):
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self.queue, self.loop = queue, loop
-
-    def on_finalized_text(self, text: str, stream_end: bool = False):
-        if text:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, text)
-        if stream_end:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, None)
-
-
 class Generator:
-    """Serialized generation with the encoder's weights (the same weights that embed)."""
+    """Serialized generation with the encoder's weights (the same weights that embed).
 
-    def __init__(self, encoder: Encoder):
-        self.encoder = encoder
+    Args:
+        encoder: the model and tokenizer.
+        max_seconds: wall-clock limit of one generation (``transformers``' ``max_time``); None: no limit.
+    """
+
+    def __init__(self, encoder: Encoder, max_seconds: float | None = None):
+        self.encoder, self.max_seconds = encoder, max_seconds
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unimae-generate")
 
     def close(self) -> None:
@@ -123,16 +110,10 @@ class Generator:
             raise ValueError(f"the prompt has {n_prompt} tokens; the model's context is {ctx} tokens")
         return requested if ctx is None else min(requested, ctx - n_prompt)
 
-    @torch.inference_mode()
-    def generate_sync(
-        self, ids: list[int], params: SamplingParams, streamer=None, cancel: threading.Event | None = None
-    ) -> GenerationResult:
+    def _generate_kwargs(
+        self, ids: list[int], params: SamplingParams, cancel: threading.Event | None
+    ) -> dict:
         enc = self.encoder
-        if cancel is not None and cancel.is_set():  # the client left while this waited its turn
-            if streamer is not None:
-                streamer.on_finalized_text("", stream_end=True)
-            return GenerationResult("", len(ids), 0, "stop")
-        input_ids = torch.tensor([ids], device=enc.device)
         kwargs = {}
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
@@ -143,50 +124,73 @@ class Generator:
         criteria = StoppingCriteriaList([_Cancelled(cancel)] if cancel is not None else [])
         if params.stop:
             criteria.append(_StopOnText(enc.tokenizer, params.stop, len(ids)))
-        out = enc.model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
+        return dict(
             max_new_tokens=params.max_new_tokens,
+            max_time=self.max_seconds,
             pad_token_id=enc.pad_id,
-            streamer=streamer,
             stopping_criteria=criteria,
             **kwargs,
         )
+
+    @torch.inference_mode()
+    def generate_sync(
+        self, ids: list[int], params: SamplingParams, streamer=None, cancel: threading.Event | None = None
+    ) -> GenerationResult:
+        """Generate from prompt ``ids`` in this thread; ``streamer`` gets the text, and always its end."""
+        enc = self.encoder
+        try:
+            if cancel is not None and cancel.is_set():  # the client left while this waited its turn
+                if streamer is not None:
+                    streamer.end()
+                return GenerationResult("", len(ids), 0, "stop")
+            input_ids = torch.tensor([ids], device=enc.device)  # (1, n_prompt)
+            out = enc.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                streamer=streamer,
+                **self._generate_kwargs(ids, params, cancel),
+            )
+        except BaseException:
+            if streamer is not None:  # generate() ends the stream itself only when it returns
+                streamer.end()
+            raise
         new = out[0, len(ids) :].tolist()
         text, stopped = cut_at_stop(enc.tokenizer.decode(new, skip_special_tokens=True), params.stop)
         eos = enc.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) | {enc.tokenizer.eos_token_id}
-        ended = stopped or (bool(new) and new[-1] in eos_ids) or len(new) < params.max_new_tokens
+        ended = stopped or (bool(new) and new[-1] in eos_ids)
         return GenerationResult(text, len(ids), len(new), "stop" if ended else "length")
 
-    async def generate(self, ids: list[int], params: SamplingParams) -> GenerationResult:
-        return await asyncio.get_running_loop().run_in_executor(
-            self.executor, self.generate_sync, ids, params
-        )
+    async def generate(
+        self, ids: list[int], params: SamplingParams, cancel: threading.Event | None = None
+    ) -> GenerationResult:
+        """The whole generation; setting ``cancel`` (from any thread) stops it at the next token."""
+        cancel = cancel if cancel is not None else threading.Event()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.generate_sync, ids, params, None, cancel
+            )
+        finally:  # also when the awaiting request is cancelled: the worker thread stops too
+            cancel.set()
 
-    async def stream(self, ids: list[int], params: SamplingParams) -> AsyncIterator[str | GenerationResult]:
+    async def stream(
+        self, ids: list[int], params: SamplingParams, cancel: threading.Event | None = None
+    ) -> AsyncIterator[str | GenerationResult]:
         """Yield text pieces as they are generated, then the ``GenerationResult``.
 
-        Closing the iterator early (the client went away) stops the generation at the next token.
+        Setting ``cancel``, or closing the iterator early (the client went away), stops the generation at
+        the next token.
         """
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
-        streamer = _QueueStreamer(self.encoder.tokenizer, queue, loop)
+        cancel = cancel if cancel is not None else threading.Event()
+        streamer = AsyncTextIteratorStreamer(
+            self.encoder.tokenizer, skip_prompt=True, skip_special_tokens=True
+        )
         job = loop.run_in_executor(self.executor, self.generate_sync, ids, params, streamer, cancel)
         hold = max((len(s) for s in params.stop), default=1) - 1  # a stop string may start in this piece
         text, sent = "", 0
         try:
-            while True:
-                get = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({get, job}, return_when=asyncio.FIRST_COMPLETED)
-                if get not in done:  # generation ended without an end-of-stream (it failed)
-                    get.cancel()
-                    await job  # raises its error
-                    break
-                piece = get.result()
-                if piece is None:
-                    break
+            async for piece in streamer:  # ends when generation ends, also when it fails
                 text += piece
                 cut, stopped = cut_at_stop(text, params.stop)
                 upto = len(cut) if stopped else max(sent, len(text) - hold)
@@ -196,7 +200,7 @@ class Generator:
                 if stopped:
                     cancel.set()
                     break
-            result = await job
+            result = await job  # raises the generation's error
             if len(result.text) > sent:
                 yield result.text[sent:]
             yield result

@@ -15,16 +15,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from unimae.chat import chat_input_ids, has_chat_template, text_input_ids
 from unimae.encoding.encoder import Encoder
+from unimae.encoding.pooling import layout
+from unimae.errors import UserError
+from unimae.io import (
+    JsonlError,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    iter_jsonl,
+    sha256_file,
+)
+
+log = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".md", ".jsonl")
 MANIFEST = "manifest.json"
@@ -32,6 +45,19 @@ FORMAT_VERSION = 1
 PROBE_TEXT = "unimae retrieval index probe: the quick brown fox jumps over the lazy dog."
 DEFAULT_CHUNK_WORDS = 120
 DEFAULT_OVERLAP = 30
+REBUILD_HINT = "rebuild it from the documents: unimae rag index DOCS --index {path} --rebuild"
+
+
+class DocumentError(UserError):
+    """A document or folder cannot be indexed (missing, wrong kind, unreadable); the message names it."""
+
+
+class RagIndexError(UserError):
+    """An index folder is missing, truncated or corrupt; the message names the file and how to rebuild."""
+
+
+class PromptTooLongError(UserError):
+    """The question alone (with the instruction) does not fit the model's context."""
 
 
 @dataclass
@@ -64,6 +90,7 @@ class IndexUpdate:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "path: why" for each file left out
     chunks_embedded: int = 0
     total_chunks: int = 0
 
@@ -79,72 +106,142 @@ class RagAnswer:
 
 
 def chunk_text(
-    text: str, chunk_words: int = DEFAULT_CHUNK_WORDS, overlap: int = DEFAULT_OVERLAP
+    text: str,
+    chunk_words: int = DEFAULT_CHUNK_WORDS,
+    overlap: int = DEFAULT_OVERLAP,
+    tokenizer=None,
+    max_tokens: int | None = None,
 ) -> list[str]:
     """Windows of ``chunk_words`` words, each sharing ``overlap`` words with the previous one.
 
-    Chunks are slices of ``text`` (its line breaks kept); the last window ends at the last word.
+    Chunks are slices of ``text`` (its line breaks kept); the last window ends at the last word. With a
+    ``tokenizer`` and ``max_tokens``, a window longer than ``max_tokens`` tokens (one huge "word": a
+    minified line, a text without spaces) is cut further into windows of at most ``max_tokens`` tokens.
     """
     if chunk_words < 1 or not 0 <= overlap < chunk_words:
-        raise ValueError(
-            f"need chunk_words >= 1 and 0 <= overlap < chunk_words, got {chunk_words}, {overlap}"
-        )
+        raise UserError(f"need chunk_words >= 1 and 0 <= overlap < chunk_words, got {chunk_words}, {overlap}")
     words = [m.span() for m in re.finditer(r"\S+", text)]
-    if not words:
-        return []
     chunks, step = [], chunk_words - overlap
     for start in range(0, len(words), step):
         window = words[start : start + chunk_words]
         chunks.append(text[window[0][0] : window[-1][1]])
         if start + chunk_words >= len(words):
             break
-    return chunks
+    if tokenizer is None or max_tokens is None:
+        return chunks
+    return [piece for chunk in chunks for piece in split_by_tokens(chunk, tokenizer, max_tokens)]
 
 
-def collect_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The .txt/.md/.jsonl files named, or found (recursively, hidden ones skipped) in the folders named."""
+def token_spans(tokenizer, text: str) -> list[tuple[int, int]]:
+    """Character span of each token of ``text`` (control-token text counted as text).
+
+    A tokenizer without offsets (a slow one) gets one span per character, which over-counts tokens.
+    """
+    try:
+        enc = tokenizer(
+            text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True
+        )
+        return [tuple(span) for span in enc["offset_mapping"]]
+    except NotImplementedError:
+        return [(i, i + 1) for i in range(len(text))]
+
+
+def split_by_tokens(text: str, tokenizer, max_tokens: int) -> list[str]:
+    """``text`` as slices of at most ``max_tokens`` tokens, neighbours sharing an eighth of that."""
+    spans = token_spans(tokenizer, text)
+    if len(spans) <= max_tokens:
+        return [text]
+    step = max_tokens - max_tokens // 8
+    pieces = []
+    for start in range(0, len(spans), step):
+        window = spans[start : start + max_tokens]
+        pieces.append(text[window[0][0] : window[-1][1]])
+        if start + max_tokens >= len(spans):
+            break
+    return [p for p in pieces if p.strip()]
+
+
+def chunk_token_limit(encoder: Encoder) -> int:
+    """Most text tokens one chunk may have so that its embedding (BOS, EOS, pooling prompt) sees all of it."""
+    one = len(
+        layout(
+            encoder.pooling, encoder.tokenizer, "a", encoder.max_length, encoder.eos_id, encoder.bos_id
+        ).ids
+    )
+    copies = 2 if encoder.pooling == "echo" else 1  # echo embeds the text twice
+    room = encoder.max_length - (one - copies * len(token_spans(encoder.tokenizer, "a")))
+    return max(1, room // copies)
+
+
+def collect_files(paths: Iterable[str | Path], follow_symlinks: bool = False) -> tuple[list[Path], list[str]]:
+    """The .txt/.md/.jsonl files named, or found (recursively, hidden ones skipped) in the folders named.
+
+    In a folder, a symlink to a file or folder outside it is skipped unless ``follow_symlinks``: the
+    second list says what was skipped and why. Files named explicitly are always taken.
+    """
     files: list[Path] = []
+    skipped: list[str] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(
-                f
-                for f in p.rglob("*")
-                if f.is_file()
-                and f.suffix in SUFFIXES
-                and not any(part.startswith(".") for part in f.relative_to(p).parts)
-            )
+            found, why = _walk(p, follow_symlinks)
+            skipped += why
             if not found:
-                raise ValueError(f"{p} holds no {'/'.join(SUFFIXES)} files")
+                raise DocumentError(
+                    f"{p} holds no {'/'.join(SUFFIXES)} files to index" + "".join(f"; {w}" for w in why)
+                )
             files += found
         elif p.is_file():
             if p.suffix not in SUFFIXES:
-                raise ValueError(f"{p}: only {', '.join(SUFFIXES)} files can be indexed")
+                raise DocumentError(f"{p}: only {', '.join(SUFFIXES)} files can be indexed")
             files.append(p)
         else:
-            raise FileNotFoundError(f"{p} does not exist")
-    return list(dict.fromkeys(f.resolve() for f in files))
+            raise DocumentError(f"{p} does not exist")
+    return list(dict.fromkeys(f.resolve() for f in files)), skipped
+
+
+def _walk(root: Path, follow_symlinks: bool) -> tuple[list[Path], list[str]]:
+    """Indexable files under ``root``, and what was skipped (links out of ``root``, broken links)."""
+    top = root.resolve()
+    found, skipped, seen = [], [], set()
+    hint = "pass follow_symlinks=True (--follow-symlinks) to index it"
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_symlinks):
+        here = Path(dirpath)
+        seen.add(here.resolve())
+        keep = []
+        for name in sorted(n for n in dirnames if not n.startswith(".")):
+            d = here / name
+            if follow_symlinks and d.resolve() in seen:  # a link loop
+                continue
+            if not follow_symlinks and d.is_symlink() and not d.resolve().is_relative_to(top):
+                skipped.append(f"{d}: a symlink to a folder outside {root} ({d.resolve()}); {hint}")
+            keep.append(name)
+        dirnames[:] = keep
+        for name in sorted(n for n in filenames if not n.startswith(".") and Path(n).suffix in SUFFIXES):
+            f = here / name
+            if not f.is_file():
+                skipped.append(f"{f}: a broken symlink")
+            elif not follow_symlinks and not f.resolve().is_relative_to(top):
+                skipped.append(f"{f}: a symlink to a file outside {root} ({f.resolve()}); {hint}")
+            else:
+                found.append(f)
+    return found, skipped
 
 
 def read_documents(path: Path) -> list[tuple[str, str]]:
     """``(source, text)`` pairs of one file: the whole file for .txt/.md, one per record for .jsonl.
 
     A .jsonl record holds its text in ``text`` (or ``content``) and may name itself in ``source``, ``title``
-    or ``id``; otherwise it is ``file.jsonl:LINE``.
+    or ``id``; otherwise it is ``file.jsonl:LINE``. A file that is not UTF-8 raises UnicodeDecodeError, a bad
+    record ``DocumentError`` (``JsonlError``), both naming the file.
     """
     if path.suffix != ".jsonl":
         text = path.read_text(encoding="utf-8")
         return [(path.name, text)] if text.strip() else []
     docs = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    for n, rec in iter_jsonl(path):
         text = rec.get("text", rec.get("content")) if isinstance(rec, dict) else None
         if not isinstance(text, str):
-            raise ValueError(f"{path}:{n}: a record needs a 'text' string")
+            raise DocumentError(f"{path}:{n}: a record needs a 'text' string")
         name = next(
             (str(rec[k]) for k in ("source", "title", "id") if rec.get(k) is not None), f"{path.name}:{n}"
         )
@@ -153,8 +250,16 @@ def read_documents(path: Path) -> list[tuple[str, str]]:
     return docs
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _readable_documents(path: Path) -> tuple[list[tuple[str, str]] | None, str | None]:
+    """(documents, None), or (None, why) for a file one bad document should not stop an index for."""
+    try:
+        return read_documents(path), None
+    except UnicodeDecodeError as e:
+        return None, f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); skipped"
+    except (DocumentError, JsonlError) as e:
+        return None, f"{e}; skipped"
+    except OSError as e:
+        return None, f"{path}: cannot be read ({e.strerror}); skipped"
 
 
 # --- the index ------------------------------------------------------------------------------------
@@ -163,8 +268,11 @@ def _sha256(path: Path) -> str:
 class RagIndex:
     """A persistent vector index of document chunks, built and searched with one ``Encoder``."""
 
-    def __init__(self, path: str | Path, manifest: dict, index, chunks: dict[int, Chunk]):
+    def __init__(
+        self, path: str | Path, manifest: dict, index, chunks: dict[int, Chunk], on_disk: bool = True
+    ):
         self.path, self.manifest, self.index, self.chunks = Path(path), manifest, index, chunks
+        self.on_disk = on_disk  # False until a new index is first saved
 
     @classmethod
     def create(
@@ -175,57 +283,57 @@ class RagIndex:
         chunk_words: int = DEFAULT_CHUNK_WORDS,
         overlap: int = DEFAULT_OVERLAP,
     ) -> RagIndex:
+        """A new, empty index (written by the first save; files of an older index in ``path`` are replaced)."""
         import faiss
 
         chunk_text("x", chunk_words, overlap)  # validates the chunking
         manifest = {
             "format": "unimae-rag",
             "version": FORMAT_VERSION,
-            "generation": 0,
+            "generation": max(_generations(Path(path)), default=0),  # never reuse a file name on disk
             "model": model_name,
             "dim": encoder.dim,
             "probe": _probe(encoder).tolist(),
             "chunk_words": chunk_words,
             "overlap": overlap,
+            "max_chunk_tokens": chunk_token_limit(encoder),
             "next_id": 0,
             "files": {},
         }
-        return cls(path, manifest, faiss.IndexIDMap2(faiss.IndexFlatIP(encoder.dim)), {})
+        return cls(path, manifest, faiss.IndexIDMap2(faiss.IndexFlatIP(encoder.dim)), {}, on_disk=False)
 
     @classmethod
     def open(cls, path: str | Path) -> RagIndex:
-        import faiss
-
+        """The index saved in ``path``; ``RagIndexError`` (naming the file) if it is missing or damaged."""
         path = Path(path)
-        if not (path / MANIFEST).is_file():
-            raise FileNotFoundError(f"{path} holds no index ({MANIFEST}); build one with `unimae rag index`")
-        manifest = json.loads((path / MANIFEST).read_text())
-        if manifest.get("format") != "unimae-rag" or manifest.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path / MANIFEST} is not a version-{FORMAT_VERSION} unimae index")
+        manifest = _read_manifest(path)
         g = manifest["generation"]
-        index = faiss.read_index(str(path / f"index-{g}.faiss"))
-        chunks = {}
-        with open(path / f"chunks-{g}.jsonl", encoding="utf-8") as f:
-            for line in f:
-                c = Chunk(**json.loads(line))
-                chunks[c.id] = c
-        if index.ntotal != len(chunks):
-            raise ValueError(f"{path}: the index has {index.ntotal} vectors for {len(chunks)} chunks")
+        index = _read_faiss(path / f"index-{g}.faiss", manifest.get("sha256", {}).get("index"), path)
+        chunks = _read_chunks(path / f"chunks-{g}.jsonl", manifest.get("sha256", {}).get("chunks"), path)
+        if index.ntotal != len(chunks) or index.d != manifest["dim"]:
+            raise RagIndexError(
+                f"{path}: index-{g}.faiss holds {index.ntotal} {index.d}-d vectors for {len(chunks)} chunks of "
+                f"{manifest['dim']}-d; {REBUILD_HINT.format(path=path)}"
+            )
         return cls(path, manifest, index, chunks)
 
     @classmethod
-    def open_or_create(cls, path: str | Path, encoder: Encoder, model_name: str, **chunking) -> RagIndex:
-        if (Path(path) / MANIFEST).is_file():
-            index = cls.open(path)
-            index.check_model(encoder)
-            for key, value in chunking.items():
-                if value is not None and value != index.manifest[key]:
-                    raise ValueError(
-                        f"the index at {path} was chunked with {key}={index.manifest[key]}, not {value}; "
-                        "use a new index folder to change the chunking"
-                    )
-            return index
-        return cls.create(path, encoder, model_name, **{k: v for k, v in chunking.items() if v is not None})
+    def open_or_create(
+        cls, path: str | Path, encoder: Encoder, model_name: str, rebuild: bool = False, **chunking
+    ) -> RagIndex:
+        """The index in ``path`` (checked against ``encoder`` and ``chunking``), or a new one."""
+        given = {k: v for k, v in chunking.items() if v is not None}
+        if rebuild or not (Path(path) / MANIFEST).is_file():
+            return cls.create(path, encoder, model_name, **given)
+        index = cls.open(path)
+        index.check_model(encoder)
+        for key, value in given.items():
+            if value != index.manifest[key]:
+                raise UserError(
+                    f"the index at {path} was chunked with {key}={index.manifest[key]}, not {value}; "
+                    "use a new index folder (or --rebuild) to change the chunking"
+                )
+        return index
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -235,15 +343,15 @@ class RagIndex:
         return self.manifest["model"]
 
     def check_model(self, encoder: Encoder) -> None:
-        """ValueError unless ``encoder`` embeds like the model that built the index."""
+        """UserError unless ``encoder`` embeds like the model that built the index."""
         if encoder.dim != self.manifest["dim"]:
-            raise ValueError(
+            raise UserError(
                 f"the index holds {self.manifest['dim']}-d vectors of '{self.model_name}'; "
                 f"this model gives {encoder.dim}-d vectors"
             )
         cos = float(np.dot(_probe(encoder), np.asarray(self.manifest["probe"], dtype=np.float32)))
         if cos < 0.999:
-            raise ValueError(
+            raise UserError(
                 f"the index was built with '{self.model_name}', whose embeddings differ from this "
                 f"model's (probe cosine {cos:.3f}); use that model or build a new index"
             )
@@ -255,44 +363,68 @@ class RagIndex:
         batch_size: int = 32,
         prune: bool = False,
         show_progress_bar: bool | None = None,
+        follow_symlinks: bool = False,
     ) -> IndexUpdate:
         """Index new files, re-index changed ones (by content hash), skip unchanged ones; then save.
 
-        ``prune`` also drops files that no longer exist. Only new chunks are embedded.
+        ``prune`` also drops files that no longer exist. Only new chunks are embedded. Files that cannot be
+        read as documents (not UTF-8, a bad JSON line) and symlinks out of a folder (unless
+        ``follow_symlinks``) are skipped and listed in ``IndexUpdate.skipped``, with a logged warning.
         """
-        files = collect_files(paths)
-        known = self.manifest["files"]
-        update, new_chunks, drop_ids = IndexUpdate(), [], []
+        files, skipped = collect_files(paths, follow_symlinks)
+        update, new_chunks, drop_ids = IndexUpdate(skipped=skipped), [], []
         for f in files:
-            key, digest = str(f), _sha256(f)
-            old = known.get(key)
+            key, digest = str(f), sha256_file(f)
+            old = self.manifest["files"].get(key)
             if old is not None and old["sha256"] == digest:
                 update.unchanged.append(key)
                 continue
-            if old is not None:
-                drop_ids += old["ids"]
+            if old is not None:  # changed: its old chunks go, readable or not
+                drop_ids += self.manifest["files"].pop(key)["ids"]
+            docs, why = _readable_documents(f)
+            if docs is None:
+                update.skipped.append(why)
+                continue
             (update.updated if old is not None else update.added).append(key)
-            ids = []
-            for source, text in read_documents(f):
-                pieces = chunk_text(text, self.manifest["chunk_words"], self.manifest["overlap"])
-                for k, piece in enumerate(pieces, start=1):
-                    c = Chunk(
+            chunks = self._chunks_of(key, docs, encoder)
+            self.manifest["files"][key] = {"sha256": digest, "ids": [c.id for c in chunks]}
+            new_chunks += chunks
+        if prune:
+            for key in [k for k in self.manifest["files"] if not Path(k).exists()]:
+                drop_ids += self.manifest["files"].pop(key)["ids"]
+                update.removed.append(key)
+        for why in update.skipped:
+            log.warning("rag index: %s", why)
+        self._apply(encoder, new_chunks, drop_ids, batch_size, show_progress_bar)
+        update.chunks_embedded, update.total_chunks = len(new_chunks), len(self.chunks)
+        if new_chunks or drop_ids or update.added or update.updated or update.removed or not self.on_disk:
+            self.save()
+        return update
+
+    def _chunks_of(self, key: str, docs: list[tuple[str, str]], encoder: Encoder) -> list[Chunk]:
+        """New chunks (with fresh ids) of one file's documents, each short enough to embed whole."""
+        limit = self.manifest.get("max_chunk_tokens") or chunk_token_limit(encoder)
+        out = []
+        for source, text in docs:
+            pieces = chunk_text(
+                text, self.manifest["chunk_words"], self.manifest["overlap"], encoder.tokenizer, limit
+            )
+            for k, piece in enumerate(pieces, start=1):
+                out.append(
+                    Chunk(
                         self.manifest["next_id"], f"{source}#{k}" if len(pieces) > 1 else source, key, piece
                     )
-                    self.manifest["next_id"] += 1
-                    new_chunks.append(c)
-                    ids.append(c.id)
-            known[key] = {"sha256": digest, "ids": ids}
-        if prune:
-            for key in [k for k in known if not Path(k).exists()]:
-                drop_ids += known.pop(key)["ids"]
-                update.removed.append(key)
+                )
+                self.manifest["next_id"] += 1
+        return out
+
+    def _apply(
+        self, encoder: Encoder, new_chunks: list[Chunk], drop_ids: list[int], batch_size: int, bar
+    ) -> None:
         if new_chunks:
+            texts = [c.text for c in new_chunks]
             vecs = encoder.encode(
-                [c.text for c in new_chunks],
-                batch_size=batch_size,
-                normalize=True,
-                show_progress_bar=show_progress_bar,
+                texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=bar
             )
             self.index.add_with_ids(vecs, np.array([c.id for c in new_chunks], dtype=np.int64))
             self.chunks.update({c.id: c for c in new_chunks})
@@ -300,51 +432,117 @@ class RagIndex:
             self.index.remove_ids(np.array(drop_ids, dtype=np.int64))
             for i in drop_ids:
                 self.chunks.pop(i, None)
-        update.chunks_embedded, update.total_chunks = len(new_chunks), len(self.chunks)
-        if (
-            new_chunks
-            or drop_ids
-            or update.added
-            or update.updated
-            or update.removed
-            or self.manifest["generation"] == 0
-        ):
-            self.save()
-        return update
 
     def search_vector(self, vector: np.ndarray, k: int = 4) -> list[Hit]:
         """The ``k`` chunks closest to a unit ``vector`` ``(d,)``, best first."""
+        _check_k(k)
         if not len(self.chunks):
             return []
         q = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        scores, ids = self.index.search(q, min(k, len(self.chunks)))
+        scores, ids = self.index.search(q, min(int(k), len(self.chunks)))
         return [Hit(self.chunks[int(i)], float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
 
     def search(self, encoder: Encoder, query: str, k: int = 4) -> list[Hit]:
-        return self.search_vector(encoder.encode(query, normalize=True), k)
+        """The ``k`` chunks closest to ``query``, best first."""
+        _check_k(k)  # before embedding anything
+        return self.search_vector(encoder.encode(query, normalize_embeddings=True), k)
 
     def save(self) -> None:
-        """Write generation g+1, then switch the manifest to it (atomic), then delete generation g."""
+        """Write generation g+1 (with hashes), then switch the manifest to it (atomic), then delete older ones."""
         import faiss
 
-        self.path.mkdir(parents=True, exist_ok=True)
-        old, new = self.manifest["generation"], self.manifest["generation"] + 1
-        faiss.write_index(self.index, str(self.path / f"index-{new}.faiss"))
-        with open(self.path / f"chunks-{new}.jsonl", "w", encoding="utf-8") as f:
-            for c in self.chunks.values():
-                f.write(json.dumps(asdict(c), ensure_ascii=False) + "\n")
-        manifest = {**self.manifest, "generation": new, "count": len(self.chunks)}
-        fd, tmp = tempfile.mkstemp(prefix=".manifest", dir=self.path)
-        with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, indent=1)
-        os.replace(tmp, self.path / MANIFEST)
-        self.manifest = manifest
-        for stale in (f"index-{old}.faiss", f"chunks-{old}.jsonl"):
-            (self.path / stale).unlink(missing_ok=True)
+        new = self.manifest["generation"] + 1
+        index_file, chunks_file = self.path / f"index-{new}.faiss", self.path / f"chunks-{new}.jsonl"
+        atomic_write_bytes(index_file, faiss.serialize_index(self.index).tobytes())
+        atomic_write_text(
+            chunks_file,
+            "".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in self.chunks.values()),
+        )
+        hashes = {"index": sha256_file(index_file), "chunks": sha256_file(chunks_file)}
+        manifest = {**self.manifest, "generation": new, "count": len(self.chunks), "sha256": hashes}
+        atomic_write_json(self.path / MANIFEST, manifest, indent=1)
+        self.manifest, self.on_disk = manifest, True
+        for stale in [*self.path.glob("index-*.faiss"), *self.path.glob("chunks-*.jsonl")]:
+            if stale not in (index_file, chunks_file):
+                stale.unlink(missing_ok=True)
+
+
+def _check_k(k) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise UserError(f"k (the number of chunks to retrieve) must be a whole number >= 1, got {k!r}")
+
+
+def _generations(path: Path) -> set[int]:
+    """Generation numbers of the index and chunk files in ``path``."""
+    names = [*path.glob("index-*.faiss"), *path.glob("chunks-*.jsonl")] if path.is_dir() else []
+    return {int(m.group(1)) for f in names if (m := re.fullmatch(r"(?:index|chunks)-(\d+)\.\w+", f.name))}
+
+
+def _read_manifest(path: Path) -> dict:
+    file = path / MANIFEST
+    if not file.is_file():
+        raise RagIndexError(f"{path} holds no index ({MANIFEST}); build one with `unimae rag index`")
+    hint = REBUILD_HINT.format(path=path)
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RagIndexError(f"{file} is damaged (not JSON: {e}); {hint}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "unimae-rag":
+        raise RagIndexError(f"{file} is not a unimae index manifest; {hint}")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise RagIndexError(
+            f"{file} is a version-{manifest.get('version')} index, not {FORMAT_VERSION}; {hint}"
+        )
+    fields = {"generation": int, "model": str, "dim": int, "probe": list, "chunk_words": int, "overlap": int}
+    fields |= {"next_id": int, "files": dict}
+    bad = [k for k, t in fields.items() if not isinstance(manifest.get(k), t)]
+    if bad:
+        raise RagIndexError(f"{file} is damaged (missing or wrong: {', '.join(bad)}); {hint}")
+    return manifest
+
+
+def _verified_bytes(file: Path, digest: str | None, path: Path) -> bytes:
+    """The bytes of ``file``, checked against the manifest's sha256 before anything parses them."""
+    hint = REBUILD_HINT.format(path=path)
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise RagIndexError(f"{file} is missing (the manifest names it); {hint}") from None
+    if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+        raise RagIndexError(f"{file} is damaged (its sha256 differs from the manifest's); {hint}")
+    return data
+
+
+def _read_faiss(file: Path, digest: str | None, path: Path):
+    import faiss
+
+    data = _verified_bytes(file, digest, path)
+    try:
+        return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else "unreadable"
+        raise RagIndexError(f"{file} is damaged ({reason}); {REBUILD_HINT.format(path=path)}") from None
+
+
+def _read_chunks(file: Path, digest: str | None, path: Path) -> dict[int, Chunk]:
+    data = _verified_bytes(file, digest, path)
+    hint = REBUILD_HINT.format(path=path)
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise RagIndexError(f"{file} is damaged (not UTF-8); {hint}") from None
+    chunks = {}
+    for n, line in enumerate(lines, start=1):
+        try:
+            c = Chunk(**json.loads(line))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise RagIndexError(f"{file}:{n} is damaged ({type(e).__name__}); {hint}") from None
+        chunks[c.id] = c
+    return chunks
 
 
 def _probe(encoder: Encoder) -> np.ndarray:
-    return encoder.encode(PROBE_TEXT, normalize=True)
+    return encoder.encode(PROBE_TEXT, normalize_embeddings=True)
 
 
 def build_index(
@@ -357,13 +555,25 @@ def build_index(
     batch_size: int = 32,
     prune: bool = False,
     show_progress_bar: bool | None = None,
+    follow_symlinks: bool = False,
+    rebuild: bool = False,
 ) -> tuple[RagIndex, IndexUpdate]:
-    """Create the index at ``index_dir`` or update it with ``docs`` (files or folders)."""
+    """Create the index at ``index_dir`` or update it with ``docs`` (files or folders).
+
+    Args:
+        follow_symlinks: also index what symlinks in a folder point to outside it (skipped by default).
+        rebuild: start a new index (also over a damaged one) instead of updating the existing one.
+    """
     index = RagIndex.open_or_create(
-        index_dir, encoder, model_name or "unknown", chunk_words=chunk_words, overlap=overlap
+        index_dir, encoder, model_name or "unknown", rebuild=rebuild, chunk_words=chunk_words, overlap=overlap
     )
     return index, index.add_documents(
-        encoder, docs, batch_size=batch_size, prune=prune, show_progress_bar=show_progress_bar
+        encoder,
+        docs,
+        batch_size=batch_size,
+        prune=prune,
+        show_progress_bar=show_progress_bar,
+        follow_symlinks=follow_symlinks,
     )
 
 
@@ -373,6 +583,17 @@ INSTRUCTION = (
     "Answer the question using only the numbered sources below. Cite the sources you use as [1], [2]. "
     "If the sources do not contain the answer, say that you do not know."
 )
+MIN_SOURCE_TOKENS = 16  # a source cut shorter than this is dropped instead
+
+
+@dataclass
+class RagPrompt:
+    """A prompt that fits the model's context: its ids, the sources it kept (the last may be cut)."""
+
+    ids: list[int]
+    text: str  # the user message
+    hits: list[Hit]
+    max_new_tokens: int  # the answer length that still fits
 
 
 def build_prompt(question: str, hits: Sequence[Hit]) -> str:
@@ -381,10 +602,55 @@ def build_prompt(question: str, hits: Sequence[Hit]) -> str:
     return f"{INSTRUCTION}\n\nSources:\n{sources}\n\nQuestion: {question}"
 
 
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    """The ids ``Encoder.generate`` gives ``text``: one user turn (chat template) or plain text; either way
+    control-token text in the question or a source stays text."""
+    if has_chat_template(tokenizer):
+        return chat_input_ids(tokenizer, [{"role": "user", "content": text}])
+    return text_input_ids(tokenizer, text)
+
+
+def fit_prompt(encoder: Encoder, question: str, hits: Sequence[Hit], max_new_tokens: int) -> RagPrompt:
+    """The prompt for ``question`` with as many of ``hits`` as fit the context, never more.
+
+    Half the context at most is kept for the answer (``max_new_tokens`` if less); sources that do not fit
+    the rest are dropped from the end, the last one kept is cut by tokens. ``PromptTooLongError`` if the
+    question alone does not fit.
+    """
+    hits, ctx = list(hits), encoder.context_length
+    text = build_prompt(question, hits)
+    ids = prompt_ids(encoder.tokenizer, text)
+    if ctx is None:
+        return RagPrompt(ids, text, hits, max_new_tokens)
+    budget = ctx - min(max_new_tokens, ctx // 2)
+    while len(ids) > budget and hits:
+        spans = token_spans(encoder.tokenizer, hits[-1].chunk.text)
+        keep = len(spans) - (len(ids) - budget) - 2  # two spare: a cut can merge tokens differently
+        if keep < MIN_SOURCE_TOKENS or keep >= len(spans):
+            hits.pop()
+        else:
+            hits[-1] = replace(
+                hits[-1], chunk=replace(hits[-1].chunk, text=hits[-1].chunk.text[: spans[keep - 1][1]])
+            )
+        text = build_prompt(question, hits)
+        ids = prompt_ids(encoder.tokenizer, text)
+    if len(ids) > budget:
+        raise PromptTooLongError(
+            f"the question makes a prompt of {len(ids)} tokens; the model's context of {ctx} tokens leaves "
+            f"{budget} for it (the rest is kept for the answer): ask a shorter question"
+        )
+    return RagPrompt(ids, text, hits, min(max_new_tokens, ctx - len(ids)))
+
+
 def ask(encoder: Encoder, index: RagIndex, question: str, k: int = 4, max_new_tokens: int = 200) -> RagAnswer:
-    """Retrieve the top-``k`` chunks for ``question`` and answer from them with the same weights."""
+    """Retrieve the top-``k`` chunks for ``question`` and answer from them with the same weights.
+
+    The sources are cut to fit the model's context (``fit_prompt``); ``RagAnswer.hits`` are those used.
+    """
     if not question.strip():
-        raise ValueError("the question is empty")
-    hits = index.search(encoder, question, k)
-    prompt = build_prompt(question, hits)
-    return RagAnswer(encoder.generate(prompt, max_new_tokens=max_new_tokens), hits, prompt)
+        raise UserError("the question is empty")
+    if max_new_tokens < 1:
+        raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    prompt = fit_prompt(encoder, question, index.search(encoder, question, k), max_new_tokens)
+    answer = encoder.generate(prompt.text, max_new_tokens=prompt.max_new_tokens)
+    return RagAnswer(answer, prompt.hits, prompt.text)

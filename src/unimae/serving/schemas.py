@@ -1,53 +1,72 @@
 """Request bodies of the OpenAI-compatible API (the fields unimae reads; unknown fields are ignored).
 
 Types are checked here (a wrong type is a 422); values (empty input, too many inputs, lengths) are
-checked by the handlers, which answer 400 with the field that is wrong.
+checked by the handlers, which answer 400 with the field that is wrong. Every string is a ``Text``: JSON
+can carry a lone surrogate (``"\\ud800"``) that no tokenizer can encode, and that is a 400 too.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
+
+from unimae.serving.errors import INVALID_TEXT
+
+
+def _encodable(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PydanticCustomError(
+            INVALID_TEXT,
+            "text is not valid Unicode (a lone surrogate {char} at character {at}); send UTF-8 text",
+            {"char": f"U+{ord(e.object[e.start]):04X}", "at": e.start},
+        ) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
 
 
 class EmbeddingRequest(BaseModel):
-    input: str | list[str] | list[int] | list[list[int]]
-    model: str | None = None
+    input: Text | list[Text] | list[int] | list[list[int]]
+    model: Text | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
-    user: str | None = None
+    user: Text | None = None
 
 
 class _Sampling(BaseModel):
-    model: str | None = None
+    model: Text | None = None
     max_tokens: int | None = None
     temperature: float | None = Field(
         None, description="0 or absent: greedy decoding (like Encoder.generate)"
     )
     top_p: float | None = None
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     seed: int | None = None
     n: int = 1
     stream: bool = False
     stream_options: dict | None = None
-    user: str | None = None
+    user: Text | None = None
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: Text | list[Text] | list[int] | list[list[int]]
     echo: bool = False
     logprobs: int | None = None
 
 
 class ContentPart(BaseModel):
-    type: str
-    text: str | None = None
+    type: Text
+    text: Text | None = None
 
 
 class ChatMessage(BaseModel):
-    role: str
-    content: str | list[ContentPart] | None = None
+    role: Text
+    content: Text | list[ContentPart] | None = None
 
 
 class ChatCompletionRequest(_Sampling):
@@ -57,7 +76,7 @@ class ChatCompletionRequest(_Sampling):
 
 
 class RagRequest(BaseModel):
-    query: str
-    model: str | None = None
+    query: Text
+    model: Text | None = None
     top_k: int = 4
     max_tokens: int | None = None

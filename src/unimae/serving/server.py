@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 
 from unimae.encoding.encoder import Encoder
-from unimae.serving.app import ServerConfig, create_app
+from unimae.serving.app import create_app
+from unimae.serving.config import ServerConfig
+from unimae.serving.middleware import LOOPBACK_HOSTS, is_loopback
 
 API_KEY_ENV = "UNIMAE_API_KEY"
 log = logging.getLogger(__name__)
@@ -34,19 +36,34 @@ def serve(
     device: str | None = None,
     max_length: int | None = None,
     log_level: str = "info",
+    allowed_hosts: list[str] | None = None,
     **config,
 ) -> None:
     """Serve ``model`` until interrupted. ``config``: further ``ServerConfig`` fields.
 
-    ``api_key`` defaults to the ``UNIMAE_API_KEY`` environment variable.
+    Args:
+        model: model folder, run folder, .gguf file or 'smollm2-135m'.
+        host: address to listen on; on a loopback address (the default) only Host headers naming
+            localhost, 127.0.0.1 or [::1] are answered unless ``allowed_hosts`` says otherwise.
+        port: port to listen on.
+        served_model_name: name clients use as 'model' (default: from the path).
+        api_key: require 'Authorization: Bearer KEY' (default: $UNIMAE_API_KEY, else none).
+        index_dir: a `unimae rag index` folder: enables POST /v1/rag.
+        device: cpu, cuda, mps (default: best available).
+        max_length: tokens per embedded text incl. EOS (default 512 or the context).
+        log_level: uvicorn's log level.
+        allowed_hosts: host names (any port) the Host header may name, '*' for any (default: the loopback
+            names on a loopback address, else any).
     """
     import uvicorn
 
-    cfg = ServerConfig(
-        served_model_name=served_model_name or default_model_name(model),
-        api_key=api_key or os.environ.get(API_KEY_ENV) or None,
-        **config,
-    )
+    if allowed_hosts is None and is_loopback(host):  # DNS rebinding: see docs/security.md
+        allowed_hosts = list(LOOPBACK_HOSTS)
+    named = {
+        "served_model_name": served_model_name or default_model_name(model),
+        "allowed_hosts": allowed_hosts,
+    }
+    cfg = ServerConfig(api_key=api_key or os.environ.get(API_KEY_ENV) or None, **(named | config))
     encoder = Encoder.from_pretrained(model, device=device, max_length=max_length)
     rag_index = None
     if index_dir is not None:
@@ -55,6 +72,10 @@ def serve(
         rag_index = RagIndex.open(index_dir)
         rag_index.check_model(encoder)
     app = create_app(encoder, cfg, rag_index=rag_index)
+    if not cfg.api_key and not is_loopback(host):
+        log.warning(
+            "no API key on a non-loopback address: anyone who can reach %s:%d can use the model", host, port
+        )
     log.warning(
         "serving %s as '%s' on http://%s:%d/v1 (%d-d embeddings, %s)",
         model,
