@@ -13,6 +13,7 @@ import torch
 
 from unimae.evaluation import lm_eval
 from unimae.evaluation.lm_eval import ChoiceItem, choice_accuracy, continuation_logprobs, perplexity
+from unimae.evaluation.results import ChoiceScore, LmEvalResult
 
 FIX = Path(__file__).parent / "fixtures" / "eval" / "bigbench"
 
@@ -50,8 +51,8 @@ def test_uniform_model_known_values(tok):
     ((lp, n),) = continuation_logprobs(model, tok, [("the cat", " eats the dog")])
     assert n == 3 and lp == pytest.approx(-3 * math.log(V), rel=1e-6)
     ppl = perplexity(model, tok, ["the cat runs .", "a dog ."])
-    assert ppl["perplexity"] == pytest.approx(V, rel=1e-5)  # every token has probability 1/V
-    assert ppl["tokens"] == 4 + 3  # BOS is never predicted; every word and "." is
+    assert ppl.perplexity == pytest.approx(V, rel=1e-5)  # every token has probability 1/V
+    assert ppl.tokens == 4 + 3  # BOS is never predicted; every word and "." is
 
 
 def test_choice_scoring_sum_versus_mean(tok):
@@ -69,7 +70,7 @@ def test_choice_scoring_sum_versus_mean(tok):
     (lp_long, n_long), (lp_short, _) = scores
     assert lp_short > lp_long and lp_long / n_long > lp_short  # the sum prefers "runs", the mean the long one
     res = choice_accuracy(model, tok, [item])
-    assert res == {"acc": 1.0, "acc_norm": 0.0, "n": 1, "chance": 0.5}
+    assert res == ChoiceScore(acc=1.0, acc_norm=0.0, n=1, chance=0.5)
 
 
 def test_scores_do_not_depend_on_batching(tiny_llama):
@@ -83,8 +84,8 @@ def test_scores_do_not_depend_on_batching(tiny_llama):
     assert [n for _, n in one] == [2, 1, 2]
     assert [lp for lp, _ in many] == pytest.approx([lp for lp, _ in one], abs=1e-4)
     texts = ["the cat runs .", "a dog eats fish in the house ."]
-    assert perplexity(model, tok, texts, 1)["perplexity"] == pytest.approx(
-        perplexity(model, tok, texts, 8)["perplexity"]
+    assert perplexity(model, tok, texts, 1).perplexity == pytest.approx(
+        perplexity(model, tok, texts, 8).perplexity
     )
 
 
@@ -101,28 +102,17 @@ def test_bigbench_items_format_and_seed():
     ]
 
 
-def test_run_lm_eval_end_to_end(tiny_llama, tmp_path, monkeypatch, capsys):
-    from unimae.cli import main
-
+def test_run_lm_eval_end_to_end(tiny_llama, tmp_path, monkeypatch):
     monkeypatch.setattr(lm_eval, "data_file", lambda source, rel: FIX / "mc.json")
     monkeypatch.setattr(
         lm_eval, "heldout_sample", lambda n, seed=0: ["the cat runs .", "a dog eats fish ."][:n]
     )
-    args = [
-        "lm-eval",
-        str(tiny_llama),
-        "--tasks",
-        "social_iqa",
-        "strategyqa",
-        "--n-examples",
-        "3",
-        "--n-sentences",
-        "2",
-        "--max-new-tokens",
-        "4",
-    ]
-    assert main([*args, "-o", str(tmp_path / "a")]) == 0
-    assert main([*args, "-o", str(tmp_path / "b")]) == 0
+    kw = dict(tasks=["social_iqa", "strategyqa"], n_examples=3, n_sentences=2, max_new_tokens=4)
+    result = lm_eval.run_lm_eval(str(tiny_llama), tmp_path / "a", **kw)
+    lm_eval.run_lm_eval(str(tiny_llama), tmp_path / "b", **kw)
+    assert result.path == tmp_path / "a" / "lm_eval.json"
+    assert LmEvalResult.load(result.path) == result  # the file holds the returned record
+    assert "| social_iqa |" in lm_eval.lm_eval_markdown(result)
     a = json.loads((tmp_path / "a" / "lm_eval.json").read_text())
     b = json.loads((tmp_path / "b" / "lm_eval.json").read_text())
     for r in (a, b):  # timings differ between runs, scores must not
@@ -135,7 +125,6 @@ def test_run_lm_eval_end_to_end(tiny_llama, tmp_path, monkeypatch, capsys):
     assert a["multiple_choice"]["social_iqa"]["n"] == 3 and a["perplexity"]["texts"] == 2
     assert len(a["generations"]) == len(lm_eval.GENERATION_PROMPTS)
     assert a["command"].startswith("unimae lm-eval")
-    assert "perplexity" in capsys.readouterr().out
 
 
 def test_unknown_task_is_an_error(tiny_llama):

@@ -10,197 +10,115 @@ import torch
 
 mteb = pytest.importorskip("mteb")
 
-from datasets import Dataset, DatasetDict  # noqa: E402
-from mteb.abstasks import (  # noqa: E402
-    AbsTaskClassification,
-    AbsTaskClustering,
-    AbsTaskPairClassification,
-    AbsTaskRetrieval,
-    AbsTaskSTS,
+from mteb.mocks import (  # noqa: E402  (mteb's own mock tasks: 2-4 examples each, no download)
+    LegacyMockClusteringFastTask,
+    MockClassificationTask,
+    MockPairClassificationTask,
+    MockRerankingTask,
+    MockRetrievalTask,
+    MockSTSTask,
 )
-from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData  # noqa: E402
-from mteb.abstasks.task_metadata import TaskMetadata  # noqa: E402
+from mteb.models.cache_wrappers import CachedEmbeddingWrapper  # noqa: E402
 
 from unimae.evaluation.mteb_model import MtebEncoder, weights_fingerprint  # noqa: E402
+from unimae.evaluation.results import BenchmarkSummary  # noqa: E402
 
-TOPICS = ["cat", "dog", "car", "sun"]
+# The texts of mteb's mock tasks, grouped so that one vector per group answers every task right: STS and
+# pair pairs that match share a group, classification and clustering labels are groups, and each query is
+# in the group of its relevant document (corpus texts arrive as "title text").
+GROUPS = (
+    ("This is a test sentence", "dette er en test sætning", "Title of d2 This is another positive sentence"),
+    (
+        "This is another test sentence",
+        "This is another train sentence",
+        "Title of d1 This is a positive sentence",
+    ),
+    ("This is a third test sentence",),
+    ("denne her matche ikke den ovenstående",),
+)
 
 
-class TopicEncoder:
-    """A stand-in Encoder: a text's vector counts the topic words it contains (one axis per topic)."""
+def mock_tasks() -> list:
+    return [
+        MockSTSTask(),
+        MockClassificationTask(),
+        LegacyMockClusteringFastTask(),
+        MockPairClassificationTask(),
+        MockRetrievalTask(),
+        MockRerankingTask(),
+    ]
+
+
+class GroupEncoder:
+    """A stand-in Encoder: a text's vector is the one-hot of its group in ``groups`` (KeyError if none)."""
 
     pooling = "mean"
     max_length = 64
-    dim = len(TOPICS)
 
-    def __init__(self):
+    def __init__(self, groups=GROUPS):
+        self.groups = groups
+        self.dim = len(groups)
         self.model = torch.nn.Linear(2, 2)
         self.calls: list[list[str]] = []
 
-    def encode(self, texts, batch_size=32, max_length=None, normalize=False, show_progress_bar=None):
+    def encode(
+        self, texts, batch_size=32, max_length=None, normalize_embeddings=False, show_progress_bar=None
+    ):
         self.calls.append(list(texts))
-        return np.array([[t.split().count(w) for w in TOPICS] for t in texts], dtype=np.float32) + 1e-3
+        rows = [next(i for i, g in enumerate(self.groups) if t in g) for t in texts]
+        return np.eye(self.dim, dtype=np.float32)[rows]
 
 
-def _meta(name: str, type_: str, main_score: str) -> TaskMetadata:
-    return TaskMetadata(
-        name=name,
-        description="mock",
-        reference=None,
-        dataset={"path": "mock", "revision": "1"},
-        type=type_,
-        category="t2t",
-        modalities=["text"],
-        eval_splits=["test"],
-        eval_langs=["eng-Latn"],
-        main_score=main_score,
-        date=None,
-        domains=[],
-        task_subtypes=[],
-        license="not specified",
-        annotations_creators="derived",
-        dialect=[],
-        sample_creation="created",
-        bibtex_citation="",
-    )
+def _scores(model, tasks=None) -> dict[str, float]:
+    result = mteb.evaluate(model, tasks or mock_tasks(), cache=None, show_progress_bar=False)
+    return {r.task_name: r.get_score() for r in result.task_results}
 
 
-class MockSTS(AbsTaskSTS):
-    metadata = _meta("MockSTS", "STS", "cosine_spearman")
-    min_score, max_score = 0, 1
-
-    def load_data(self, **kwargs):
-        # cosines: identical (1.0) > half shared (~0.71) > disjoint (0)
-        self.dataset = DatasetDict(
-            {
-                "test": Dataset.from_dict(
-                    {
-                        "sentence1": ["cat cat", "cat dog", "car"],
-                        "sentence2": ["cat", "cat", "sun"],
-                        "score": [1.0, 0.5, 0.0],
-                    }
-                )
-            }
-        )
-        self.data_loaded = True
-
-
-class MockClassification(AbsTaskClassification):
-    metadata = _meta("MockClassification", "Classification", "accuracy")
-    samples_per_label, n_experiments = 100, 1
-
-    def load_data(self, **kwargs):
-        def split(texts):
-            return Dataset.from_dict({"text": texts, "label": [0 if "cat" in t else 1 for t in texts]})
-
-        self.dataset = DatasetDict(
-            {
-                "train": split(["cat", "cat a", "car", "car b"]),
-                "test": split(["the cat", "a car", "cat x", "car y"]),
-            }
-        )
-        self.data_loaded = True
-
-
-class MockClustering(AbsTaskClustering):
-    metadata = _meta("MockClustering", "Clustering", "v_measure")
-    max_fraction_of_documents_to_embed = None
-    max_documents_per_cluster = 6
-
-    def load_data(self, **kwargs):
-        self.dataset = DatasetDict(
-            {
-                "test": Dataset.from_dict(
-                    {
-                        "sentences": ["cat", "cat a", "cat b", "sun", "sun a", "sun b"],
-                        "labels": [0, 0, 0, 1, 1, 1],
-                    }
-                )
-            }
-        )
-        self.data_loaded = True
-
-
-class MockPairs(AbsTaskPairClassification):
-    metadata = _meta("MockPairs", "PairClassification", "max_ap")
-
-    def load_data(self, **kwargs):
-        self.dataset = DatasetDict(
-            {
-                "test": Dataset.from_dict(
-                    {
-                        "sentence1": ["cat", "dog", "car", "sun"],
-                        "sentence2": ["a cat", "car", "the car", "dog"],
-                        "labels": [1, 0, 1, 0],
-                    }
-                )
-            }
-        )
-        self.data_loaded = True
-
-
-class MockRetrieval(AbsTaskRetrieval):
-    metadata = _meta("MockRetrieval", "Retrieval", "ndcg_at_10")
-
-    def load_data(self, **kwargs):
-        corpus = {"d0": "cat cat", "d1": "dog", "d2": "car", "d3": "sun"}
-        queries = {"q0": "cat", "q1": "sun", "q2": "dog"}
-        qrels = {"q0": {"d0": 1}, "q1": {"d3": 1}, "q2": {"d1": 1}}
-        self.dataset = {
-            "default": {
-                "test": RetrievalSplitData(
-                    corpus=Dataset.from_dict(
-                        {"id": list(corpus), "text": list(corpus.values()), "title": [""] * 4}
-                    ),
-                    queries=Dataset.from_dict({"id": list(queries), "text": list(queries.values())}),
-                    relevant_docs=qrels,
-                    top_ranked=None,
-                )
-            }
-        }
-        self.data_loaded = True
-
-
-class MockReranking(MockRetrieval):
-    metadata = _meta("MockReranking", "Reranking", "map_at_1000")
-
-    def load_data(self, **kwargs):
-        super().load_data()
-        split = self.dataset["default"]["test"]
-        split["relevant_docs"] = {
-            "q0": {"d0": 1, "d2": 0},
-            "q1": {"d3": 1, "d1": 0},
-            "q2": {"d1": 1, "d0": 0},
-        }
-        split["top_ranked"] = {"q0": ["d2", "d0"], "q1": ["d1", "d3"], "q2": ["d0", "d1"]}
-
-
-def test_wrapper_gets_known_answers_on_mock_tasks():
-    enc = TopicEncoder()
-    model = MtebEncoder(enc, name="test/topics")
-    tasks = [MockSTS(), MockClassification(), MockClustering(), MockPairs(), MockRetrieval(), MockReranking()]
-    result = mteb.evaluate(model, tasks, cache=None, show_progress_bar=False)
-    scores = {r.task_name: r.get_score() for r in result.task_results}
-    assert scores == pytest.approx({t.metadata.name: 1.0 for t in tasks})
-    # every distinct text went through the encoder once
+def test_wrapper_gets_known_answers_on_mteb_mock_tasks():
+    enc = GroupEncoder()
+    model = MtebEncoder(enc, name="test/groups")
+    assert _scores(model) == pytest.approx({t.metadata.name: 1.0 for t in mock_tasks()})
+    # every distinct text went through the encoder once, though tasks share texts
     seen = [t for call in enc.calls for t in call]
     assert len(seen) == len(set(seen)) == model.n_encoded
+    # the answers are not free: with the two documents' groups swapped, retrieval ranks them wrong
+    a, b = GROUPS[0][2], GROUPS[1][2]
+    swapped = (GROUPS[0][:2] + (b,), GROUPS[1][:2] + (a,), *GROUPS[2:])
+    wrong = _scores(MtebEncoder(GroupEncoder(swapped), name="test/swapped"), [MockRetrievalTask()])
+    assert wrong["MockRetrievalTask"] < 0.9
+
+
+def test_wrapper_under_mtebs_embedding_cache(tmp_path):
+    """mteb's CachedEmbeddingWrapper (a per-task cache on disk) over MtebEncoder: same scores, and a second
+    evaluation with a fresh model encodes nothing.
+
+    Retrieval is left out: mteb 2.26's wrapper rebuilds the data loader from already formatted corpus
+    rows, so the model sees "title title text" (the title twice), other texts than without it.
+    """
+    tasks = [t for t in mock_tasks() if t.metadata.type not in ("Retrieval", "Reranking")]
+    expected = {t.metadata.name: 1.0 for t in tasks}
+    first = CachedEmbeddingWrapper(MtebEncoder(GroupEncoder(), name="test/groups"), tmp_path / "emb")
+    assert _scores(first, tasks) == pytest.approx(expected)
+    again = GroupEncoder()
+    second = CachedEmbeddingWrapper(MtebEncoder(again, name="test/groups"), tmp_path / "emb")
+    assert _scores(second, [type(t)() for t in tasks]) == pytest.approx(expected)
+    assert again.calls == []
 
 
 def test_wrapper_protocol_and_metadata():
     from mteb.models.model_meta import ScoringFunction
 
-    enc = TopicEncoder()
-    model = MtebEncoder(enc, name="plainname")
+    model = MtebEncoder(GroupEncoder(), name="plainname")
     meta = model.mteb_model_meta
     assert meta.name == "unimae/plainname" and meta.similarity_fn_name is ScoringFunction.COSINE
     assert meta.revision.endswith("-mean-64") and meta.embed_dim == 4
-    batches = [{"text": ["cat", ""]}, {"text": ["cat dog"]}]
+    same, other = GROUPS[0][0], GROUPS[2][0]
+    batches = [{"text": [same, ""]}, {"text": [GROUPS[0][1], other]}]
     out = model.encode(batches, task_metadata=None, hf_split="test", hf_subset="default")
-    assert out.shape == (3, 4) and not out[1].any()  # empty text -> zero vector
-    sim = np.asarray(model.similarity(out[[0]], out[[0, 2]]))
-    assert sim[0, 0] == pytest.approx(1.0) and sim[0, 1] == pytest.approx(1 / np.sqrt(2), abs=1e-2)
-    assert np.asarray(model.similarity_pairwise(out[[0, 2]], out[[0, 2]])) == pytest.approx([1.0, 1.0])
+    assert out.shape == (4, 4) and not out[1].any()  # empty text -> zero vector
+    sim = np.asarray(model.similarity(out[[0]], out[[2, 3]]))
+    assert sim[0, 0] == pytest.approx(1.0) and sim[0, 1] == pytest.approx(0.0)
+    assert np.asarray(model.similarity_pairwise(out[[0, 3]], out[[2, 3]])) == pytest.approx([1.0, 1.0])
 
 
 def test_revision_depends_on_weights_and_pooling(tiny_llama):
@@ -230,13 +148,19 @@ def test_wrapper_matches_encoder_and_ignores_batching(tiny_llama):
 
 
 def test_summary_categories_and_missing_summarization():
-    from unimae.evaluation.benchmark import NO_DATA_NOTE, summarize
+    from unimae.evaluation.benchmark import summarize
+    from unimae.evaluation.results import NO_DATA_NOTE, CategoryScore
 
-    s = summarize({"A": 0.5, "B": 0.7, "C": 0.9}, {"A": "STS", "B": "STS", "C": "Retrieval"})
-    assert s["categories"]["STS"] == {"score": pytest.approx(0.6), "n_tasks": 2}
-    assert s["categories"]["Summarization"] == {"score": None, "n_tasks": 0, "note": NO_DATA_NOTE}
-    assert s["average"] == pytest.approx(0.7)  # over tasks
-    assert s["category_average"] == pytest.approx(0.75)  # over categories that have tasks
+    cats, average, category_average = summarize(
+        {"A": 0.5, "B": 0.7, "C": 0.9}, {"A": "STS", "B": "STS", "C": "Retrieval"}
+    )
+    assert cats["STS"].score == pytest.approx(0.6) and cats["STS"].n_tasks == 2
+    assert cats["Summarization"] == CategoryScore(score=None, n_tasks=0, note=NO_DATA_NOTE)
+    assert cats["Summarization"].to_dict() == {"score": None, "n_tasks": 0, "note": NO_DATA_NOTE}
+    assert "note" not in cats["STS"].to_dict()  # as in the files: a note only where there is no score
+    assert average == pytest.approx(0.7)  # over tasks
+    assert category_average == pytest.approx(0.75)  # over categories that have tasks
+    assert summarize({}, {}) == (summarize({}, {})[0], None, None)
 
 
 def test_hub_benchmarks_are_named_without_downloading():
@@ -288,5 +212,7 @@ def test_unimae_eval_end_to_end_is_deterministic(tiny_llama, tmp_path, capsys):
     assert a["categories"]["Retrieval"]["note"] == "not in the task subset"
     assert a["subset"] == ["LeeSTS", "MiniNewsgroupsClustering"]
     assert a["command"].startswith("unimae eval")
+    loaded = BenchmarkSummary.load(tmp_path / "a" / "summary.json")
+    assert loaded.model_info.pooling == "mean" and loaded.texts_encoded > 0
     mteb_files = list((tmp_path / "a" / "mteb" / "results").rglob("LeeSTS.json"))
     assert len(mteb_files) == 1 and (tmp_path / "a" / "summary.md").read_text().startswith("# Tiny")

@@ -77,14 +77,18 @@ def test_report_cli_and_errors(results, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no summary.json"):
         find_results(tmp_path / "empty")
+    broken = results / "unimae" / "offline" / "summary.json"
+    broken.write_text(broken.read_text()[:200])  # a write cut short
+    assert main(["report", str(results), "-o", str(tmp_path / "Y.md")]) == 2
+    err = capsys.readouterr().err
+    assert str(broken) in err and "Traceback" not in err and not (tmp_path / "Y.md").exists()
 
 
 def test_summary_markdown_from_fixture():
-    import json
-
     from unimae.evaluation.benchmark import summary_markdown
+    from unimae.evaluation.results import BenchmarkSummary
 
-    md = summary_markdown(json.loads((FIX / "base-mean" / "offline" / "summary.json").read_text()))
+    md = summary_markdown(BenchmarkSummary.load(FIX / "base-mean" / "offline" / "summary.json"))
     assert "| LeeSTS | STS | 56.00 | cosine_spearman |" in md
     assert "| Summarization | 0 | no offline data |" in md and "Average over 2 tasks: 64.50" in md
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -51,14 +52,14 @@ def test_sweep_trains_evaluates_resumes_and_plots(config, tmp_path, monkeypatch)
     by = {p.name: p for p in points}
     assert len({p.run_dir for p in points}) == 3  # "both" is the 0.5 run
     for p in points:
-        assert set(p.summary["tasks"]) == {"LeeSTS"} and p.summary["subset"] == ["LeeSTS"]
-        assert -1 <= p.summary["average"] <= 1
+        assert set(p.summary.tasks) == {"LeeSTS"} and p.summary.subset == ["LeeSTS"]
+        assert -1 <= p.summary.average <= 1
     trained = yaml.safe_load((by["mrc-only"].run_dir / "config.yaml").read_text())
     assert trained["alpha"] == 0.0 and trained["mar_mask_ratio"] == 0.5
     assert yaml.safe_load((by["mar0"].run_dir / "config.yaml").read_text())["mar_mask_ratio"] == 0.0
-    assert "--tasks LeeSTS" in by["mar0"].summary["command"]
+    assert "--tasks LeeSTS" in by["mar0"].summary.command
     # the run's whole config is recorded, minus where it wrote
-    recorded = by["mrc-only"].summary["model_info"]["training"]
+    recorded = by["mrc-only"].summary.model_info.training
     assert recorded == {
         k: v for k, v in trained.items() if k not in ("output_dir", "save_every", "log_every", "export")
     }
@@ -68,7 +69,7 @@ def test_sweep_trains_evaluates_resumes_and_plots(config, tmp_path, monkeypatch)
     def refuse(*a, **k):
         raise AssertionError("finished point redone")
 
-    monkeypatch.setattr("unimae.training.loop.train", refuse)
+    monkeypatch.setattr("unimae.pipeline.train_and_export", refuse)
     monkeypatch.setattr("unimae.evaluation.benchmark.evaluate_model", refuse)
     again = run_sweep(config, "s", **kw)
     assert [p.summary for p in again] == [p.summary for p in points]
@@ -82,8 +83,9 @@ def test_sweep_cli_passes_tasks_and_overrides(monkeypatch, tmp_path):
 
     seen = {}
 
-    def fake_run(config, name, **kw):
-        seen.update(kw, config=config, name=name)
+    @functools.wraps(sweep.run_sweep)  # the command line is declared from run_sweep's signature
+    def fake_run(**kw):
+        seen.update(kw)
         return []
 
     monkeypatch.setattr(sweep, "run_sweep", fake_run)

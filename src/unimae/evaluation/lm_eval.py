@@ -22,7 +22,19 @@ import numpy as np
 import torch
 
 from unimae.data.prepare import data_file
+from unimae.errors import UserError
 from unimae.evaluation.offline_data import best_choice, read_bigbench_examples, rng_for
+from unimae.evaluation.results import (
+    ChoiceScore,
+    Generation,
+    LmEvalResult,
+    LmEvalSettings,
+    ModelInfo,
+    Perplexity,
+    package_versions,
+    run_info,
+)
+from unimae.objective.losses import next_token_targets
 
 # task name -> file under the prepared bigbench folder
 MC_TASKS = {
@@ -139,9 +151,9 @@ def _score_sequences(
             ids[r, : len(row)] = torch.tensor(row)
             mask[r, : len(row)] = 1
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, L-1, V): predicts tokens 1..L-1
-        targets = ids[:, 1:].to(device)
-        tok_lp = logp.gather(-1, targets[..., None])[..., 0]  # (B, L-1)
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (B, L, V): position t predicts token t + 1
+        targets = next_token_targets(ids).to(device)  # (B, L), -100 at the last position (never read)
+        tok_lp = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0]  # (B, L)
         for r, i in enumerate(idx):
             n_ctx, n_tgt = len(seqs[i][0]), len(seqs[i][1])
             out[i] = (float(tok_lp[r, n_ctx - 1 : n_ctx - 1 + n_tgt].sum()), n_tgt)
@@ -150,7 +162,7 @@ def _score_sequences(
 
 def choice_accuracy(
     model, tokenizer, items: Sequence[ChoiceItem], batch_size: int = 16, desc: str | None = None
-) -> dict:
+) -> ChoiceScore:
     """Accuracy over ``items``: ``acc`` by summed log-likelihood, ``acc_norm`` by mean per token."""
     pairs = [(it.prompt, c) for it in items for c in it.choices]
     scores = continuation_logprobs(model, tokenizer, pairs, batch_size, desc=desc)
@@ -163,11 +175,13 @@ def choice_accuracy(
         right_norm += int(np.argmax([lp / n for lp, n in s]) == it.answer)
     n = len(items)
     chance = float(np.mean([1 / len(it.choices) for it in items])) if n else float("nan")
-    return {"acc": right / n, "acc_norm": right_norm / n, "n": n, "chance": chance}
+    return ChoiceScore(acc=right / n, acc_norm=right_norm / n, n=n, chance=chance)
 
 
 @torch.inference_mode()
-def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 16, desc: str | None = None) -> dict:
+def perplexity(
+    model, tokenizer, texts: Sequence[str], batch_size: int = 16, desc: str | None = None
+) -> Perplexity:
     """Token-level perplexity ``exp(sum NLL / n tokens)`` of ``texts``, each scored on its own.
 
     Every token after the first is predicted (with a BOS-adding tokenizer, the first word too). No EOS.
@@ -181,12 +195,9 @@ def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 16, des
     scored = _score_sequences(model, seqs, batch_size, next(model.parameters()).device, desc)
     nll = -sum(lp for lp, _ in scored)
     n_tokens = sum(n for _, n in scored)
-    return {
-        "perplexity": math.exp(nll / n_tokens),
-        "nll_per_token": nll / n_tokens,
-        "tokens": n_tokens,
-        "texts": len(seqs),
-    }
+    return Perplexity(
+        perplexity=math.exp(nll / n_tokens), nll_per_token=nll / n_tokens, tokens=n_tokens, texts=len(seqs)
+    )
 
 
 def heldout_sample(n: int, seed: int = 0) -> list[str]:
@@ -212,79 +223,79 @@ def run_lm_eval(
     command: str | None = None,
     max_new_tokens: int = 48,
     prompts: Sequence[str] = GENERATION_PROMPTS,
-) -> dict:
-    """Perplexity, multiple-choice accuracy and greedy generations of one model -> lm_eval.json."""
+) -> LmEvalResult:
+    """Perplexity, multiple-choice accuracy and greedy generations of one model -> lm_eval.json
+    (``result.path``)."""
     from unimae.encoding.encoder import Encoder
-    from unimae.evaluation.benchmark import _run_info, _versions, model_slug, write_json
+    from unimae.evaluation.benchmark import model_slug
     from unimae.evaluation.mteb_model import weights_fingerprint
 
     tasks = list(tasks or DEFAULT_MC_TASKS)
     unknown = [t for t in tasks if t not in MC_TASKS]
     if unknown:
-        raise ValueError(f"unknown multiple-choice task(s) {unknown}; choose from {list(MC_TASKS)}")
+        raise UserError(f"unknown multiple-choice task(s) {unknown}; choose from {list(MC_TASKS)}")
     paths = {t: data_file("bigbench", MC_TASKS[t]) for t in tasks}  # fail before loading the model
     start, cpu_start = time.perf_counter(), time.process_time()
     enc = Encoder.from_pretrained(model, device=device)
     lm, tok = enc.model, enc.tokenizer
     t0 = time.perf_counter()
     ppl = perplexity(lm, tok, heldout_sample(n_sentences), batch_size, desc="perplexity")
-    ppl["seconds"] = time.perf_counter() - t0
+    ppl.seconds = time.perf_counter() - t0
     mc = {}
     for name in tasks:
         t0 = time.perf_counter()
         mc[name] = choice_accuracy(
             lm, tok, bigbench_items(paths[name], n_examples, name), batch_size, desc=name
         )
-        mc[name]["seconds"] = time.perf_counter() - t0
-    generations = [{"prompt": p, "output": enc.generate(p, max_new_tokens=max_new_tokens)} for p in prompts]
-    result = {
-        "label": label or model,
-        "model_info": {
-            "model": model,
-            "revision": weights_fingerprint(lm),
-            "device": str(enc.device),
-            **_run_info(model),
-        },
-        "perplexity": ppl,
-        "multiple_choice": mc,
-        "choice_accuracy": float(np.mean([m["acc"] for m in mc.values()])),
-        "choice_accuracy_norm": float(np.mean([m["acc_norm"] for m in mc.values()])),
-        "settings": {
-            "n_sentences": n_sentences,
-            "n_examples": n_examples,
-            "seed": 0,
-            "scoring": "acc: summed log-likelihood of each choice given the BIG-bench zero-shot prompt; "
+        mc[name].seconds = time.perf_counter() - t0
+    generations = [
+        Generation(prompt=p, output=enc.generate(p, max_new_tokens=max_new_tokens)) for p in prompts
+    ]
+    result = LmEvalResult(
+        label=label or model,
+        model_info=ModelInfo(
+            model=model, revision=weights_fingerprint(lm), device=str(enc.device), **run_info(model)
+        ),
+        perplexity=ppl,
+        multiple_choice=mc,
+        choice_accuracy=float(np.mean([m.acc for m in mc.values()])),
+        choice_accuracy_norm=float(np.mean([m.acc_norm for m in mc.values()])),
+        settings=LmEvalSettings(
+            n_sentences=n_sentences,
+            n_examples=n_examples,
+            seed=0,
+            scoring="acc: summed log-likelihood of each choice given the BIG-bench zero-shot prompt; "
             "acc_norm: mean log-likelihood per choice token",
-            "max_new_tokens": max_new_tokens,
-        },
-        "generations": generations,
-        "seconds": time.perf_counter() - start,
-        "cpu_seconds": time.process_time() - cpu_start,
-        "command": command or f"unimae lm-eval {model}",
-        "versions": _versions(),
-    }
+            max_new_tokens=max_new_tokens,
+        ),
+        generations=generations,
+        seconds=time.perf_counter() - start,
+        cpu_seconds=time.process_time() - cpu_start,
+        command=command or f"unimae lm-eval {model}",
+        versions=package_versions(),
+    )
     out = Path(output_dir) if output_dir else Path("results") / model_slug(model) / "lm-eval"
-    write_json(out / "lm_eval.json", result)
-    result["output_dir"] = str(out)
+    result.save(out / "lm_eval.json")
     return result
 
 
-def lm_eval_markdown(result: dict) -> str:
-    p = result["perplexity"]
+def lm_eval_markdown(result: LmEvalResult) -> str:
+    """lm_eval.json as markdown: perplexity, one row per multiple-choice task, the generations."""
+    p = result.perplexity
     lines = [
-        f"# {result['label']}: generation kept?",
+        f"# {result.label}: generation kept?",
         "",
-        f"held-out Wikipedia perplexity: **{p['perplexity']:.2f}** ({p['texts']} sentences, {p['tokens']} tokens)",
+        f"held-out Wikipedia perplexity: **{p.perplexity:.2f}** ({p.texts} sentences, {p.tokens} tokens)",
         "",
         "| task | acc | acc_norm | chance | n |",
         "|---|---|---|---|---|",
     ]
-    for name, m in result["multiple_choice"].items():
-        lines.append(f"| {name} | {m['acc']:.3f} | {m['acc_norm']:.3f} | {m['chance']:.3f} | {m['n']} |")
+    for name, m in result.multiple_choice.items():
+        lines.append(f"| {name} | {m.acc:.3f} | {m.acc_norm:.3f} | {m.chance:.3f} | {m.n} |")
     lines += [
-        f"| **mean** | **{result['choice_accuracy']:.3f}** | {result['choice_accuracy_norm']:.3f} | | |",
+        f"| **mean** | **{result.choice_accuracy:.3f}** | {result.choice_accuracy_norm:.3f} | | |",
         "",
     ]
-    for g in result["generations"]:
-        lines.append(f"- **{g['prompt']}** → {g['output']!r}")
+    for g in result.generations:
+        lines.append(f"- **{g.prompt}** → {g.output!r}")
     return "\n".join(lines) + "\n"

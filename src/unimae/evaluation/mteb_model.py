@@ -119,7 +119,7 @@ class MtebEncoder:
                 todo,
                 batch_size=self.batch_size,
                 max_length=self.max_length,
-                normalize=False,
+                normalize_embeddings=False,
                 show_progress_bar=len(todo) > 4 * self.batch_size,
             )
             self.n_encoded += len(todo)

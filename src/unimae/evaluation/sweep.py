@@ -14,30 +14,21 @@ so it is trained and evaluated once.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
+from unimae.evaluation.results import BenchmarkSummary, SweepPoint
 from unimae.training.config import load_config
 
 RATIOS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8)
 VARIANTS = {"mar-only": {"mrc_weight": 0.0}, "mrc-only": {"alpha": 0.0}, "both": {}}
 
 
-@dataclass
-class SweepPoint:
-    name: str
-    overrides: dict
-    run_dir: Path
-    result_dir: Path
-    summary: dict | None = field(default=None)
-
-
 def sweep_points(
     config: str | None,
     name: str,
-    ratios=RATIOS,
-    variants=tuple(VARIANTS),
+    ratios: Sequence[float] = RATIOS,
+    variants: Sequence[str] = tuple(VARIANTS),
     benchmark: str = "offline",
     runs_root: str = "runs",
     results_root: str = "results",
@@ -74,8 +65,8 @@ def run_sweep(
     config: str | None,
     name: str = "sweep",
     *,
-    ratios=RATIOS,
-    variants=tuple(VARIANTS),
+    ratios: Sequence[float] = RATIOS,
+    variants: Sequence[str] = tuple(VARIANTS),
     benchmark: str = "offline",
     tasks: list[str] | None = None,
     overrides: dict | None = None,
@@ -87,7 +78,7 @@ def run_sweep(
     ``tasks``: evaluate on only these tasks of ``benchmark`` (a cheaper sweep); the summaries record it.
     """
     from unimae.evaluation.benchmark import evaluate_model
-    from unimae.training.loop import train
+    from unimae.pipeline import train_and_export
 
     points = sweep_points(config, name, ratios, variants, benchmark, runs_root, results_root)
     for p in points:
@@ -95,7 +86,7 @@ def run_sweep(
         if not summary_file.exists():
             if not (p.run_dir / "model" / "unimae.json").exists():
                 cfg = load_config(config, {**(overrides or {}), **p.overrides, "output_dir": str(p.run_dir)})
-                train(cfg, resume=(p.run_dir / "checkpoint").exists())
+                train_and_export(cfg, resume=(p.run_dir / "checkpoint").exists())
             evaluate_model(
                 str(p.run_dir / "model"),
                 benchmark,
@@ -106,7 +97,7 @@ def run_sweep(
                 + (f" --tasks {' '.join(tasks)}" if tasks else "")
                 + f" ({p.name}: {p.overrides or 'the config as is'})",
             )
-        p.summary = json.loads(summary_file.read_text())
+        p.summary = BenchmarkSummary.load(summary_file)
     return points
 
 
@@ -120,7 +111,7 @@ def plot_mask_ratio(points: list[SweepPoint], path: str | Path) -> Path:
     from unimae.evaluation.figures import save_figure
 
     sweep = sorted(
-        (p.overrides["mar_mask_ratio"], 100 * p.summary["average"])
+        (p.overrides["mar_mask_ratio"], 100 * p.summary.average)
         for p in points
         if "mar_mask_ratio" in p.overrides and p.summary
     )
@@ -129,12 +120,12 @@ def plot_mask_ratio(points: list[SweepPoint], path: str | Path) -> Path:
     x_right = max((x for x, _ in sweep), default=1.0)
     for p in points:
         if "mar_mask_ratio" not in p.overrides and p.summary and p.name != "both":
-            ax.axhline(100 * p.summary["average"], ls="--", lw=1, color="gray")
+            ax.axhline(100 * p.summary.average, ls="--", lw=1, color="gray")
             ax.text(
-                x_right, 100 * p.summary["average"], p.name, ha="right", va="bottom", fontsize=8, color="gray"
+                x_right, 100 * p.summary.average, p.name, ha="right", va="bottom", fontsize=8, color="gray"
             )
     ax.set_xlabel("MAR mask ratio")
-    n_tasks = {len(p.summary["tasks"]) for p in points if p.summary}
+    n_tasks = {len(p.summary.tasks) for p in points if p.summary}
     ax.set_ylabel(f"average score ({'/'.join(map(str, sorted(n_tasks)))} tasks)")
     ax.set_title("Offline benchmark average vs. MAR mask ratio")
     ax.grid(alpha=0.3)
