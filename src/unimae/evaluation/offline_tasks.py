@@ -28,6 +28,7 @@ from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 
 from unimae.data.prepare import data_file
+from unimae.errors import UserError
 from unimae.evaluation import offline_data as od
 
 # How big each task is and how it is drawn (all draws seeded with offline_data.SEED).
@@ -392,6 +393,6 @@ def offline_tasks(names: list[str] | None = None) -> list:
     if names:
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise ValueError(f"unknown offline task(s) {unknown}; offline tasks: {list(known)}")
+            raise UserError(f"unknown offline task(s) {unknown}; offline tasks: {list(known)}")
         return [known[n]() for n in names]
     return [cls() for cls in TASK_CLASSES]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unimae.errors import UserError
 from unimae.evaluation.offline_data import rng_for
 
 
@@ -19,7 +20,7 @@ def clustering_texts(task: str, n_points: int, seed: int = 0) -> tuple[list[str]
 
     t = offline_tasks([task])[0]
     if t.metadata.type != "Clustering":
-        raise ValueError(f"{task} is a {t.metadata.type} task, not a clustering task")
+        raise UserError(f"{task} is a {t.metadata.type} task, not a clustering task")
     t.load_data()
     split = t.dataset["test"]
     texts, labels = list(split["sentences"]), [str(y) for y in split["labels"]]
