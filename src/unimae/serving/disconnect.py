@@ -38,22 +38,30 @@ class ClientWatch:
     def __init__(self, request: Request, poll_s: float = 0.1, on_gone: Callable[[], None] | None = None):
         self.request, self.poll_s, self.on_gone = request, poll_s, on_gone
         self.cancel = threading.Event()
+        self.gone = False
         self._task: asyncio.Task | None = None
 
     async def __aenter__(self) -> ClientWatch:
         self._task = asyncio.create_task(self._watch())
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, exc_type, exc, tb) -> None:
         self._task.cancel()
         self.cancel.set()  # whatever still runs for this request stops: nobody reads its result
+        # Starlette cancels a streaming response whose client left (or its send fails) before we see it
+        if exc_type is not None and issubclass(exc_type, (asyncio.CancelledError, GeneratorExit, OSError)):
+            self._gone()
 
     async def _watch(self) -> None:
         while not await self.request.is_disconnected():
             await asyncio.sleep(self.poll_s)
         self.cancel.set()
-        if self.on_gone is not None:
+        self._gone()
+
+    def _gone(self) -> None:
+        if not self.gone and self.on_gone is not None:
             self.on_gone()
+        self.gone = True
 
     async def run(self, work: Awaitable[T]) -> T:
         """The result of ``work``, unless the client leaves first: then ``work`` is cancelled, ClientGone."""
