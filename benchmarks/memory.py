@@ -142,7 +142,7 @@ def predict_step_bytes(s: Shape, t: StepSetting) -> dict[str, float]:
     Activations count, per token and block, what a Llama block saves for backward with sdpa attention
     (no L x L matrix): about 10 d + 2 d_kv + 4 I values, plus the dropout-ed input of every LoRA layer
     (6 d + I). The vocabulary head holds fp32 logits, their log-softmax and (in backward) their gradient
-    for the MAR and the MRC targets, B L each (all at once, or ``loss_chunk`` at a time).
+    for the MAR and the MRC targets, B L each (all at once, or one ``loss_chunk`` at a time).
     """
     n, tokens = s.params(), t.batch * t.length
     decoder = 12 * s.d * s.d + (t.length + 1) * s.d  # tiny decoder: attention 4 d^2, MLP 8 d^2, positions
@@ -154,7 +154,8 @@ def predict_step_bytes(s: Shape, t: StepSetting) -> dict[str, float]:
         activations = tokens * (s.layers * s.d + per_token) * act_bytes
     else:
         activations = tokens * s.layers * per_token * act_bytes
-    targets = tokens if t.loss_chunk <= 0 else min(tokens, t.loss_chunk)
+    # unchunked, both losses' logits live until backward; chunks are recomputed there, one at a time
+    logit_rows = 2 * tokens if t.loss_chunk <= 0 else min(tokens, t.loss_chunk)
     logit_bytes = 12 + (2 if t.head_bf16 else 0)  # fp32 logits + log-softmax + grad (+ the bf16 matmul out)
     return {
         "frozen weights": frozen * _BYTES[t.model_dtype],
@@ -162,7 +163,7 @@ def predict_step_bytes(s: Shape, t: StepSetting) -> dict[str, float]:
         "grads (fp32)": trainable * 4,
         "AdamW states (fp32 x2)": trainable * 8,
         "activations": activations,
-        "vocab logits (MAR + MRC)": 2 * targets * s.vocab * logit_bytes,
+        "vocab logits": logit_rows * s.vocab * logit_bytes,
         "tiny decoder attention": t.batch * s.heads * t.length**2 * 4 * 2 + t.batch * t.length**2,
     }
 
