@@ -189,3 +189,127 @@ def test_cli_rag_index_ask_search(tiny_gpt2, docs, tmp_path, capsys):
         main(["rag", "ask", "x", "--index", str(tmp_path / "none")]) == 2
     )  # no index: a message, no traceback
     assert main(["rag", "index", str(docs), "--index", str(tmp_path / "new")]) == 2  # new index needs --model
+
+
+# --- hostile input (issue 10) ------------------------------------------------------------------------
+
+
+def test_symlinks_out_of_the_folder_are_skipped_unless_followed(encoder, docs, tmp_path):
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "key.txt").write_text("the king loves the queen .")
+    (outside / "deep").mkdir()
+    (outside / "deep" / "more.md").write_text("a secret bird .")
+    (docs / "link.txt").symlink_to(outside / "key.txt")  # a file link
+    (docs / "linked").symlink_to(outside)  # a folder link
+    (docs / "inside.txt").symlink_to(docs / "a.txt")  # inside the folder: the same file, once
+    (docs / "broken.txt").symlink_to(tmp_path / "nowhere.txt")
+    files, skipped = collect_files([docs])
+    assert sorted(f.name for f in files) == ["a.txt", "b.md", "c.jsonl"]
+    assert len(skipped) == 3 and all("secret" in s or "broken" in s for s in skipped)
+    index, up = build_index(encoder, [docs], tmp_path / "idx", model_name="tiny")
+    assert len(up.skipped) == 3 and not any("secret" in c.text for c in index.chunks.values())
+    files, skipped = collect_files([docs], follow_symlinks=True)
+    assert {"key.txt", "more.md"} <= {f.name for f in files} and skipped == [
+        f"{docs / 'broken.txt'}: a broken symlink"
+    ]
+    index, up = build_index(encoder, [docs], tmp_path / "idx2", model_name="tiny", follow_symlinks=True)
+    assert any("secret" in c.text for c in index.chunks.values())
+    (outside / "deep" / "loop").symlink_to(outside)  # a loop ends
+    assert len(collect_files([docs], follow_symlinks=True)[0]) == 5
+
+
+@pytest.mark.parametrize("sep", [" ", ","], ids=["spaces", "no-spaces"])
+def test_one_huge_line_becomes_chunks_that_fit(encoder, tmp_path, sep):
+    """A ~20k-character line: chunks within the embedding limit; a prompt that fits the context."""
+    from conftest import WORDS
+
+    from unimae.serving.rag import chunk_token_limit, fit_prompt, token_spans
+
+    line = sep.join(WORDS[i % len(WORDS)] for i in range(4000))[:20_000]
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "huge.txt").write_text(line)
+    index, _ = build_index(encoder, [tmp_path / "docs"], tmp_path / "idx", model_name="tiny")
+    limit = chunk_token_limit(encoder)
+    sizes = [len(token_spans(encoder.tokenizer, c.text)) for c in index.chunks.values()]
+    assert len(sizes) > 20 and max(sizes) <= limit <= encoder.max_length
+    result = ask(encoder, index, "the cat", k=8, max_new_tokens=20)  # sources dropped or cut to fit
+    assert isinstance(result.answer, str) and 1 <= len(result.hits) < 8
+    assert len(encoder.tokenizer(result.prompt).input_ids) + 20 <= encoder.context_length
+    prompt = fit_prompt(encoder, "the cat", index.search(encoder, "the cat", 8), 500)
+    assert len(prompt.ids) + prompt.max_new_tokens <= encoder.context_length
+    from unimae.serving.rag import PromptTooLongError
+
+    with pytest.raises(PromptTooLongError, match="context"):
+        fit_prompt(encoder, line, [], 10)
+
+
+def test_unreadable_documents_are_skipped_with_a_warning(encoder, docs, tmp_path, caplog):
+    (docs / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    (docs / "bad.jsonl").write_text('{"text": "fine"}\n{oops\n')
+    with caplog.at_level("WARNING"):
+        index, up = build_index(encoder, [docs], tmp_path / "idx", model_name="tiny")
+    assert len(up.added) == 3 and len(up.skipped) == 2
+    assert any("latin1.txt: not UTF-8" in s for s in up.skipped) and any(
+        "bad.jsonl:2" in s for s in up.skipped
+    )
+    assert "latin1.txt" in caplog.text and "bad.jsonl" in caplog.text
+
+
+def _damage(idx, how: str) -> str:
+    g = json.loads((idx / "manifest.json").read_text())["generation"]
+    target = {
+        "truncate-index": idx / f"index-{g}.faiss",
+        "flip-index": idx / f"index-{g}.faiss",
+        "chunks": idx / f"chunks-{g}.jsonl",
+        "manifest": idx / "manifest.json",
+        "missing": idx / f"index-{g}.faiss",
+    }[how]
+    data = target.read_bytes()
+    if how == "truncate-index":
+        target.write_bytes(data[: len(data) // 2])
+    elif how == "flip-index":
+        middle = len(data) // 2  # other finite bytes in a vector
+        target.write_bytes(
+            data[:middle] + bytes(b ^ 0x11 for b in data[middle : middle + 3]) + data[middle + 3 :]
+        )
+    elif how == "chunks":
+        target.write_text('{"id": 0, "oops"\n')
+    elif how == "manifest":
+        target.write_bytes(data[:40])
+    else:
+        target.unlink()
+    return target.name
+
+
+@pytest.mark.parametrize("how", ["truncate-index", "flip-index", "chunks", "manifest", "missing"])
+def test_damaged_index_names_the_file_and_the_fix(encoder, tiny_gpt2, docs, tmp_path, how, capsys):
+    from unimae.serving.rag import RagIndexError
+
+    idx = tmp_path / "idx"
+    build_index(encoder, [docs], idx, model_name="tiny")
+    name = _damage(idx, how)
+    with pytest.raises(RagIndexError, match=name) as info:
+        RagIndex.open(idx)
+    assert "--rebuild" in str(info.value)
+    with pytest.raises(RagIndexError):
+        build_index(encoder, [docs], idx)
+    index, up = build_index(encoder, [docs], idx, model_name="tiny", rebuild=True)
+    assert len(up.added) == 3 and len(RagIndex.open(idx)) == len(index)
+    search = ["rag", "search", "a bird", "--index", str(idx), "-k", "1", "--model", str(tiny_gpt2)]
+    assert main(search) == 0
+    name = _damage(idx, how)
+    assert main(search) == 2  # one line, no traceback
+    assert name in capsys.readouterr().err
+
+
+def test_k_must_be_positive(encoder, docs, tmp_path):
+    from unimae.errors import UserError
+
+    index, _ = build_index(encoder, [docs], tmp_path / "idx", model_name="tiny")
+    for k in (0, -1, 1.5, True):
+        with pytest.raises(UserError, match="k"):
+            index.search(encoder, "a bird", k)
+        with pytest.raises(UserError, match="k"):
+            ask(encoder, index, "a bird", k=k)
+    assert len(index.search(encoder, "a bird", 100)) == len(index)
