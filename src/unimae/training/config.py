@@ -2,24 +2,72 @@
 
 Every knob of the method and of the loop is a field with a documented default. A run reads a YAML
 file (optional), applies ``key=value`` overrides from the command line, validates, and saves the
-resolved config as ``config.yaml`` in its run folder.
+resolved config as ``config.yaml`` in its run folder. Every field's type and range is checked on
+construction, whatever the route (Python, YAML file, command line): a ``ConfigError`` names the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from unimae.errors import UserError
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+CHOICES = {
+    "objective": ("unimae", "mntp"),
+    "head_precision": ("fp32", "bf16"),
+    "precision": PRECISIONS,
+    "model_dtype": PRECISIONS,
+    "lr_scheduler": SCHEDULERS,
+}
+_AT_LEAST_0, _ABOVE_0, _AT_LEAST_1 = ((0.0, True), None), ((0.0, False), None), ((1, True), None)
+RANGES: dict[str, tuple[tuple[float, bool] | None, tuple[float, bool] | None]] = {
+    # field: ((low, low included), (high, high included)); None: unbounded. Optional fields may be None.
+    "max_texts": _AT_LEAST_1,
+    "mntp_mask_ratio": ((0.0, False), (1.0, True)),
+    "mar_mask_ratio": ((0.0, True), (1.0, True)),
+    "mrc_mask_ratio": ((0.0, True), (1.0, True)),
+    "alpha": _AT_LEAST_0,
+    "mrc_weight": _AT_LEAST_0,
+    "decoder_heads": _AT_LEAST_1,
+    "decoder_mlp_ratio": _ABOVE_0,
+    "decoder_pos_init_std": _ABOVE_0,
+    "loss_chunk_size": ((-1, True), None),
+    "max_length": ((4, True), None),
+    "steps": _AT_LEAST_1,
+    "batch_size": _AT_LEAST_1,
+    "grad_accum_steps": _AT_LEAST_1,
+    "lr": _ABOVE_0,
+    "decoder_lr": _AT_LEAST_0,
+    "weight_decay": _AT_LEAST_0,
+    "warmup_steps": _AT_LEAST_0,
+    "max_grad_norm": _AT_LEAST_0,
+    "seed": _AT_LEAST_0,
+    "lora_r": _AT_LEAST_1,
+    "lora_alpha": _AT_LEAST_1,
+    "lora_dropout": ((0.0, True), (1.0, False)),
+    "save_every": _AT_LEAST_0,
+    "log_every": _AT_LEAST_1,
+}
+
+
+class ConfigError(UserError):
+    """A config field of the wrong type or out of range, an unknown field, or a config file that is not a mapping."""
 
 
 @dataclass
 class TrainConfig:
+    """One training run's settings (a YAML file's keys, `unimae train --FIELD` options), saved as config.yaml."""
+
     # --- what to train, on what ---
     model: str = "smollm2-135m"
     """A Hugging Face causal-LM id, a local model folder, a .gguf file, or the alias 'smollm2-135m'."""
@@ -61,8 +109,8 @@ class TrainConfig:
     """Initial std of the tiny decoder's position embeddings p_i. None: the std of the LLM's input embedding table."""
     head_precision: str = "fp32"
     """Precision of the vocabulary-head matmuls of both losses: fp32, or bf16 (about 2x faster on CPUs with bf16 units; the log-softmax stays fp32)."""
-    loss_chunk_size: int = 0
-    """Compute vocabulary logits this many tokens at a time, recomputed in backward (0: all at once). Saves memory for big vocabularies."""
+    loss_chunk_size: int = -1
+    """Compute vocabulary logits this many target tokens at a time, recomputed in backward. -1 (auto): chunk only when a batch's fp32 logits would pass 256 MiB (targets x vocabulary x 4 bytes); 0: all at once; N: N tokens."""
 
     # --- optimisation ---
     max_length: int = 64
@@ -89,14 +137,20 @@ class TrainConfig:
     """Seeds data order, masks and initialisation."""
     precision: str = "fp32"
     """fp32, bf16 or fp16 (mixed precision through Accelerate)."""
+    model_dtype: str = "fp32"
+    """Dtype the LLM's weights are loaded in: fp32, bf16 or fp16. Trainable parameters (LoRA adapters, tiny decoder) stay fp32; bf16/fp16 need lora=true."""
     gradient_checkpointing: bool = False
     """Recompute LLM activations in backward to save memory."""
     lora: bool = False
     """Train LoRA adapters (peft) instead of all LLM weights; export merges them. The tiny decoder is always trained in full. configs/default.yaml: true with lr 2e-4, which kept choice accuracy where a full fine-tune lost it."""
     lora_r: int = 16
+    """Rank of the LoRA adapters."""
     lora_alpha: int = 32
+    """LoRA scaling numerator (the adapters' update is scaled by lora_alpha / lora_r)."""
     lora_dropout: float = 0.05
+    """Dropout on the LoRA adapters' input."""
     lora_target_modules: str | list[str] = "all-linear"
+    """Modules that get adapters: 'all-linear' or a list of module names (e.g. [q_proj, v_proj])."""
 
     # --- bookkeeping ---
     save_every: int = 50
@@ -110,33 +164,33 @@ class TrainConfig:
     """Free-form notes saved with the run."""
 
     def __post_init__(self) -> None:
-        for name in ("mar_mask_ratio", "mrc_mask_ratio"):
+        """Check every field's type, then its range; a ``ConfigError`` names the field, value and expectation."""
+        hints = typing.get_type_hints(TrainConfig)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _checked(f.name, getattr(self, f.name), hints[f.name]))
+        for name, (low, high) in RANGES.items():
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if self.alpha < 0 or self.mrc_weight < 0 or self.alpha + self.mrc_weight == 0:
-            raise ValueError("alpha and mrc_weight must be >= 0 and not both 0")
-        if self.objective not in ("unimae", "mntp"):
-            raise ValueError(f"unknown objective {self.objective!r} (known: unimae, mntp)")
-        if not 0.0 < self.mntp_mask_ratio <= 1.0:
-            raise ValueError(f"mntp_mask_ratio must be in (0, 1], got {self.mntp_mask_ratio}")
-        if self.head_precision not in ("fp32", "bf16"):
-            raise ValueError(f"head_precision must be fp32 or bf16, got {self.head_precision!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.lr_scheduler not in SCHEDULERS:
-            raise ValueError(f"lr_scheduler must be one of {SCHEDULERS}, got {self.lr_scheduler!r}")
-        for name in ("steps", "batch_size", "grad_accum_steps", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            if value is not None and not _in_range(value, low, high):
+                raise ConfigError(f"{name} must be in {_interval(low, high)}, got {value!r}")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
+        for name in ("model", "data", "text_field", "output_dir"):
+            if not getattr(self, name).strip():
+                raise ConfigError(f"{name} must not be empty")
+        if not self.lora_target_modules:
+            raise ConfigError("lora_target_modules must name at least one module (or be 'all-linear')")
+        if self.model_dtype != "fp32" and not self.lora:
+            raise ConfigError(
+                f"model_dtype={self.model_dtype} needs lora=true: a full fine-tune keeps its trained weights "
+                "in fp32 (use precision=bf16 for mixed precision instead)"
+            )
+        if self.alpha + self.mrc_weight == 0:
+            raise ConfigError("alpha and mrc_weight must not both be 0 (nothing would be trained)")
         if self.batch_size % self.grad_accum_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size={self.batch_size} must be divisible by grad_accum_steps={self.grad_accum_steps}"
             )
-        if self.max_length < 4:
-            raise ValueError(f"max_length must be >= 4, got {self.max_length}")
-        if self.warmup_steps < 0 or self.save_every < 0:
-            raise ValueError("warmup_steps and save_every must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,50 +199,88 @@ class TrainConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["steps=10", "lora=true"]`` -> ``{"steps": 10, "lora": True}`` (values parsed as YAML)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value")
-        key, value = item.split("=", 1)
-        out[key.strip()] = _parse_value(value)
-    return out
+def _checked(name: str, value: Any, hint: Any) -> Any:
+    """``value`` if it has the field's type (an int is taken for a float), else a ``ConfigError``."""
+    ok = _matches(value, hint)
+    if ok is None:
+        expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+        expected = expected.replace("NoneType", "None")
+        raise ConfigError(f"{name} must be of type {expected}, got {value!r} ({type(value).__name__})")
+    return float(value) if hint is float else value
 
 
-def _parse_value(value: str) -> Any:
-    return yaml.safe_load(value) if value.strip() else None
+def _matches(value: Any, hint: Any) -> bool | None:
+    """True if ``value`` fits the annotation (bool is not an int; an int fits float), else None."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return True if any(_matches(value, h) for h in typing.get_args(hint)) else None
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return True if isinstance(value, list) and all(_matches(v, item) for v in value) else None
+    if origin is dict:
+        return True if isinstance(value, dict) else None
+    if hint is type(None):
+        return True if value is None else None
+    if hint in (int, float) and isinstance(value, bool):
+        return None
+    if hint is float:
+        return True if isinstance(value, (int, float)) and math.isfinite(value) else None
+    return True if isinstance(value, hint) else None
 
 
-def _coerce_floats(values: dict[str, Any]) -> dict[str, Any]:
-    """Float fields given as ints or as strings YAML 1.1 does not read as numbers ('1e-3')."""
-    floats = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("float", float)}
+def _in_range(value: float, low: tuple[float, bool] | None, high: tuple[float, bool] | None) -> bool:
+    if low is not None and (value < low[0] or (value == low[0] and not low[1])):
+        return False
+    return high is None or value < high[0] or (value == high[0] and high[1])
+
+
+def _interval(low: tuple[float, bool] | None, high: tuple[float, bool] | None) -> str:
+    left = "(-inf" if low is None else ("[" if low[1] else "(") + f"{low[0]:g}"
+    right = "inf)" if high is None else f"{high[0]:g}" + ("]" if high[1] else ")")
+    return f"{left}, {right}"
+
+
+def _yaml_floats(values: dict[str, Any]) -> dict[str, Any]:
+    """Float fields written as '1e-3', which YAML 1.1 (PyYAML) reads as a string, not a number."""
+    floats = {name for name, hint in typing.get_type_hints(TrainConfig).items() if hint is float}
     out = dict(values)
     for k in floats & set(values):
-        v = values[k]
-        if isinstance(v, (int, str)) and not isinstance(v, bool):
+        if isinstance(values[k], str):
             try:
-                out[k] = float(v)
+                out[k] = float(values[k])
             except ValueError:
-                raise ValueError(f"{k} must be a number, got {v!r}") from None
+                pass  # left as it is: TrainConfig names the field and the value
     return out
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """A validated TrainConfig from an optional YAML file plus overrides (overrides win)."""
+    """A validated TrainConfig from an optional YAML file plus typed overrides (overrides win).
+
+    Raises ``ConfigError`` (naming the file) for a file that is not a mapping of known fields of the
+    right types, ``FileNotFoundError`` for a missing one.
+    """
     values: dict[str, Any] = {}
+    where = ""
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} not found")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        where = f"{path}: "
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{where}not valid YAML ({e})") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path} must hold a mapping of config fields")
-        values.update(loaded)
+            raise ConfigError(f"{where}must hold a mapping of config fields, got {type(loaded).__name__}")
+        values.update(_yaml_floats(loaded))
     values.update(overrides or {})
-    values = _coerce_floats(values)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
-    return TrainConfig(**values)
+        raise ConfigError(f"{where}unknown config field(s) {unknown}; known fields: {sorted(known)}")
+    try:
+        return TrainConfig(**values)
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e}") from None
