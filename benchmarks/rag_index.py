@@ -79,7 +79,7 @@ def main() -> None:
         full, search = [], []
         for q in questions:
             t0 = time.perf_counter()
-            vec = enc.encode(q, normalize=True)
+            vec = enc.encode(q, normalize_embeddings=True)
             t1 = time.perf_counter()
             index.search_vector(vec, args.k)
             t2 = time.perf_counter()
