@@ -46,7 +46,22 @@ def chat_model(tiny_llama, tmp_path_factory):
     return path
 
 
-def _free_port() -> int:
+def wait_until_up(proc: subprocess.Popen, port: int) -> str:
+    """The base URL once the server process answers /health (fails if it exits or takes over 60 s)."""
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        if proc.poll() is not None:
+            pytest.fail(f"server exited: {proc.stdout.read()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail("server did not start in 60 s")
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -55,7 +70,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(chat_model):
     """`unimae serve` in its own process; yields its base URL; SIGTERM at the end."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "UNIMAE_API_KEY": API_KEY, "TOKENIZERS_PARALLELISM": "false"}
     cmd = [
         sys.executable,
@@ -82,18 +97,7 @@ def server(chat_model):
         "warning",
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):  # at most 60 s
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {proc.stdout.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("server did not start in 60 s")
+    url = wait_until_up(proc, port)
     yield url
     proc.send_signal(signal.SIGTERM)
     try:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from test_chat import CHATML, count_control
+from test_serving import free_port, wait_until_up
 
 from unimae.chat import chat_input_ids
 from unimae.encoding.encoder import Encoder
@@ -55,31 +56,19 @@ def encoder(long_chat_model):
 @pytest.fixture(scope="module")
 def server(long_chat_model):
     """`serve` on 127.0.0.1 (so Host checks are on by default) in its own process; yields the base URL."""
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     code = (
         "from unimae.serving.server import serve; "
         f"serve({str(long_chat_model)!r}, port={port}, served_model_name={NAME!r}, device='cpu', "
         "log_level='warning', max_tokens_limit=50_000, max_generation_seconds=600, max_length=32)"
     )
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "UNIMAE_API_KEY": ""}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {proc.stdout.read().decode()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    yield url
+    cmd = [sys.executable, "-c", code]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield wait_until_up(proc, port)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
-    out = proc.stdout.read().decode()
+    out = proc.stdout.read()
     assert "Traceback" not in out, out
 
 

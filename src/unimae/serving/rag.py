@@ -8,7 +8,14 @@
 On disk (``DIR``): ``manifest.json`` (model, embedding probe, chunking, per-file content hash and chunk
 ids, the current generation ``g``), ``index-g.faiss`` (a FAISS ``IndexIDMap2`` over ``IndexFlatIP`` of
 unit vectors: inner product = cosine) and ``chunks-g.jsonl`` (chunk texts and sources). A save writes
-generation ``g+1`` next to ``g`` and then replaces the manifest, so a crash leaves the old index whole.
+generation ``g+1`` next to ``g`` and then replaces the manifest, so a crash leaves the old index whole; the
+manifest holds both files' sha256, checked before FAISS parses a byte (a damaged file is a
+``RagIndexError`` that names it and says how to rebuild).
+
+Hostile folders and documents: symlinks out of a folder are skipped unless ``follow_symlinks``; a file that is
+not UTF-8 (or a bad JSONL line) is skipped with a warning; chunks are capped in tokens so each is embedded
+whole; every answer prompt is fitted to the model's context (``fit_prompt``), and control-token text in a
+document stays text (``unimae.chat``).
 """
 
 from __future__ import annotations
