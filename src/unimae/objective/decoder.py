@@ -65,23 +65,32 @@ class TinyDecoder(nn.Module):
         nn.init.normal_(self.pos.weight, std=pos_init_std)
 
     def streams(self, h_eos: torch.Tensor, token_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Build H1 and H2.
+        """Build H1 and H2 in the decoder's own precision (fp32 even over a bf16 LLM).
 
         h_eos: ``(B, d)``; token_emb: ``(B, N, d)`` input embeddings e(x_1..x_N) of the clean tokens.
-        Returns H1, H2: ``(B, N+1, d)`` each.
+        Returns H1, H2: ``(B, N+1, d)`` each. The positions are looked up through ``self.pos`` (a module
+        call, never a slice of its weight), so an engine that gathers a module's parameters when it
+        runs (DeepSpeed ZeRO-3, FSDP) sees them whole.
         """
         B, N, d = token_emb.shape
         if N + 1 > self.pos.num_embeddings:
             raise ValueError(
                 f"sequence of {N} tokens exceeds the decoder's {self.pos.num_embeddings - 1} positions"
             )
-        p = self.pos.weight[: N + 1].to(token_emb.dtype)  # (N+1, d)
-        h = h_eos.to(token_emb.dtype)[:, None, :]  # (B, 1, d)
+        dtype = self.wq.weight.dtype
+        p = self.pos(torch.arange(N + 1, device=token_emb.device)).to(dtype)  # (N+1, d)
+        h = h_eos.to(dtype)[:, None, :]  # (B, 1, d)
         h1 = h + p[None]  # (B, N+1, d)
-        h2 = torch.cat([h, token_emb + p[None, 1:]], dim=1)  # (B, N+1, d)
+        h2 = torch.cat([h, token_emb.to(dtype) + p[None, 1:]], dim=1)  # (B, N+1, d)
         return h1, h2
 
-    def forward(self, h1: torch.Tensor, h2: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    def forward(self, h_eos: torch.Tensor, token_emb: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """The decoded rows: h_eos ``(B, d)``, token_emb ``(B, N, d)``, visible ``(B, N+1, N+1)`` bool
+        (True = may attend). Returns ``(B, N+1, d)``; row i reconstructs token x_i (row 0 is h_eos's)."""
+        h1, h2 = self.streams(h_eos, token_emb)
+        return self.attend(h1, h2, visible)
+
+    def attend(self, h1: torch.Tensor, h2: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """h1, h2: ``(B, L, d)``; visible: ``(B, L, L)`` bool (True = may attend). Returns ``(B, L, d)``."""
         B, L, d = h1.shape
         nh, hd = self.n_heads, d // self.n_heads

@@ -17,6 +17,9 @@ from torch.utils.checkpoint import checkpoint
 
 IGNORE = -100
 
+# Auto chunking keeps one chunk's fp32 logits (t, V) under this many bytes.
+LOGIT_BUDGET_BYTES = 256 * 2**20
+
 
 @dataclass
 class TokenLoss:
@@ -29,6 +32,21 @@ class TokenLoss:
     @property
     def mean(self) -> torch.Tensor:
         return self.sum / self.count.clamp(min=1)
+
+
+def auto_chunk_size(vocab_size: int, budget_bytes: int = LOGIT_BUDGET_BYTES) -> int:
+    """Tokens per vocabulary-head chunk so that a chunk's fp32 logits ``(t, V)`` fit ``budget_bytes``.
+
+    A batch with ``T`` targets is chunked only when ``T x V x 4`` bytes exceed the budget: 8k targets x
+    128k vocabulary (4 GiB of logits, more with their gradient) goes 512 tokens at a time, while the
+    default 135M model (49k vocabulary, at most 1k targets a batch) is never chunked.
+    """
+    return max(1, budget_bytes // (4 * vocab_size))
+
+
+def resolve_chunk_size(setting: int, vocab_size: int) -> int:
+    """The ``loss_chunk_size`` to use: ``-1`` (auto) becomes :func:`auto_chunk_size`; 0 and N stay."""
+    return auto_chunk_size(vocab_size) if setting < 0 else setting
 
 
 def _ce_chunk(

@@ -57,6 +57,11 @@ class MNTP(nn.Module):
     def hf(self) -> nn.Module:
         return unwrap_causal_lm(self.llm)
 
+    @property
+    def _no_split_modules(self) -> list[str] | None:
+        """The LLM's transformer-layer classes: FSDP's transformer-based auto-wrap shards one per layer."""
+        return getattr(self.hf, "_no_split_modules", None)
+
     find_unused_parameters = False  # every trainable parameter is in the LLM, which always runs
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

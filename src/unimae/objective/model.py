@@ -12,6 +12,7 @@ expect, and ``embedding_spec`` how the trained model embeds.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -107,6 +108,24 @@ def weighted_loss(
     return sum(weights[n] * terms[n].sum / count(n) for n in sorted(terms))
 
 
+def in_dtype_of(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``module`` called on its input cast to the module's dtype: the fp32 tiny decoder's rows reach a
+    bf16 LLM's head (``model_dtype: bf16``) without a dtype mismatch. A no-op when the dtypes agree."""
+    dtype = next(module.parameters()).dtype
+    return lambda h: module(h.to(dtype))
+
+
+def full_std(weight: torch.Tensor) -> float:
+    """Standard deviation of a whole weight, also when DeepSpeed ZeRO-3 has partitioned it (then
+    gathered for the read; ``deepspeed.zero.Init`` leaves each process only its shard)."""
+    if hasattr(weight, "ds_id"):  # a ZeRO-3 partitioned parameter
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([weight]):
+            return weight.detach().float().std().item()
+    return weight.detach().float().std().item()
+
+
 def mar_target_mask(batch: UniMAEBatch, predict_eos: bool) -> torch.Tensor:
     """``(B, L)`` bool: tokens that MAR must predict (the text, plus the appended EOS if predict_eos)."""
     target_mask = batch.content_mask.clone()
@@ -160,7 +179,7 @@ class UniMAE(nn.Module):
         if (
             decoder_pos_init_std is None
         ):  # positions as large as token embeddings, so rows can tell them apart
-            decoder_pos_init_std = hf.get_input_embeddings().weight.detach().float().std().item()
+            decoder_pos_init_std = full_std(hf.get_input_embeddings().weight)
         self.decoder = TinyDecoder(
             d,
             heads,
@@ -170,15 +189,20 @@ class UniMAE(nn.Module):
         )
         if decoder_share_embeddings:
             self.dec_embed, self.dec_head = None, None
-        else:  # the decoder's own copies, initialised from the LLM's
-            self.dec_embed = copy.deepcopy(hf.get_input_embeddings())
-            self.dec_head = copy.deepcopy(hf.get_output_embeddings())
+        else:  # the decoder's own copies, initialised from the LLM's; trained, so fp32 over a bf16 LLM
+            self.dec_embed = copy.deepcopy(hf.get_input_embeddings()).float()
+            self.dec_head = copy.deepcopy(hf.get_output_embeddings()).float()
 
     # --- the pieces -------------------------------------------------------------------------------
 
     @property
     def hf(self) -> nn.Module:
         return unwrap_causal_lm(self.llm)
+
+    @property
+    def _no_split_modules(self) -> list[str] | None:
+        """The LLM's transformer-layer classes: FSDP's transformer-based auto-wrap shards one per layer."""
+        return getattr(self.hf, "_no_split_modules", None)
 
     @property
     def find_unused_parameters(self) -> bool:
@@ -205,21 +229,20 @@ class UniMAE(nn.Module):
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """LLM vocabulary head: ``(T, d) -> (T, V)``."""
-        return self.hf.get_output_embeddings()(h)
+        return in_dtype_of(self.hf.get_output_embeddings())(h)
 
     def forward_decoder(self, h_eos: torch.Tensor, batch: UniMAEBatch, keys: torch.Tensor) -> TokenLoss:
         """Masked reconstruction of the clean text from ``h_eos`` (B, d) through the tiny decoder."""
         embed = self.dec_embed if self.dec_embed is not None else self.hf.get_input_embeddings()
         head = self.dec_head if self.dec_head is not None else self.hf.get_output_embeddings()
         token_emb = embed(batch.input_ids)  # (B, L, d) e(x) of the CLEAN tokens
-        h1, h2 = self.decoder.streams(h_eos, token_emb)  # (B, L+1, d) each; slot 0 is h_eos
         slot0 = batch.content_mask.new_ones((len(batch), 1))
-        key_valid = torch.cat([slot0, batch.content_mask], dim=1)  # (B, L+1)
+        key_valid = torch.cat([slot0, batch.content_mask], dim=1)  # (B, L+1); slot 0 is h_eos
         visible = mrc_visibility(keys, key_valid, self.mrc_mask_ratio)  # (B, L+1, L+1)
-        decoded = self.decoder(h1, h2, visible)  # (B, L+1, d)
+        decoded = self.decoder(h_eos, token_emb, visible)  # (B, L+1, d)
         targets = batch.input_ids.masked_fill(~batch.content_mask, IGNORE)  # row i predicts x_i
         targets = torch.cat([targets.new_full((len(batch), 1), IGNORE), targets], dim=1)  # (B, L+1)
-        return mrc_loss(decoded, targets, head, self.loss_chunk_size, self.head_bf16)
+        return mrc_loss(decoded, targets, in_dtype_of(head), self.loss_chunk_size, self.head_bf16)
 
     # --- the method ---------------------------------------------------------------------------------
 

@@ -6,16 +6,27 @@ always loaded into exactly the module that wrote it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 from accelerate.utils import set_seed
+from torch import nn
 
 from unimae.encoding.loading import context_length, load_causal_lm
+from unimae.errors import UserError
+from unimae.llm import unwrap_causal_lm
+from unimae.objective.losses import LOGIT_BUDGET_BYTES, resolve_chunk_size
 from unimae.objective.mntp import MNTP
 from unimae.objective.model import UniMAE
 from unimae.tokens import bos_id_if_added, eos_token_id, mask_token_id
 from unimae.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# Attention implementations that honour MNTP's additive 4-D (bidirectional) mask as given.
+MASK_HONOURING_ATTENTION = ("eager", "sdpa")
+
 
 @dataclass
 class Setup:
@@ -26,55 +37,117 @@ class Setup:
 
 
 def build(cfg: TrainConfig) -> Setup:
-    """The LLM (optionally with LoRA) wrapped in its objective (UniMAE: with a fresh tiny decoder)."""
+    """The LLM (optionally with LoRA) wrapped in its objective (UniMAE: with a fresh tiny decoder).
+
+    The LLM is loaded in ``cfg.model_dtype``; every trainable parameter (LoRA adapters, the tiny
+    decoder, or the whole LLM in a full fine-tune, which the config allows only in fp32) is fp32.
+    """
     set_seed(cfg.seed)
-    llm, tokenizer = load_causal_lm(cfg.model)
+    llm, tokenizer = load_causal_lm(cfg.model, dtype=cfg.model_dtype)
     context = context_length(llm)
     if context is not None and cfg.max_length > context:
         raise ValueError(f"max_length={cfg.max_length} exceeds the model's context of {context} tokens")
+    if cfg.objective == "mntp":
+        ensure_mask_honouring_attention(llm)
     if cfg.gradient_checkpointing:
+        # Non-reentrant: works under DDP/FSDP and with frozen inputs (LoRA) without enable_input_require_grads.
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora:
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=cfg.lora_target_modules,
-            task_type="CAUSAL_LM",
+        llm = with_lora(llm, cfg)
+    chunk = resolve_chunk_size(cfg.loss_chunk_size, vocab_size(llm))
+    if cfg.loss_chunk_size < 0:
+        log.info(
+            "loss_chunk_size auto: vocabulary logits at most %d target tokens at a time (vocabulary %d, "
+            "fp32 logits <= %d MiB); set loss_chunk_size to override",
+            chunk,
+            vocab_size(llm),
+            LOGIT_BUDGET_BYTES // 2**20,
         )
-        llm = get_peft_model(llm, lora)
-    mask_id = mask_token_id(tokenizer, cfg.mask_token)
+    model = make_objective(cfg, llm, mask_token_id(tokenizer, cfg.mask_token), chunk)
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:  # peft casts adapters already; be sure
+            p.data = p.data.float()
+    return Setup(model, tokenizer, eos_token_id(tokenizer, cfg.eos_token), bos_id_if_added(tokenizer))
+
+
+def ensure_mask_honouring_attention(llm: nn.Module) -> None:
+    """Switch the LLM to sdpa unless its attention honours a 4-D additive mask (eager, sdpa).
+
+    MNTP replaces the causal mask with a bidirectional 4-D one; flash-attention kernels ignore such a
+    mask (they stay causal, silently) or fail on it, so a model loaded with one is switched to sdpa.
+    Raises ``UserError`` when the model cannot switch.
+    """
+    hf = unwrap_causal_lm(llm)
+    impl = hf.config._attn_implementation
+    if impl in MASK_HONOURING_ATTENTION:
+        return
+    try:
+        hf.set_attn_implementation("sdpa")
+    except (ValueError, ImportError) as e:
+        raise UserError(
+            f"objective mntp needs bidirectional attention, which the model's attention '{impl}' cannot "
+            f"apply, and switching it to sdpa failed ({e}); load the model with eager or sdpa attention"
+        ) from None
+    if hf.config._attn_implementation not in MASK_HONOURING_ATTENTION:
+        raise UserError(
+            f"objective mntp needs bidirectional attention, which the model's attention '{impl}' cannot "
+            "apply, and the model cannot switch to sdpa; load it with eager or sdpa attention"
+        )
+    log.warning(
+        "objective mntp: attention '%s' ignores a bidirectional mask; switched the model to sdpa", impl
+    )
+
+
+def with_lora(llm: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """``llm`` with trainable LoRA adapters (fp32, whatever the base weights' dtype) on frozen weights."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(llm, lora, autocast_adapter_dtype=True)
+
+
+def vocab_size(llm: nn.Module) -> int:
+    """Rows of the LLM's vocabulary head (read from the module, so also right under ZeRO-3 partitioning)."""
+    hf = unwrap_causal_lm(llm)
+    head = hf.get_output_embeddings()
+    return getattr(head, "out_features", None) or hf.config.get_text_config().vocab_size
+
+
+def make_objective(cfg: TrainConfig, llm: nn.Module, mask_id: int, loss_chunk_size: int) -> UniMAE | MNTP:
+    """The configured objective around ``llm``."""
     head_bf16 = cfg.head_precision == "bf16"
     if cfg.objective == "mntp":
-        model = MNTP(
+        return MNTP(
             llm,
             mask_id,
             mask_ratio=cfg.mntp_mask_ratio,
-            loss_chunk_size=cfg.loss_chunk_size,
+            loss_chunk_size=loss_chunk_size,
             head_bf16=head_bf16,
             seed=cfg.seed,
         )
-    else:
-        model = UniMAE(
-            llm,
-            mask_id,
-            mar_mask_ratio=cfg.mar_mask_ratio,
-            mrc_mask_ratio=cfg.mrc_mask_ratio,
-            alpha=cfg.alpha,
-            mrc_weight=cfg.mrc_weight,
-            mar_predict_eos=cfg.mar_predict_eos,
-            max_length=cfg.max_length,
-            decoder_heads=cfg.decoder_heads,
-            decoder_mlp_ratio=cfg.decoder_mlp_ratio,
-            decoder_share_embeddings=cfg.decoder_share_embeddings,
-            decoder_pos_init_std=cfg.decoder_pos_init_std,
-            loss_chunk_size=cfg.loss_chunk_size,
-            head_bf16=head_bf16,
-            seed=cfg.seed,
-        )
-    return Setup(model, tokenizer, eos_token_id(tokenizer, cfg.eos_token), bos_id_if_added(tokenizer))
+    return UniMAE(
+        llm,
+        mask_id,
+        mar_mask_ratio=cfg.mar_mask_ratio,
+        mrc_mask_ratio=cfg.mrc_mask_ratio,
+        alpha=cfg.alpha,
+        mrc_weight=cfg.mrc_weight,
+        mar_predict_eos=cfg.mar_predict_eos,
+        max_length=cfg.max_length,
+        decoder_heads=cfg.decoder_heads,
+        decoder_mlp_ratio=cfg.decoder_mlp_ratio,
+        decoder_share_embeddings=cfg.decoder_share_embeddings,
+        decoder_pos_init_std=cfg.decoder_pos_init_std,
+        loss_chunk_size=loss_chunk_size,
+        head_bf16=head_bf16,
+        seed=cfg.seed,
+    )
 
 
 def make_optimizer(model: UniMAE | MNTP, cfg: TrainConfig) -> torch.optim.Optimizer:

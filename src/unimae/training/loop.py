@@ -18,10 +18,12 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from unimae.data.corpus import load_texts
+from unimae.errors import UserError
 from unimae.io import append_jsonl
 from unimae.objective.model import UniMAEBatch
 from unimae.training.build import build, make_optimizer
@@ -89,6 +91,13 @@ class Recipe:
             ],
         )
         acc = self.accelerator
+        if acc.distributed_type == DistributedType.DEEPSPEED:
+            # The engine divides each backward by its own accumulation count and steps inside backward,
+            # while this loop backprops exact shares of the global batch and steps once; untested here.
+            raise UserError(
+                "DeepSpeed is not supported by unimae's training loop (its engine rescales and steps the "
+                "accumulated gradients itself); use DDP or FSDP (configs/accelerate/), see docs/large-models.md"
+            )
         micro_total = acc.num_processes * cfg.grad_accum_steps
         if cfg.batch_size % micro_total:
             raise ValueError(
@@ -110,7 +119,7 @@ class Recipe:
         acc.wait_for_everyone()
         acc.print(
             f"{len(self.corpus)} training texts, {cfg.steps} steps x {cfg.batch_size} texts, "
-            f"{acc.num_processes} process(es)"
+            f"{acc.num_processes} process(es), {acc.distributed_type.value}"
         )
 
     def _restore(self, ckpt: Path) -> None:
