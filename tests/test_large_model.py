@@ -11,9 +11,8 @@ from transformers import AutoModelForCausalLM
 
 import unimae.training.build as build_mod
 from unimae.errors import UserError
-from unimae.llm import last_hidden_states
+from unimae.llm import bidirectional_mask, last_hidden_states
 from unimae.objective.losses import LOGIT_BUDGET_BYTES, auto_chunk_size, resolve_chunk_size
-from unimae.objective.mntp import bidirectional_mask
 from unimae.tokens import bos_id_if_added
 from unimae.training.build import build
 from unimae.training.config import ConfigError, load_config
@@ -67,6 +66,22 @@ def test_mntp_build_switches_flash_attention_to_sdpa(tiny_llama, monkeypatch, ca
     monkeypatch.setattr(type(setup.model.hf), "set_attn_implementation", cannot_switch)
     with pytest.raises(UserError, match="bidirectional attention"):
         build(_cfg(tiny_llama, objective="mntp"))
+
+
+def test_bidirectional_encoder_switches_flash_attention_to_sdpa(tiny_llama, caplog):
+    from transformers import AutoTokenizer
+
+    from unimae.encoding.encoder import Encoder
+
+    llm = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    llm.config._attn_implementation_internal = "flash_attention_2"  # as if loaded with it
+    Encoder(llm, tok, pooling="eos", device="cpu")  # causal embedding: any attention will do
+    assert llm.config._attn_implementation == "flash_attention_2"
+    with caplog.at_level(logging.WARNING):
+        enc = Encoder(llm, tok, pooling="mean", attention="bidirectional", device="cpu")
+    assert enc.model.config._attn_implementation == "sdpa"
+    assert "switched the model to sdpa" in caplog.text
 
 
 def test_auto_loss_chunk_size():

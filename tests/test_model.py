@@ -63,7 +63,7 @@ def test_own_decoder_embeddings(tiny_llama):
 def test_mntp_attention_is_bidirectional(tiny_model):
     """A change to a later token changes an earlier position's state, only with MNTP's attention."""
     from unimae import Encoder
-    from unimae.objective.mntp import bidirectional_mask
+    from unimae.llm import bidirectional_mask
 
     llm, tok = load_causal_lm(str(tiny_model))
     llm.eval()

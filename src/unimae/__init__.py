@@ -21,4 +21,3 @@ def train(config: TrainConfig, resume: bool = False):
     from unimae.pipeline import train_and_export
 
     return train_and_export(config, resume=resume)
-

@@ -309,24 +309,23 @@ EXAMPLES_EVAL = """examples:
   unimae eval MODEL --tasks LeeSTS SquadRetrieval                  # a few tasks only"""
 
 
+def _run_evaluation(name: str, run, markdown, files: str, ns: Namespace) -> None:
+    """Run an evaluation function with the parsed options, print its table and where it wrote."""
+    _set_threads(ns)
+    args = {k: v for k, v in ns.as_dict().items() if k not in ("threads", "__path__")}
+    result = run(**args, command=command_line(name, ns, ["model"]))
+    print(markdown(result))
+    seconds, cpu = result.seconds, result.cpu_seconds
+    print(
+        f"wrote {result.output_dir}/{files}; total time {seconds:.0f} s ({seconds / 60:.1f} min; "
+        f"{cpu:.0f} s CPU time of this process)"
+    )
+
+
 def _eval(ns: Namespace) -> None:
     from unimae.evaluation.benchmark import evaluate_model, summary_markdown
 
-    _set_threads(ns)
-    args = {k: v for k, v in ns.as_dict().items() if k not in ("threads", "__path__")}
-    summary = evaluate_model(**args, command=command_line("eval", ns, ["model"]))
-    print(summary_markdown(summary))
-    print(f"wrote {_get(summary, 'output_dir')}/summary.json and .md; total time {_times(summary)}")
-
-
-def _get(record: Any, key: str) -> Any:
-    """A field of a result: typed records (attributes) or the older dicts."""
-    return record[key] if isinstance(record, dict) else getattr(record, key)
-
-
-def _times(record: Any) -> str:
-    seconds, cpu = _get(record, "seconds"), _get(record, "cpu_seconds")
-    return f"{seconds:.0f} s ({seconds / 60:.1f} min; {cpu:.0f} s CPU time of this process)"
+    _run_evaluation("eval", evaluate_model, summary_markdown, "summary.json and .md", ns)
 
 
 def eval_command(help: str) -> Command:
@@ -348,11 +347,7 @@ EXAMPLES_LM_EVAL = """examples:
 def _lm_eval(ns: Namespace) -> None:
     from unimae.evaluation.lm_eval import lm_eval_markdown, run_lm_eval
 
-    _set_threads(ns)
-    args = {k: v for k, v in ns.as_dict().items() if k not in ("threads", "__path__")}
-    result = run_lm_eval(**args, command=command_line("lm-eval", ns, ["model"]))
-    print(lm_eval_markdown(result))
-    print(f"wrote {_get(result, 'output_dir')}/lm_eval.json; total time {_times(result)}")
+    _run_evaluation("lm-eval", run_lm_eval, lm_eval_markdown, "lm_eval.json", ns)
 
 
 def lm_eval_command(help: str) -> Command:
@@ -383,7 +378,7 @@ def _sweep(ns: Namespace) -> None:
     overrides = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in overrides.items()}
     points = run_sweep(**args, overrides=overrides)
     for p in points:
-        print(f"{p.name:10s} average {100 * _get(p.summary, 'average'):.2f}  ({p.result_dir})")
+        print(f"{p.name:10s} average {100 * p.summary.average:.2f}  ({p.result_dir})")
     figure = Path(args.get("results_root", "results")) / ns.name / "fig3a_mask_ratio.png"
     print(f"wrote {plot_mask_ratio(points, figure)}")
 
@@ -513,15 +508,21 @@ def _load(ns: Namespace, index_must_exist: bool):
     from unimae.encoding.encoder import Encoder
     from unimae.serving.rag import MANIFEST, RagIndex
 
-    exists = index_must_exist or (Path(ns.index_dir) / MANIFEST).exists()
-    index = RagIndex.open(ns.index_dir) if exists else None
+    rebuild = bool(getattr(ns, "rebuild", False))
+    index = None
+    if index_must_exist or (Path(ns.index_dir) / MANIFEST).exists():
+        try:
+            index = RagIndex.open(ns.index_dir)
+        except UserError:
+            if not rebuild:  # a damaged index is only read when asked to rebuild it
+                raise
     model = ns.model or (index.model_name if index is not None else None)
     if model is None:
-        raise UserError(f"give --model: there is no index at {ns.index_dir} yet to take it from")
+        raise UserError(f"give --model: there is no readable index at {ns.index_dir} to take it from")
     if Path(model).exists():  # recorded absolute, so the index works from any folder
         model = str(Path(model).resolve())
     encoder = Encoder.from_pretrained(model, device=ns.device)
-    if index is not None:
+    if index is not None and not rebuild:
         index.check_model(encoder)
     return encoder, index, model
 
@@ -536,6 +537,8 @@ def _rag_index(ns: Namespace) -> None:
         f"index {ns.index_dir}: {len(up.added)} new, {len(up.updated)} changed, {len(up.unchanged)} unchanged, "
         f"{len(up.removed)} removed files; embedded {up.chunks_embedded} chunks; {up.total_chunks} chunks in all"
     )
+    for why in up.skipped:
+        print(f"skipped {why}")
 
 
 def _print_hits(hits) -> None:

@@ -23,7 +23,7 @@ def similarity_table(labels: list[str], sims) -> str:
     return "\n".join([head, *rows])
 
 
-def run_demo(model: str, pooling: str | None = None) -> None:
+def run_demo(model: str = "runs/default/model", pooling: str | None = None) -> None:
     enc = Encoder.from_pretrained(model, pooling=pooling)
     vecs = enc.encode(SENTENCES, normalize_embeddings=True)
     print(f"\ncosine similarity of {enc.pooling}-pooled embeddings ({model}):")

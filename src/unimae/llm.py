@@ -1,11 +1,20 @@
-"""The two ways every part of unimae touches a Hugging Face causal LM: unwrap it, run its body."""
+"""How every part of unimae touches a Hugging Face causal LM: unwrap it, run its body, mask its attention."""
 
 from __future__ import annotations
+
+import logging
 
 import torch
 from torch import nn
 
+from unimae.errors import UserError
 from unimae.tokens import position_ids
+
+log = logging.getLogger(__name__)
+
+# Attention implementations that apply a custom 4-D additive mask as given (flash-attention kernels
+# ignore it and stay causal, or fail).
+MASK_HONOURING_ATTENTION = ("eager", "sdpa")
 
 
 def unwrap_causal_lm(llm: nn.Module) -> nn.Module:
@@ -33,3 +42,40 @@ def last_hidden_states(
         use_cache=False,
     )
     return out.last_hidden_state
+
+
+def bidirectional_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive 4-D mask ``(B, 1, L, L)``: 0 where the key is a real token, the dtype's minimum elsewhere.
+
+    ``attention_mask``: ``(B, L)``, 1 for real tokens. Hugging Face models use a 4-D mask as given (with
+    eager or sdpa attention), so passing it switches off the causal mask.
+    """
+    keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
+    B, L = attention_mask.shape
+    full = keys.expand(B, 1, L, L)
+    return torch.zeros(full.shape, dtype=dtype, device=attention_mask.device).masked_fill(
+        ~full, torch.finfo(dtype).min
+    )
+
+
+def require_mask_honouring_attention(model: nn.Module, why: str) -> None:
+    """Switch the model to sdpa unless its attention honours a 4-D additive mask (eager, sdpa).
+
+    Bidirectional attention (MNTP training, and embedding with an MNTP-trained model) replaces the
+    causal mask with a 4-D one; flash-attention kernels ignore such a mask (silently causal) or fail on
+    it. ``why`` names what needs it, for the messages. Raises ``UserError`` when the model cannot switch.
+    """
+    hf = unwrap_causal_lm(model)
+    impl = hf.config._attn_implementation
+    if impl in MASK_HONOURING_ATTENTION:
+        return
+    hint = f"{why} needs bidirectional attention, which the model's attention '{impl}' cannot apply"
+    try:
+        hf.set_attn_implementation("sdpa")
+    except (ValueError, ImportError) as e:
+        raise UserError(
+            f"{hint}, and switching it to sdpa failed ({e}); load it with eager or sdpa"
+        ) from None
+    if hf.config._attn_implementation not in MASK_HONOURING_ATTENTION:
+        raise UserError(f"{hint}, and the model cannot switch to sdpa; load it with eager or sdpa attention")
+    log.warning("%s: attention '%s' ignores a bidirectional mask; switched the model to sdpa", why, impl)

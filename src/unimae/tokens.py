@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
+from unimae.errors import UserError
+
 # Rarely used special tokens that can stand in for a mask token, in order of preference, for
 # tokenizers without one (Llama-family tokenizers have none).
 MASK_TOKEN_CANDIDATES = (
@@ -21,7 +23,7 @@ MASK_TOKEN_CANDIDATES = (
 )
 
 
-class TextTooLongError(ValueError):
+class TextTooLongError(UserError):
     """A text is longer than the allowed context and truncation is off."""
 
 
@@ -70,6 +72,24 @@ def bos_id_if_added(tokenizer) -> int | None:
     return int(bos) if ids and ids[0] == bos else None
 
 
+def truncate_ids(text_ids: Sequence[int], room: int, truncate: bool) -> list[int]:
+    """The first ``room`` ids of a text (TextTooLongError instead when ``truncate`` is off)."""
+    if room < 1:
+        raise ValueError("max_length leaves no room for the text after the prompt")
+    if len(text_ids) > room:
+        if not truncate:
+            raise TextTooLongError(
+                f"text of {len(text_ids)} tokens is longer than the {room} tokens max_length allows"
+            )
+        return list(text_ids[:room])
+    return list(text_ids)
+
+
+def pad_token_id(tokenizer, eos_id: int) -> int:
+    """The id padding is filled with: the tokenizer's pad token, else EOS (padding is always masked)."""
+    return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else eos_id
+
+
 def build_input_ids(
     token_ids: Sequence[int], max_length: int, eos_id: int, bos_id: int | None, truncate: bool = True
 ) -> list[int]:
@@ -80,12 +100,7 @@ def build_input_ids(
     room = max_length - 1 - (bos_id is not None)
     if room < 1:
         raise ValueError(f"max_length={max_length} leaves no room for text")
-    if len(token_ids) > room:
-        if not truncate:
-            raise TextTooLongError(
-                f"text of {len(token_ids)} tokens is longer than max_length={max_length} allows ({room})"
-            )
-        token_ids = token_ids[:room]
+    token_ids = truncate_ids(token_ids, room, truncate)
     return ([bos_id] if bos_id is not None else []) + list(token_ids) + [eos_id]
 
 

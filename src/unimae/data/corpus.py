@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from unimae.errors import UserError
+
 ACCEPTED_FORMS = (
     '"wiki" (the Wikipedia sample shipped with gensim), '
     "a .txt file (one text per line), "
@@ -17,7 +19,7 @@ ACCEPTED_FORMS = (
 )
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError):
     """A text source could not be loaded: missing, unreadable, malformed, empty, or unknown."""
 
 

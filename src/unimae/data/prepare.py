@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unimae.data.wiki import sha256_file
+from unimae.errors import UserError
 from unimae.paths import cache_dir, package_file
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class DataNotPreparedError(FileNotFoundError):
     """An evaluation file is missing from the cache; ``unimae data prepare`` fetches it."""
 
 
-class DataIntegrityError(RuntimeError):
+class DataIntegrityError(UserError):
     """A downloaded archive or an extracted file does not have the pinned sha256."""
 
 

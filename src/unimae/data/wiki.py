@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from unimae.errors import UserError
 from unimae.paths import cache_dir, package_file
 
 WIKI_RELATIVE_PATH = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -149,7 +150,7 @@ _SENTENCE_START = re.compile(r"^[\"'“‘(]?[A-Z0-9]")
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)]*$")
 
 
-class WikiDataError(RuntimeError):
+class WikiDataError(UserError):
     """The shipped Wikipedia sample is missing or is not the file this module was written for."""
 
 

@@ -16,12 +16,11 @@ import torch
 from tqdm.auto import tqdm
 
 from unimae.chat import chat_input_ids, has_chat_template, text_input_ids
-from unimae.encoding.attention import bidirectional_mask
 from unimae.encoding.loading import context_length, load_causal_lm, resolve_model_path
 from unimae.encoding.pooling import POOLINGS, layout, pool, reduction_of
-from unimae.llm import last_hidden_states
+from unimae.llm import bidirectional_mask, last_hidden_states, require_mask_honouring_attention
 from unimae.spec import ATTENTIONS, SPEC_FILE, EmbeddingSpec, SpecError
-from unimae.tokens import bos_id_if_added, eos_token_id, pad_batch
+from unimae.tokens import bos_id_if_added, eos_token_id, pad_batch, pad_token_id
 
 DEFAULT_MAX_LENGTH = 512
 
@@ -65,6 +64,8 @@ class Encoder:
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
         self.attention = attention
+        if attention == "bidirectional":
+            require_mask_honouring_attention(model, "embedding with bidirectional attention")
         self.model, self.tokenizer, self.pooling = model, tokenizer, pooling
         self.device = torch.device(device) if device is not None else default_device()
         self.model.to(self.device).eval()
@@ -75,7 +76,7 @@ class Encoder:
             max_length = min(DEFAULT_MAX_LENGTH, self.context_length or DEFAULT_MAX_LENGTH)
         self.max_length = self._check_max_length(max_length)
         self.padding_side = padding_side
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self.pad_id = pad_token_id(tokenizer, self.eos_id)
 
     @classmethod
     def from_spec(cls, model, tokenizer, spec: EmbeddingSpec, **kwargs) -> Encoder:

@@ -98,7 +98,7 @@ def _checked(path: Path, number: int, value: object) -> str:
 def encode_to_file(
     encoder,
     texts: list[str],
-    output: str | Path,
+    output: str | Path = "embeddings.npy",
     *,
     batch_size: int = 32,
     normalize_embeddings: bool = True,

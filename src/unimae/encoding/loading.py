@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from unimae.errors import UserError
 from unimae.paths import cache_dir, package_file
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ DTYPES = {
 }
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError):
     """A model could not be found or loaded; the message says what to do."""
 
 

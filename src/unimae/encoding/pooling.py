@@ -17,13 +17,12 @@ prompteol   ``[BOS]? This sentence : "text" means in one word:"``  last
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from unimae.spec import POOLINGS
-from unimae.tokens import TextTooLongError, build_input_ids
+from unimae.tokens import build_input_ids, truncate_ids
 
 ECHO_TEMPLATE = ("Rewrite the sentence: ", ", rewritten sentence: ")  # Springer et al. 2024
 PROMPTEOL_TEMPLATE = ('This sentence : "', '" means in one word:"')  # Jiang et al. 2023
@@ -53,19 +52,6 @@ def pool(hidden: torch.Tensor, start: torch.Tensor, end: torch.Tensor, reduction
 
 def reduction_of(pooling: str) -> str:
     return "mean" if pooling in ("mean", "echo") else "last"
-
-
-def truncate_ids(text_ids: Sequence[int], room: int, truncate: bool) -> list[int]:
-    """The first ``room`` ids of a text (TextTooLongError instead when ``truncate`` is off)."""
-    if room < 1:
-        raise ValueError("max_length leaves no room for the text after the prompt")
-    if len(text_ids) > room:
-        if not truncate:
-            raise TextTooLongError(
-                f"text of {len(text_ids)} tokens is longer than the {room} tokens max_length allows"
-            )
-        return list(text_ids[:room])
-    return list(text_ids)
 
 
 def layout(

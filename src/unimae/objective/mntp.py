@@ -11,24 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unimae.llm import last_hidden_states, unwrap_causal_lm
+from unimae.llm import bidirectional_mask, last_hidden_states
 from unimae.objective.losses import IGNORE, next_token_targets, token_cross_entropy
 from unimae.objective.masking import example_keys, mar_mask
-from unimae.objective.model import TrainOutput, UniMAEBatch, weighted_loss
+from unimae.objective.model import LLMObjective, TrainOutput, UniMAEBatch, weighted_loss
 from unimae.spec import EmbeddingSpec
-
-
-def bidirectional_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive 4-D mask ``(B, 1, L, L)``: 0 where the key is a real token, the dtype's minimum elsewhere.
-
-    Hugging Face models use a 4-D mask as given, so passing it switches off the causal mask.
-    """
-    keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
-    B, L = attention_mask.shape
-    full = keys.expand(B, 1, L, L)
-    return torch.zeros(full.shape, dtype=dtype, device=attention_mask.device).masked_fill(
-        ~full, torch.finfo(dtype).min
-    )
 
 
 def mntp_targets(input_ids: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
@@ -36,7 +23,7 @@ def mntp_targets(input_ids: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
     return next_token_targets(input_ids.masked_fill(~masked, IGNORE))
 
 
-class MNTP(nn.Module):
+class MNTP(LLMObjective):
     """The LLM trained with bidirectional attention on masked next-token prediction."""
 
     def __init__(
@@ -52,15 +39,6 @@ class MNTP(nn.Module):
         super().__init__()
         self.llm, self.mask_token_id, self.mask_ratio = llm, mask_token_id, mask_ratio
         self.loss_chunk_size, self.head_bf16, self.seed = loss_chunk_size, head_bf16, seed
-
-    @property
-    def hf(self) -> nn.Module:
-        return unwrap_causal_lm(self.llm)
-
-    @property
-    def _no_split_modules(self) -> list[str] | None:
-        """The LLM's transformer-layer classes: FSDP's transformer-based auto-wrap shards one per layer."""
-        return getattr(self.hf, "_no_split_modules", None)
 
     find_unused_parameters = False  # every trainable parameter is in the LLM, which always runs
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -60,33 +60,15 @@ class UniMAEBatch:
     eos_index: torch.Tensor
     example_ids: torch.Tensor
 
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> UniMAEBatch:
+        """The same batch with ``fn`` applied to every tensor."""
+        return UniMAEBatch(*(fn(getattr(self, f.name)) for f in fields(self)))
+
     def to(self, device) -> UniMAEBatch:
-        return UniMAEBatch(
-            *(
-                t.to(device)
-                for t in (
-                    self.input_ids,
-                    self.attention_mask,
-                    self.content_mask,
-                    self.eos_index,
-                    self.example_ids,
-                )
-            )
-        )
+        return self._map(lambda t: t.to(device))
 
     def slice(self, start: int, stop: int) -> UniMAEBatch:
-        return UniMAEBatch(
-            *(
-                t[start:stop]
-                for t in (
-                    self.input_ids,
-                    self.attention_mask,
-                    self.content_mask,
-                    self.eos_index,
-                    self.example_ids,
-                )
-            )
-        )
+        return self._map(lambda t: t[start:stop])
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -134,7 +116,21 @@ def mar_target_mask(batch: UniMAEBatch, predict_eos: bool) -> torch.Tensor:
     return target_mask
 
 
-class UniMAE(nn.Module):
+class LLMObjective(nn.Module):
+    """What every training objective shares: the wrapped LLM (``self.llm``, maybe a peft model)."""
+
+    @property
+    def hf(self) -> nn.Module:
+        """The Hugging Face ``*ForCausalLM`` inside any peft wrapper."""
+        return unwrap_causal_lm(self.llm)
+
+    @property
+    def _no_split_modules(self) -> list[str] | None:
+        """The LLM's transformer-layer classes: FSDP's transformer-based auto-wrap shards one per layer."""
+        return getattr(self.hf, "_no_split_modules", None)
+
+
+class UniMAE(LLMObjective):
     """The LLM plus the training-only tiny decoder.
 
     Args:
@@ -194,15 +190,6 @@ class UniMAE(nn.Module):
             self.dec_head = copy.deepcopy(hf.get_output_embeddings()).float()
 
     # --- the pieces -------------------------------------------------------------------------------
-
-    @property
-    def hf(self) -> nn.Module:
-        return unwrap_causal_lm(self.llm)
-
-    @property
-    def _no_split_modules(self) -> list[str] | None:
-        """The LLM's transformer-layer classes: FSDP's transformer-based auto-wrap shards one per layer."""
-        return getattr(self.hf, "_no_split_modules", None)
 
     @property
     def find_unused_parameters(self) -> bool:

@@ -14,8 +14,7 @@ from accelerate.utils import set_seed
 from torch import nn
 
 from unimae.encoding.loading import context_length, load_causal_lm
-from unimae.errors import UserError
-from unimae.llm import unwrap_causal_lm
+from unimae.llm import require_mask_honouring_attention, unwrap_causal_lm
 from unimae.objective.losses import LOGIT_BUDGET_BYTES, resolve_chunk_size
 from unimae.objective.mntp import MNTP
 from unimae.objective.model import UniMAE
@@ -23,9 +22,6 @@ from unimae.tokens import bos_id_if_added, eos_token_id, mask_token_id
 from unimae.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-# Attention implementations that honour MNTP's additive 4-D (bidirectional) mask as given.
-MASK_HONOURING_ATTENTION = ("eager", "sdpa")
 
 
 @dataclass
@@ -48,7 +44,7 @@ def build(cfg: TrainConfig) -> Setup:
     if context is not None and cfg.max_length > context:
         raise ValueError(f"max_length={cfg.max_length} exceeds the model's context of {context} tokens")
     if cfg.objective == "mntp":
-        ensure_mask_honouring_attention(llm)
+        require_mask_honouring_attention(llm, "objective mntp")
     if cfg.gradient_checkpointing:
         # Non-reentrant: works under DDP/FSDP and with frozen inputs (LoRA) without enable_input_require_grads.
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -68,34 +64,6 @@ def build(cfg: TrainConfig) -> Setup:
         if p.requires_grad and p.dtype != torch.float32:  # peft casts adapters already; be sure
             p.data = p.data.float()
     return Setup(model, tokenizer, eos_token_id(tokenizer, cfg.eos_token), bos_id_if_added(tokenizer))
-
-
-def ensure_mask_honouring_attention(llm: nn.Module) -> None:
-    """Switch the LLM to sdpa unless its attention honours a 4-D additive mask (eager, sdpa).
-
-    MNTP replaces the causal mask with a bidirectional 4-D one; flash-attention kernels ignore such a
-    mask (they stay causal, silently) or fail on it, so a model loaded with one is switched to sdpa.
-    Raises ``UserError`` when the model cannot switch.
-    """
-    hf = unwrap_causal_lm(llm)
-    impl = hf.config._attn_implementation
-    if impl in MASK_HONOURING_ATTENTION:
-        return
-    try:
-        hf.set_attn_implementation("sdpa")
-    except (ValueError, ImportError) as e:
-        raise UserError(
-            f"objective mntp needs bidirectional attention, which the model's attention '{impl}' cannot "
-            f"apply, and switching it to sdpa failed ({e}); load the model with eager or sdpa attention"
-        ) from None
-    if hf.config._attn_implementation not in MASK_HONOURING_ATTENTION:
-        raise UserError(
-            f"objective mntp needs bidirectional attention, which the model's attention '{impl}' cannot "
-            "apply, and the model cannot switch to sdpa; load it with eager or sdpa attention"
-        )
-    log.warning(
-        "objective mntp: attention '%s' ignores a bidirectional mask; switched the model to sdpa", impl
-    )
 
 
 def with_lora(llm: nn.Module, cfg: TrainConfig) -> nn.Module:

@@ -26,6 +26,7 @@ from unimae.data.corpus import load_texts
 from unimae.errors import UserError
 from unimae.io import append_jsonl
 from unimae.objective.model import UniMAEBatch
+from unimae.tokens import pad_token_id
 from unimae.training.build import build, make_optimizer
 from unimae.training.checkpoint import find_checkpoint, rng_state_problem, save_checkpoint, verify_checkpoint
 from unimae.training.config import TrainConfig, load_config
@@ -82,8 +83,7 @@ class Recipe:
         self.objective, self.tokenizer = built.model, built.tokenizer  # the objective, never DDP-wrapped
         self.corpus = tokenize_corpus(texts, self.tokenizer, cfg.max_length, built.eos_id)
         self.has_bos = built.bos_id is not None
-        pad = self.tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else built.eos_id
+        self.pad_id = pad_token_id(self.tokenizer, built.eos_id)
         self.accelerator = Accelerator(
             mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision],
             kwargs_handlers=[
