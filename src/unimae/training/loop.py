@@ -119,7 +119,8 @@ class Recipe:
         acc.wait_for_everyone()
         acc.print(
             f"{len(self.corpus)} training texts, {cfg.steps} steps x {cfg.batch_size} texts, "
-            f"{acc.num_processes} process(es), {acc.distributed_type.value}"
+            f"{acc.num_processes} process(es)"
+            + ("" if acc.distributed_type.value == "NO" else f", {acc.distributed_type.value}")
         )
 
     def _restore(self, ckpt: Path) -> None:
