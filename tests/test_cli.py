@@ -189,3 +189,34 @@ def test_serve_defaults_come_from_the_library(monkeypatch):
     defaults = {n: p.default for n, p in inspect.signature(config).parameters.items()}
     given = {n: d for n, d in defaults.items() if n in seen and d is not inspect.Parameter.empty}
     assert len(given) > 3 and all(seen[n] == d for n, d in given.items() if n != "truncate")
+
+
+README_COMMANDS = [
+    "train --config configs/default.yaml steps=200 lr=5e-5",
+    "train model=my/hf-model data=texts.jsonl lora=true output_dir=runs/mine",
+    "train --resume --output-dir runs/mine",
+    "export runs/mine -o exported/",
+    'encode runs/mine "first text" "second text" -o vecs.npy',
+    "encode runs/mine -i texts.txt",
+    "demo runs/mine",
+    "demo",
+    "sweep --name sweep --threads 1 lora=false mar_mask_ratio=0.5 --tasks LeeSTS VitaminCPairClassification",
+    'tsne "Base (mean)=smollm2-135m@mean" "UniMAE (EOS)=runs/default/model" -o results/figures/tsne.png',
+    "report results --runs results/base results/base-mean",
+    "data prepare",
+    "eval smollm2-135m --pooling mean --benchmark offline",
+    "lm-eval runs/default/model --label UniMAE -o results/unimae/lm-eval",
+    "serve runs/default/model --api-key s3cret",
+    "rag index examples/docs --model runs/default/model --index runs/rag-example",
+    'rag ask "Who built the lighthouse?" --index runs/rag-example -k 3',
+]
+
+
+@pytest.mark.parametrize("line", README_COMMANDS)
+def test_readme_commands_parse(line):
+    import shlex
+
+    from unimae.cli import parse
+
+    chosen, cmd, ns = parse(shlex.split(line))
+    assert cmd is not None and ns is not None

@@ -293,7 +293,9 @@ def demo_command(help: str) -> Command:
         _parser(help, examples),
         lambda ns: run_demo(ns.model, pooling=ns.pooling),
     )
-    _add(cmd, run_demo, skip={"pooling"})
+    cmd.parser.add_argument(
+        "model", nargs="?", default=default_of(run_demo, "model"), help="model folder, run folder, alias, ..."
+    )
     _pooling(cmd)
     return cmd
 
