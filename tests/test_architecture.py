@@ -31,6 +31,10 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def _is_submodule(name: str) -> bool:
+    return (SRC / f"{name}.py").is_file() or (SRC / name / "__init__.py").is_file()
+
+
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, imported module) for every import statement in the file, at any depth."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -45,6 +49,11 @@ def _imports(path: Path) -> list[tuple[int, str]]:
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
+            if module == "unimae":  # `from unimae import io` imports the module unimae.io
+                submodules = [a.name for a in node.names if _is_submodule(a.name)]
+                found += [(node.lineno, f"unimae.{name}") for name in submodules]
+                if len(submodules) == len(node.names):
+                    continue
             found.append((node.lineno, module))
     return found
 

@@ -31,18 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from unimae import io as fileio
 from unimae.chat import chat_input_ids, has_chat_template, text_input_ids
 from unimae.encoding.encoder import Encoder
 from unimae.encoding.pooling import layout
 from unimae.errors import UserError
-from unimae.io import (
-    JsonlError,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    iter_jsonl,
-    sha256_file,
-)
 
 log = logging.getLogger(__name__)
 
@@ -239,13 +232,13 @@ def read_documents(path: Path) -> list[tuple[str, str]]:
 
     A .jsonl record holds its text in ``text`` (or ``content``) and may name itself in ``source``, ``title``
     or ``id``; otherwise it is ``file.jsonl:LINE``. A file that is not UTF-8 raises UnicodeDecodeError, a bad
-    record ``DocumentError`` (``JsonlError``), both naming the file.
+    record ``DocumentError`` (``unimae.io.JsonlError``), both naming the file.
     """
     if path.suffix != ".jsonl":
         text = path.read_text(encoding="utf-8")
         return [(path.name, text)] if text.strip() else []
     docs = []
-    for n, rec in iter_jsonl(path):
+    for n, rec in fileio.iter_jsonl(path):
         text = rec.get("text", rec.get("content")) if isinstance(rec, dict) else None
         if not isinstance(text, str):
             raise DocumentError(f"{path}:{n}: a record needs a 'text' string")
@@ -263,7 +256,7 @@ def _readable_documents(path: Path) -> tuple[list[tuple[str, str]] | None, str |
         return read_documents(path), None
     except UnicodeDecodeError as e:
         return None, f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); skipped"
-    except (DocumentError, JsonlError) as e:
+    except (DocumentError, fileio.JsonlError) as e:
         return None, f"{e}; skipped"
     except OSError as e:
         return None, f"{path}: cannot be read ({e.strerror}); skipped"
@@ -381,7 +374,7 @@ class RagIndex:
         files, skipped = collect_files(paths, follow_symlinks)
         update, new_chunks, drop_ids = IndexUpdate(skipped=skipped), [], []
         for f in files:
-            key, digest = str(f), sha256_file(f)
+            key, digest = str(f), fileio.sha256_file(f)
             old = self.manifest["files"].get(key)
             if old is not None and old["sha256"] == digest:
                 update.unchanged.append(key)
@@ -460,14 +453,14 @@ class RagIndex:
 
         new = self.manifest["generation"] + 1
         index_file, chunks_file = self.path / f"index-{new}.faiss", self.path / f"chunks-{new}.jsonl"
-        atomic_write_bytes(index_file, faiss.serialize_index(self.index).tobytes())
-        atomic_write_text(
+        fileio.atomic_write_bytes(index_file, faiss.serialize_index(self.index).tobytes())
+        fileio.atomic_write_text(
             chunks_file,
             "".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in self.chunks.values()),
         )
-        hashes = {"index": sha256_file(index_file), "chunks": sha256_file(chunks_file)}
+        hashes = {"index": fileio.sha256_file(index_file), "chunks": fileio.sha256_file(chunks_file)}
         manifest = {**self.manifest, "generation": new, "count": len(self.chunks), "sha256": hashes}
-        atomic_write_json(self.path / MANIFEST, manifest, indent=1)
+        fileio.atomic_write_json(self.path / MANIFEST, manifest, indent=1)
         self.manifest, self.on_disk = manifest, True
         for stale in [*self.path.glob("index-*.faiss"), *self.path.glob("chunks-*.jsonl")]:
             if stale not in (index_file, chunks_file):
