@@ -16,7 +16,7 @@ from unimae.errors import UserError
 from unimae.io import atomic_write_json
 
 SPEC_FILE = "unimae.json"
-POOLINGS = ("eos", "mean", "last", "echo", "prompteol")
+POOLINGS = ("eos", "mean", "last", "echo", "prompteol", "tokenprepend")
 ATTENTIONS = ("causal", "bidirectional")
 
 
@@ -24,10 +24,18 @@ class SpecError(UserError):
     """A ``unimae.json`` that cannot be read or holds invalid values; the message names the file."""
 
 
+def split_prompt(prompt: str) -> tuple[str, str]:
+    """``(prefix, suffix)`` of a prompt template that holds ``{text}`` exactly once; ValueError if not."""
+    if not isinstance(prompt, str) or prompt.count("{text}") != 1:
+        raise ValueError(f"a prompt must hold '{{text}}' exactly once, got {prompt!r}")
+    prefix, _, suffix = prompt.partition("{text}")
+    return prefix, suffix
+
+
 @dataclass(frozen=True)
 class EmbeddingSpec:
     pooling: str = "eos"
-    """Which hidden states become the embedding: eos (the appended EOS), mean, last, echo, prompteol."""
+    """Which hidden states become the embedding: eos (the appended EOS), mean, last, echo, prompteol, tokenprepend."""
     attention: str = "causal"
     """causal (the model as trained for generation) or bidirectional (MNTP)."""
     eos_token: str | None = None
@@ -46,6 +54,8 @@ class EmbeddingSpec:
     """unimae, mntp, or None for an untrained model."""
     steps: int | None = None
     """Optimizer steps of the exported checkpoint."""
+    prompt: str | None = None
+    """Template around the text (holding '{text}' once; eos and last pooling), as trained; None: the text alone."""
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -54,6 +64,11 @@ class EmbeddingSpec:
             raise SpecError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
             raise SpecError(f"max_length must be an integer >= 2, got {self.max_length!r}")
+        if self.prompt is not None:
+            try:
+                split_prompt(self.prompt)
+            except ValueError as e:
+                raise SpecError(str(e)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

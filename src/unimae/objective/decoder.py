@@ -8,6 +8,21 @@ One transformer layer of width d reads two streams:
 ``A = softmax(Q K^T / sqrt(d_head) + M) V`` with the sampled visibility mask ``M`` (see
 ``masking.mrc_visibility``); an MLP follows. Row i then predicts ``x_i`` through the vocabulary head.
 It exists only for training: the exported model never contains it.
+
+Conditioning options (issue 14; all off by default, which is the decoder as above). A Llama-family
+final norm makes ``h_eos`` ~14x longer than ``e(x) + p`` (SmolLM2: norm ~44 against ~3.2), so the
+query rows are nearly identical and MRC degenerates into a bag-of-words loss on ``h_eos``:
+
+* ``input_norm``: the decoder sees ``g * rms_norm(h_eos)``, ``g`` a learned scalar initialised at the
+  embedding table's RMS (in H1 and in H2[0]);
+* ``input_proj``: a learned ``d x d`` map of ``h_eos`` initialised at ``input_proj_scale * I``;
+* ``rope``: rotary positions on the attention's queries and keys, a position signal that the size of
+  ``h_eos`` cannot drown (the absolute ``p_i`` stay);
+* ``pos_lr_mult``: positions stored as ``p = pos_lr_mult * theta``; under Adam this multiplies the
+  position table's learning rate by ``pos_lr_mult`` (same initial ``p``).
+
+The output norm can be initialised from the LLM's final-norm weight (``init_output_norm``), so decoded
+rows land where the tied head expects them. None of this touches the exported embedding (raw ``h_eos``).
 """
 
 from __future__ import annotations
@@ -26,6 +41,10 @@ class TinyDecoder(nn.Module):
         max_positions: number of trainable absolute positions ``p_0 .. p_{max_positions-1}``.
         mlp_ratio: MLP width as a multiple of d.
         pos_init_std: std of the initial position embeddings.
+        input_norm_scale: if set, h_eos is RMS-normalised and times a learned scalar starting here.
+        input_proj_scale: if set, h_eos passes a learned linear map starting at this multiple of I.
+        rope: rotary positions on queries and keys (head size must be even).
+        pos_lr_mult: the position table's learning-rate multiplier under Adam (reparametrisation).
     """
 
     def __init__(
@@ -36,12 +55,20 @@ class TinyDecoder(nn.Module):
         mlp_ratio: float = 4.0,
         eps: float = 1e-6,
         pos_init_std: float = 0.02,
+        *,
+        input_norm_scale: float | None = None,
+        input_proj_scale: float | None = None,
+        rope: bool = False,
+        pos_lr_mult: float = 1.0,
     ):
         super().__init__()
         if d % n_heads:
             raise ValueError(f"decoder width {d} is not divisible by decoder_heads={n_heads}")
+        if rope and (d // n_heads) % 2:
+            raise ValueError(f"rotary positions need an even head size, got {d // n_heads}")
         self.d, self.n_heads = d, n_heads
-        self.pos = nn.Embedding(max_positions, d)  # p_0 .. p_N
+        self.rope, self.pos_lr_mult = rope, pos_lr_mult
+        self.pos = nn.Embedding(max_positions, d)  # theta; p_i = pos_lr_mult * theta_i
         self.norm_q = nn.RMSNorm(d, eps=eps)
         self.norm_kv = nn.RMSNorm(d, eps=eps)
         self.wq = nn.Linear(d, d, bias=False)
@@ -54,6 +81,13 @@ class TinyDecoder(nn.Module):
             nn.Linear(d, hidden, bias=False), nn.GELU(), nn.Linear(hidden, d, bias=False)
         )
         self.norm_out = nn.RMSNorm(d, eps=eps)  # outputs go to the LLM's head, which expects normed states
+        self.eps = eps
+        # Optional input conditioning, created only when asked for (default checkpoints keep their keys).
+        self.in_scale = (
+            None if input_norm_scale is None else nn.Parameter(torch.tensor(float(input_norm_scale)))
+        )
+        self.in_proj = None if input_proj_scale is None else nn.Linear(d, d, bias=False)
+        self.input_proj_scale = input_proj_scale
         self.reset_parameters(pos_init_std=pos_init_std)
 
     def reset_parameters(self, std: float = 0.02, pos_init_std: float = 0.02) -> None:
@@ -63,6 +97,32 @@ class TinyDecoder(nn.Module):
             elif isinstance(m, nn.RMSNorm):
                 nn.init.ones_(m.weight)
         nn.init.normal_(self.pos.weight, std=pos_init_std)
+        if self.pos_lr_mult != 1.0:  # the same initial p_i whatever the multiplier
+            with torch.no_grad():
+                self.pos.weight.div_(self.pos_lr_mult)
+        if self.in_proj is not None:  # a scaled identity: the decoder starts from h_eos itself
+            with torch.no_grad():
+                self.in_proj.weight.copy_(torch.eye(self.d) * self.input_proj_scale)
+
+    def init_output_norm(self, weight: torch.Tensor) -> None:
+        """Start the output norm at ``weight`` ``(d,)`` (the LLM's final-norm weight), so decoded rows
+        have the scale the LLM's head was trained on."""
+        with torch.no_grad():
+            self.norm_out.weight.copy_(weight.detach().float().to(self.norm_out.weight.device))
+
+    def positions(self, n: int, device: torch.device) -> torch.Tensor:
+        """``(n, d)`` position embeddings ``p_0 .. p_{n-1}``, read through ``self.pos`` (a module call)."""
+        p = self.pos(torch.arange(n, device=device))
+        return p if self.pos_lr_mult == 1.0 else p * self.pos_lr_mult
+
+    def condition(self, h_eos: torch.Tensor) -> torch.Tensor:
+        """What the decoder sees of ``h_eos`` ``(B, d)``: itself by default, else rescaled/projected."""
+        h = h_eos
+        if self.in_scale is not None:
+            h = F.rms_norm(h, (self.d,), eps=self.eps) * self.in_scale
+        if self.in_proj is not None:
+            h = self.in_proj(h)
+        return h
 
     def streams(self, h_eos: torch.Tensor, token_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Build H1 and H2 in the decoder's own precision (fp32 even over a bf16 LLM).
@@ -78,8 +138,8 @@ class TinyDecoder(nn.Module):
                 f"sequence of {N} tokens exceeds the decoder's {self.pos.num_embeddings - 1} positions"
             )
         dtype = self.wq.weight.dtype
-        p = self.pos(torch.arange(N + 1, device=token_emb.device)).to(dtype)  # (N+1, d)
-        h = h_eos.to(dtype)[:, None, :]  # (B, 1, d)
+        p = self.positions(N + 1, token_emb.device).to(dtype)  # (N+1, d)
+        h = self.condition(h_eos.to(dtype))[:, None, :]  # (B, 1, d)
         h1 = h + p[None]  # (B, N+1, d)
         h2 = torch.cat([h, token_emb.to(dtype) + p[None, 1:]], dim=1)  # (B, N+1, d)
         return h1, h2
@@ -98,7 +158,23 @@ class TinyDecoder(nn.Module):
         kv = self.norm_kv(h2)
         k = self.wk(kv).view(B, L, nh, hd).transpose(1, 2)
         v = self.wv(kv).view(B, L, nh, hd).transpose(1, 2)
+        if self.rope:  # row i and key j interact through i - j, whatever the size of h_eos
+            q, k = rotary(q), rotary(k)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None])  # (B, nh, L, hd)
         x = h1 + self.wo(a.transpose(1, 2).reshape(B, L, d))  # residual on the query stream
         x = x + self.mlp(self.norm_mlp(x))
         return self.norm_out(x)
+
+
+def rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotary position embedding (Su et al. 2021) of ``x`` ``(B, nh, L, hd)`` at positions 0..L-1.
+
+    Channel pairs ``(x_j, x_{j + hd/2})`` are rotated by ``pos * base^(-2j/hd)`` (the half-split layout
+    of Llama's implementation); ``q_i . k_j`` then depends on positions only through ``i - j``.
+    """
+    L, hd = x.shape[-2], x.shape[-1]
+    inv_freq = base ** (-torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd)  # (hd/2,)
+    angle = torch.arange(L, device=x.device, dtype=torch.float32)[:, None] * inv_freq  # (L, hd/2)
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)

@@ -12,10 +12,12 @@ expect, and ``embedding_spec`` how the trained model embeds.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unimae.llm import last_hidden_states, unwrap_causal_lm
@@ -33,6 +35,9 @@ class TrainOutput:
     terms: dict[str, TokenLoss]  # e.g. {"mar": ..., "mrc": ...}
     weights: dict[str, float]
     h_eos: torch.Tensor | None = None  # (B, d)
+    # Diagnostics as (sum, count) pairs, summed over micro-batches and processes like the losses:
+    # the logged value is sum / count (e.g. "h_eos_norm": (sum of ||h_eos||, texts)).
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=dict)
 
     @property
     def mar(self) -> TokenLoss | None:
@@ -97,15 +102,41 @@ def in_dtype_of(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda h: module(h.to(dtype))
 
 
-def full_std(weight: torch.Tensor) -> float:
-    """Standard deviation of a whole weight, also when DeepSpeed ZeRO-3 has partitioned it (then
-    gathered for the read; ``deepspeed.zero.Init`` leaves each process only its shard)."""
+def full_stat(weight: torch.Tensor, stat: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """``stat`` of a whole weight, also when DeepSpeed ZeRO-3 has partitioned it (then gathered for
+    the read; ``deepspeed.zero.Init`` leaves each process only its shard)."""
     if hasattr(weight, "ds_id"):  # a ZeRO-3 partitioned parameter
         import deepspeed
 
         with deepspeed.zero.GatheredParameters([weight]):
-            return weight.detach().float().std().item()
-    return weight.detach().float().std().item()
+            return stat(weight.detach().float()).item()
+    return stat(weight.detach().float()).item()
+
+
+def full_std(weight: torch.Tensor) -> float:
+    """Standard deviation of a whole (maybe ZeRO-3 partitioned) weight."""
+    return full_stat(weight, torch.std)
+
+
+def rms(x: torch.Tensor) -> torch.Tensor:
+    return x.pow(2).mean().sqrt()
+
+
+FINAL_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "norm_f")
+
+
+def final_norm_weight(hf: nn.Module) -> torch.Tensor:
+    """``(d,)`` effective scale of the LLM's final norm (Llama/Qwen ``model.norm``, GPT-2 ``ln_f``...).
+
+    Gemma's RMSNorm multiplies by ``1 + weight``, so its effective scale is ``weight + 1``.
+    """
+    body = hf.get_decoder() if hasattr(hf, "get_decoder") else hf.base_model
+    for name in FINAL_NORM_NAMES:
+        norm = getattr(body, name, None)
+        if norm is not None and getattr(norm, "weight", None) is not None:
+            w = norm.weight.detach().float()
+            return w + 1 if type(norm).__name__.startswith("Gemma") else w
+    raise ValueError(f"cannot find the final norm of {type(hf).__name__} (looked for {FINAL_NORM_NAMES})")
 
 
 def mar_target_mask(batch: UniMAEBatch, predict_eos: bool) -> torch.Tensor:
@@ -138,6 +169,8 @@ class UniMAE(LLMObjective):
         mask_token_id: id that replaces masked MAR inputs.
         mar_mask_ratio, mrc_mask_ratio, alpha, mrc_weight, mar_predict_eos: see TrainConfig.
         max_length: longest training sequence (sizes the decoder's position table).
+        decoder_input_norm, decoder_input_proj, decoder_output_norm_init, decoder_rope,
+        decoder_pos_lr_mult: the tiny decoder's conditioning options (TrainConfig; decoder.py).
     """
 
     def __init__(
@@ -155,6 +188,11 @@ class UniMAE(LLMObjective):
         decoder_mlp_ratio: float = 4.0,
         decoder_share_embeddings: bool = True,
         decoder_pos_init_std: float | None = None,
+        decoder_input_norm: bool = False,
+        decoder_input_proj: bool = False,
+        decoder_output_norm_init: str = "ones",
+        decoder_rope: bool = False,
+        decoder_pos_lr_mult: float = 1.0,
         loss_chunk_size: int = 0,
         head_bf16: bool = False,
         seed: int = 0,
@@ -172,17 +210,32 @@ class UniMAE(LLMObjective):
         cfg = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
         d = cfg.hidden_size
         heads = decoder_heads or getattr(cfg, "num_attention_heads", 1)
+        emb_weight = hf.get_input_embeddings().weight
         if (
             decoder_pos_init_std is None
         ):  # positions as large as token embeddings, so rows can tell them apart
-            decoder_pos_init_std = full_std(hf.get_input_embeddings().weight)
+            decoder_pos_init_std = full_std(emb_weight)
+        emb_rms = full_stat(emb_weight, rms) if decoder_input_norm or decoder_input_proj else None
+        proj_scale = None
+        if decoder_input_proj:  # h_eos brought to the embeddings' scale (already there after input_norm)
+            proj_scale = 1.0 if decoder_input_norm else emb_rms / rms(final_norm_weight(hf)).item()
         self.decoder = TinyDecoder(
             d,
             heads,
             max_positions=max_length + 1,
             mlp_ratio=decoder_mlp_ratio,
             pos_init_std=decoder_pos_init_std,
+            input_norm_scale=emb_rms if decoder_input_norm else None,
+            input_proj_scale=proj_scale,
+            rope=decoder_rope,
+            pos_lr_mult=decoder_pos_lr_mult,
         )
+        if decoder_output_norm_init == "llm":
+            self.decoder.init_output_norm(final_norm_weight(hf))
+        elif decoder_output_norm_init != "ones":
+            raise ValueError(
+                f"decoder_output_norm_init must be 'ones' or 'llm', got {decoder_output_norm_init!r}"
+            )
         if decoder_share_embeddings:
             self.dec_embed, self.dec_head = None, None
         else:  # the decoder's own copies, initialised from the LLM's; trained, so fp32 over a bf16 LLM
@@ -218,8 +271,13 @@ class UniMAE(LLMObjective):
         """LLM vocabulary head: ``(T, d) -> (T, V)``."""
         return in_dtype_of(self.hf.get_output_embeddings())(h)
 
-    def forward_decoder(self, h_eos: torch.Tensor, batch: UniMAEBatch, keys: torch.Tensor) -> TokenLoss:
-        """Masked reconstruction of the clean text from ``h_eos`` (B, d) through the tiny decoder."""
+    def forward_decoder(
+        self, h_eos: torch.Tensor, batch: UniMAEBatch, keys: torch.Tensor, stats: dict | None = None
+    ) -> TokenLoss:
+        """Masked reconstruction of the clean text from ``h_eos`` (B, d) through the tiny decoder.
+
+        stats: if given, gets the decoder's diagnostics (see :func:`decoder_stats`).
+        """
         embed = self.dec_embed if self.dec_embed is not None else self.hf.get_input_embeddings()
         head = self.dec_head if self.dec_head is not None else self.hf.get_output_embeddings()
         token_emb = embed(batch.input_ids)  # (B, L, d) e(x) of the CLEAN tokens
@@ -229,6 +287,10 @@ class UniMAE(LLMObjective):
         decoded = self.decoder(h_eos, token_emb, visible)  # (B, L+1, d)
         targets = batch.input_ids.masked_fill(~batch.content_mask, IGNORE)  # row i predicts x_i
         targets = torch.cat([targets.new_full((len(batch), 1), IGNORE), targets], dim=1)  # (B, L+1)
+        if stats is not None:
+            stats.update(
+                decoder_stats(decoded, targets, self.decoder.positions(targets.shape[1], h_eos.device))
+            )
         return mrc_loss(decoded, targets, in_dtype_of(head), self.loss_chunk_size, self.head_bf16)
 
     # --- the method ---------------------------------------------------------------------------------
@@ -256,6 +318,7 @@ class UniMAE(LLMObjective):
         h_eos = hidden[torch.arange(len(batch), device=hidden.device), batch.eos_index]  # (B, d)
 
         terms, weights = {}, {}
+        stats = {"h_eos_norm": _per_text(h_eos.detach().float().norm(dim=-1))}
         if self.alpha > 0:
             target_mask = mar_target_mask(batch, self.mar_predict_eos)
             terms["mar"] = mar_loss(
@@ -263,6 +326,54 @@ class UniMAE(LLMObjective):
             )
             weights["mar"] = self.alpha
         if self.mrc_weight > 0:
-            terms["mrc"] = self.forward_decoder(h_eos, batch, keys)
+            terms["mrc"] = self.forward_decoder(h_eos, batch, keys, stats)
             weights["mrc"] = self.mrc_weight
-        return TrainOutput(weighted_loss(terms, weights, counts), terms, weights, h_eos)
+        return TrainOutput(weighted_loss(terms, weights, counts), terms, weights, h_eos, stats)
+
+
+# --- diagnostics ------------------------------------------------------------------------------------
+
+
+def _per_text(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum, count)`` of per-text values ``(B,)``: their mean once summed over micro-batches."""
+    return values.sum(), values.new_tensor(values.numel(), dtype=torch.long)
+
+
+def most_frequent_token_hits(targets: torch.Tensor) -> torch.Tensor:
+    """Targets ``(B, T)`` (-100 = none) that a guess of each row's most frequent target token gets right
+    (summed over rows): the accuracy a bag-of-words reconstruction reaches without any order."""
+    hits = targets.new_zeros(())
+    for row in targets:
+        row = row[row != IGNORE]
+        if row.numel():
+            hits = hits + torch.unique(row, return_counts=True)[1].max()
+    return hits
+
+
+@torch.no_grad()
+def decoder_stats(
+    decoded: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The tiny decoder's diagnostics as ``(sum, count)`` pairs (issue 14: "is MRC a bag of words?").
+
+    decoded: ``(B, L, d)`` decoder outputs; targets: ``(B, L)`` token targets, -100 where none;
+    positions: ``(L, d)`` the position embeddings in use.
+
+    * ``mrc_acc_mft``: accuracy of predicting each text's most frequent token at every target (the
+      baseline ``mrc_acc`` must beat by far if rows use their positions);
+    * ``mrc_row_cos``: mean pairwise cosine of a text's target rows (near 1: every row says the same);
+    * ``pos_norm``: mean ``||p_i||`` of the positions in use.
+    """
+    keep = (targets != IGNORE).to(decoded.dtype)[..., None]  # (B, L, 1)
+    unit = F.normalize(decoded.float(), dim=-1) * keep
+    rows = keep.sum((1, 2))  # (B,)
+    total = unit.sum(1).pow(2).sum(-1)  # ||sum_i u_i||^2 = R + sum_{i != j} cos_ij
+    pairs = rows * (rows - 1)
+    many = pairs > 0
+    cos = (total - rows)[many] / pairs[many]
+    n_pos = positions.float().norm(dim=-1).mean().expand(decoded.shape[0])
+    return {
+        "mrc_acc_mft": (most_frequent_token_hits(targets), (targets != IGNORE).sum()),
+        "mrc_row_cos": _per_text(cos),
+        "pos_norm": _per_text(n_pos),
+    }

@@ -28,7 +28,17 @@ CHOICES = {
     "precision": PRECISIONS,
     "model_dtype": PRECISIONS,
     "lr_scheduler": SCHEDULERS,
+    "decoder_output_norm_init": ("ones", "llm"),
 }
+# TrainConfig fields that UniMAE takes as keyword arguments of the same name (``unimae_options``).
+UNIMAE_OPTIONS = (
+    "decoder_input_norm",
+    "decoder_input_proj",
+    "decoder_output_norm_init",
+    "decoder_rope",
+    "decoder_pos_lr_mult",
+    "prompt",
+)
 _AT_LEAST_0, _ABOVE_0, _AT_LEAST_1 = ((0.0, True), None), ((0.0, False), None), ((1, True), None)
 RANGES: dict[str, tuple[tuple[float, bool] | None, tuple[float, bool] | None]] = {
     # field: ((low, low included), (high, high included)); None: unbounded. Optional fields may be None.
@@ -41,6 +51,7 @@ RANGES: dict[str, tuple[tuple[float, bool] | None, tuple[float, bool] | None]] =
     "decoder_heads": _AT_LEAST_1,
     "decoder_mlp_ratio": _ABOVE_0,
     "decoder_pos_init_std": _ABOVE_0,
+    "decoder_pos_lr_mult": _ABOVE_0,
     "loss_chunk_size": ((-1, True), None),
     "max_length": ((4, True), None),
     "steps": _AT_LEAST_1,
@@ -107,6 +118,18 @@ class TrainConfig:
     """The tiny decoder reads the LLM's input embeddings and predicts through its output head (as RetroMAE). False: it gets its own copies."""
     decoder_pos_init_std: float | None = None
     """Initial std of the tiny decoder's position embeddings p_i. None: the std of the LLM's input embedding table."""
+    decoder_input_norm: bool = False
+    """The tiny decoder sees h_eos RMS-normalised times a learned scalar (initialised at the embedding table's RMS), in its query rows and key slot 0. The exported embedding stays the raw h_eos."""
+    decoder_input_proj: bool = False
+    """The tiny decoder sees h_eos through a learned d x d map initialised at a scaled identity (scale 1 after decoder_input_norm, else embedding RMS / final-norm weight RMS)."""
+    decoder_output_norm_init: str = "ones"
+    """Initial weight of the tiny decoder's output norm: 'ones', or 'llm' (the LLM's final-norm weight, so decoded rows have the scale its head expects)."""
+    decoder_rope: bool = False
+    """Rotary positions on the tiny decoder's queries and keys: a position signal the size of h_eos cannot drown (the absolute positions stay)."""
+    decoder_pos_lr_mult: float = 1.0
+    """Multiplies the learning rate of the tiny decoder's position table (under Adam, by storing p = mult * theta; same initial p)."""
+    prompt: str | None = None
+    """A template around each training text, e.g. 'This sentence : "{text}" means in one word:"'; the EOS follows it. Prompt tokens are context, never MAR or MRC targets; the export records the prompt. None: the plain text."""
     head_precision: str = "fp32"
     """Precision of the vocabulary-head matmuls of both losses: fp32, or bf16 (about 2x faster on CPUs with bf16 units; the log-softmax stays fp32)."""
     loss_chunk_size: int = -1
@@ -185,6 +208,8 @@ class TrainConfig:
                 f"model_dtype={self.model_dtype} needs lora=true: a full fine-tune keeps its trained weights "
                 "in fp32 (use precision=bf16 for mixed precision instead)"
             )
+        if self.prompt is not None and self.prompt.count("{text}") != 1:
+            raise ConfigError(f"prompt must hold '{{text}}' exactly once, got {self.prompt!r}")
         if self.alpha + self.mrc_weight == 0:
             raise ConfigError("alpha and mrc_weight must not both be 0 (nothing would be trained)")
         if self.batch_size % self.grad_accum_steps:
@@ -194,6 +219,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def unimae_options(self) -> dict[str, Any]:
+        """The fields UniMAE takes by the same name (decoder conditioning options and the prompt)."""
+        return {name: getattr(self, name) for name in UNIMAE_OPTIONS}
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

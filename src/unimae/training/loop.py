@@ -31,7 +31,7 @@ from unimae.training.build import build, make_optimizer
 from unimae.training.checkpoint import find_checkpoint, rng_state_problem, save_checkpoint, verify_checkpoint
 from unimae.training.config import TrainConfig, load_config
 from unimae.training.data import step_batches, tokenize_corpus
-from unimae.training.metrics import StepMetrics, non_finite_losses, step_record, trim_metrics
+from unimae.training.metrics import StepMetrics, bar_postfix, non_finite_losses, step_record, trim_metrics
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class Recipe:
         done = record["step"]
         if done % self.cfg.log_every == 0 or done == self.cfg.steps:
             append_jsonl(self.run_dir / "metrics.jsonl", record)
-        self.bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k.endswith(("_loss", "mrc_acc"))})
+        self.bar.set_postfix(bar_postfix(record))
         self.bar.update(1)
 
     def save(self, done: int) -> Path:

@@ -11,13 +11,20 @@ import torch
 from unimae.io import atomic_write_text, iter_jsonl
 from unimae.objective.model import TrainOutput
 
+COUNT_SUFFIX = "/n"  # the count a diagnostic's sum is divided by (never written to metrics.jsonl)
+
+# What the progress bar shows: losses, MRC accuracy beside its most-frequent-token baseline, and the
+# decoder rows' mean cosine (a bag-of-words MRC shows as mrc_acc ~ mrc_acc_mft and mrc_row_cos ~ 1).
+BAR_KEYS = ("mar_loss", "mrc_loss", "mntp_loss", "mrc_acc", "mrc_acc_mft", "mrc_row_cos")
+
 
 class StepMetrics:
     """Named sums over one optimizer step's micro-batches on this process, summed across processes.
 
     For each loss term ``n`` of the objective: ``n_loss`` (summed token losses) and ``n_acc`` (tokens
-    predicted right); plus ``tokens`` (real tokens seen). Sums are float64 so they add up exactly
-    enough; ``record`` divides them by the global batch's target counts.
+    predicted right); for each diagnostic ``s`` of the objective (``TrainOutput.stats``): ``s`` and its
+    count ``s/n``; plus ``tokens`` (real tokens seen). Sums are float64 so they add up exactly
+    enough; ``step_record`` divides them by the global batch's target counts (diagnostics: by theirs).
     """
 
     def __init__(self, device: torch.device):
@@ -33,6 +40,9 @@ class StepMetrics:
         for name, term in out.terms.items():
             self.add(f"{name}_loss", term.sum)
             self.add(f"{name}_acc", term.correct)
+        for name, (total, count) in out.stats.items():
+            self.add(name, total)
+            self.add(f"{name}{COUNT_SUFFIX}", count)
         self.add("tokens", tokens)
 
     def reduce(self, accelerator) -> dict[str, float]:
@@ -49,13 +59,23 @@ def non_finite_losses(sums: dict[str, float]) -> dict[str, float]:
 
 def step_record(done: int, sums: dict[str, float], counts: dict[str, int]) -> dict:
     """The metrics line of step ``done``: each term's mean token loss and accuracy over the global batch
-    (``counts``: its target tokens per term), and the tokens seen."""
+    (``counts``: its target tokens per term), each diagnostic's mean (``h_eos_norm``, ``mrc_acc_mft``,
+    ``mrc_row_cos``, ``pos_norm``; see ``objective.model.decoder_stats``), and the tokens seen."""
     record: dict = {"step": done}
     for name in sorted(counts):
         record[f"{name}_loss"] = sums[f"{name}_loss"] / max(counts[name], 1)
         record[f"{name}_acc"] = sums[f"{name}_acc"] / max(counts[name], 1)
+    for key in sorted(sums):
+        if key.endswith(COUNT_SUFFIX):
+            name = key.removesuffix(COUNT_SUFFIX)
+            record[name] = sums[name] / sums[key] if sums[key] > 0 else None
     record["tokens"] = int(sums["tokens"])
     return record
+
+
+def bar_postfix(record: dict) -> dict[str, str]:
+    """The progress bar's fields of a metrics line (``BAR_KEYS`` that it has)."""
+    return {k: f"{record[k]:.3f}" for k in BAR_KEYS if record.get(k) is not None}
 
 
 def trim_metrics(path: Path, upto: int) -> None:
