@@ -8,6 +8,7 @@ enc.generate("What is the capital of France?")               # same weights
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 
 from unimae.chat import chat_input_ids, has_chat_template, text_input_ids
 from unimae.encoding.loading import context_length, load_causal_lm, resolve_model_path
-from unimae.encoding.pooling import POOLINGS, layout, pool, reduction_of
+from unimae.encoding.pooling import POOLINGS, check_prompt, layout, pool, reduction_of, token_prepending
 from unimae.llm import bidirectional_mask, last_hidden_states, require_mask_honouring_attention
 from unimae.spec import ATTENTIONS, SPEC_FILE, EmbeddingSpec, SpecError
 from unimae.tokens import bos_id_if_added, eos_token_id, pad_batch, pad_token_id
@@ -46,6 +47,8 @@ class Encoder:
         padding_side: 'right' or 'left'; vectors do not depend on it.
         attention: 'causal' (the LLM as trained) or 'bidirectional' (for MNTP-trained models) when embedding;
             generation is always causal.
+        prompt: a template holding '{text}' once around each text of eos or last pooling (e.g.
+            ``pooling.PROMPTEOL_PROMPT``); for eos the EOS follows it. None: the text alone.
     """
 
     def __init__(
@@ -58,9 +61,12 @@ class Encoder:
         padding_side: str = "right",
         device: str | torch.device | None = None,
         attention: str = "causal",
+        prompt: str | None = None,
     ):
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+        check_prompt(pooling, prompt)
+        self.prompt = prompt
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
         self.attention = attention
@@ -86,6 +92,8 @@ class Encoder:
         for key, value in recorded.items():
             if kwargs.get(key) is None:
                 kwargs[key] = value
+        if kwargs.get("prompt") is None and kwargs["pooling"] == spec.pooling:
+            kwargs["prompt"] = spec.prompt  # the prompt it was trained with
         return cls(model, tokenizer, **kwargs)
 
     @classmethod
@@ -97,6 +105,7 @@ class Encoder:
         dtype: str = "fp32",
         device: str | torch.device | None = None,
         max_length: int | None = None,
+        prompt: str | None = None,
         **kwargs,
     ) -> Encoder:
         """Load any causal LM (hub id, folder, .gguf, 'smollm2-135m', a unimae run folder).
@@ -116,6 +125,7 @@ class Encoder:
             pooling=pooling,
             max_length=max_length,
             device=device,
+            prompt=prompt,
             **kwargs,
         )
         if spec is not None and spec.eos_token_id not in (None, enc.eos_id) and not eos_given:
@@ -135,6 +145,7 @@ class Encoder:
             eos_token_id=self.eos_id,
             add_bos=self.bos_id is not None,
             max_length=self.max_length,
+            prompt=self.prompt,
         )
 
     # --- embeddings -----------------------------------------------------------------------------
@@ -187,7 +198,8 @@ class Encoder:
         limit = self._check_max_length(max_length or self.max_length)
         dim = self._check_truncate_dim(truncate_dim)
         inputs = [
-            layout(self.pooling, self.tokenizer, t, limit, self.eos_id, self.bos_id, truncate) for t in texts
+            layout(self.pooling, self.tokenizer, t, limit, self.eos_id, self.bos_id, truncate, self.prompt)
+            for t in texts
         ]
         order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i].ids))  # longest first
         out = np.zeros((len(texts), dim), dtype=np.float32)
@@ -212,7 +224,12 @@ class Encoder:
         attention = None  # causal: the 2-D padding mask is enough
         if self.attention == "bidirectional":
             attention = bidirectional_mask(mask, self.model.get_input_embeddings().weight.dtype)
-        hidden = last_hidden_states(self.model, ids, mask, attention)  # (B, L, d)
+        prepend = contextlib.nullcontext()
+        if self.pooling == "tokenprepend":  # the placeholder takes the last token's state in early layers
+            placeholder = torch.tensor([it.placeholder for it in items]) + shift
+            prepend = token_prepending(self.model, placeholder, end - 1)
+        with prepend:
+            hidden = last_hidden_states(self.model, ids, mask, attention)  # (B, L, d)
         return pool(hidden, start.to(self.device), end.to(self.device), reduction_of(self.pooling))
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
