@@ -18,7 +18,15 @@ from tqdm.auto import tqdm
 
 from unimae.chat import chat_input_ids, has_chat_template, text_input_ids
 from unimae.encoding.loading import context_length, load_causal_lm, resolve_model_path
-from unimae.encoding.pooling import POOLINGS, check_prompt, layout, pool, reduction_of, token_prepending
+from unimae.encoding.pooling import (
+    POOLINGS,
+    PooledInput,
+    check_prompt,
+    layout,
+    pool,
+    reduction_of,
+    token_prepending,
+)
 from unimae.llm import bidirectional_mask, last_hidden_states, require_mask_honouring_attention
 from unimae.spec import ATTENTIONS, SPEC_FILE, EmbeddingSpec, SpecError
 from unimae.tokens import bos_id_if_added, eos_token_id, pad_batch, pad_token_id
@@ -83,6 +91,7 @@ class Encoder:
         self.max_length = self._check_max_length(max_length)
         self.padding_side = padding_side
         self.pad_id = pad_token_id(tokenizer, self.eos_id)
+        self.backend, self.runtime = "torch", None  # runtime: an ONNX Runtime/OpenVINO body (backends.py)
 
     @classmethod
     def from_spec(cls, model, tokenizer, spec: EmbeddingSpec, **kwargs) -> Encoder:
@@ -106,6 +115,7 @@ class Encoder:
         device: str | torch.device | None = None,
         max_length: int | None = None,
         prompt: str | None = None,
+        backend: str | None = None,
         **kwargs,
     ) -> Encoder:
         """Load any causal LM (hub id, folder, .gguf, 'smollm2-135m', a unimae run folder).
@@ -113,7 +123,13 @@ class Encoder:
         ``pooling``, ``eos_token`` and ``attention`` default to what the folder's ``unimae.json`` records
         (an ``EmbeddingSpec``), else EOS pooling with causal attention. A corrupt ``unimae.json``, or one
         whose EOS id the tokenizer does not give, raises ``SpecError`` naming the file.
+
+        ``backend``: what computes embeddings: torch, onnx, onnx-int8, openvino, openvino-int8 (see
+        ``unimae.encoding.backends``; generation stays on torch). None: the graph an ONNX/OpenVINO export
+        folder holds, else torch. A graph the folder lacks is built once into the cache.
         """
+        from unimae.encoding.backends import load_runtime
+
         path = resolve_model_path(name_or_path)
         spec = EmbeddingSpec.load(path) if Path(path).is_dir() else None
         model, tokenizer = load_causal_lm(path, dtype=dtype)
@@ -133,6 +149,7 @@ class Encoder:
                 f"{Path(path) / SPEC_FILE}: records eos_token_id {spec.eos_token_id} but the tokenizer "
                 f"gives {enc.eos_id} for {spec.eos_token!r}; re-export the model"
             )
+        enc.backend, enc.runtime = load_runtime(enc, path, backend)
         return enc
 
     @property
@@ -192,26 +209,49 @@ class Encoder:
         scales the kept dimensions to unit length (the names and order of sentence-transformers).
         """
         single = isinstance(texts, str)
-        texts = _check_texts([texts] if single else list(texts))
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        inputs = self.tokenize([texts] if single else texts, max_length, truncate)
+        out = self.encode_tokenized(inputs, batch_size, normalize_embeddings, show_progress_bar, truncate_dim)
+        return out[0] if single else out
+
+    def tokenize(
+        self, texts: Sequence[str], max_length: int | None = None, truncate: bool = True
+    ) -> list[PooledInput]:
+        """Each text laid out for this encoder's pooling (EOS appended), once: ``encode_tokenized`` embeds
+        them, and ``len(item.ids)`` is the token count (a server counts and embeds from one tokenization).
+        Same errors as ``encode``."""
+        texts = _check_texts(list(texts))
         limit = self._check_max_length(max_length or self.max_length)
-        dim = self._check_truncate_dim(truncate_dim)
-        inputs = [
+        return [
             layout(self.pooling, self.tokenizer, t, limit, self.eos_id, self.bos_id, truncate, self.prompt)
             for t in texts
         ]
+
+    @torch.inference_mode()
+    def encode_tokenized(
+        self,
+        inputs: Sequence[PooledInput],
+        batch_size: int = 32,
+        normalize_embeddings: bool = False,
+        show_progress_bar: bool | None = None,
+        truncate_dim: int | None = None,
+    ) -> np.ndarray:
+        """``(n, k)`` float32 embeddings of ``tokenize``'s output; batches by length, longest first."""
+        dim = self._check_truncate_dim(truncate_dim)
         order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i].ids))  # longest first
-        out = np.zeros((len(texts), dim), dtype=np.float32)
+        out = np.zeros((len(inputs), dim), dtype=np.float32)
         if show_progress_bar is None:
-            show_progress_bar = len(texts) > 4 * batch_size
-        for b in tqdm(range(0, len(order), batch_size), desc="encode", disable=not show_progress_bar):
-            idx = order[b : b + batch_size]
-            vecs = self._embed_batch([inputs[i] for i in idx])[:, :dim]
-            if normalize_embeddings:
-                vecs = torch.nn.functional.normalize(vecs, dim=-1)
-            out[idx] = vecs.float().cpu().numpy()
-        return out[0] if single else out
+            show_progress_bar = len(inputs) > 4 * batch_size
+        with tqdm(total=len(inputs), desc="encode", unit="text", disable=not show_progress_bar) as bar:
+            for b in range(0, len(order), batch_size):  # the bar shows texts/s
+                idx = order[b : b + batch_size]
+                vecs = self._embed_batch([inputs[i] for i in idx])[:, :dim]
+                if normalize_embeddings:
+                    vecs = torch.nn.functional.normalize(vecs, dim=-1)
+                out[idx] = vecs.float().cpu().numpy()
+                bar.update(len(idx))
+        return out
 
     def _embed_batch(self, items) -> torch.Tensor:
         """``(B, d)`` vectors of laid-out texts (padded here; each text's span picked after padding)."""
@@ -228,8 +268,11 @@ class Encoder:
         if self.pooling == "tokenprepend":  # the placeholder takes the last token's state in early layers
             placeholder = torch.tensor([it.placeholder for it in items]) + shift
             prepend = token_prepending(self.model, placeholder, end - 1)
-        with prepend:
-            hidden = last_hidden_states(self.model, ids, mask, attention)  # (B, L, d)
+        if self.runtime is not None:  # ONNX Runtime / OpenVINO: the same states from a graph (on the CPU)
+            hidden = self.runtime(ids, mask).to(self.device)
+        else:
+            with prepend:
+                hidden = last_hidden_states(self.model, ids, mask, attention)  # (B, L, d)
         return pool(hidden, start.to(self.device), end.to(self.device), reduction_of(self.pooling))
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

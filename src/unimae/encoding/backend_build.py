@@ -1,0 +1,110 @@
+"""Build the graphs of ``unimae.encoding.backends`` with the tools made for it (no hand-written graph).
+
+ONNX: ``torch.onnx.export`` (the dynamo exporter) of ``EmbeddingBody``, dynamic batch and length; int8:
+``onnxruntime.quantization.quantize_dynamic``. OpenVINO: ``openvino.convert_model`` of that ONNX graph;
+int8: ``nncf.compress_weights`` (INT8_ASYM, data-free, what optimum-intel's 8-bit weight config runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+
+import torch
+
+from unimae.encoding.backends import (
+    GRAPH_FILES,
+    INPUTS,
+    OUTPUT,
+    EmbeddingBody,
+    _require,
+    runtime_of,
+    write_backend_record,
+)
+
+OPSET = 18
+EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf files stop at 2 GiB: bigger weights go beside the graph
+
+
+def _external(llm: torch.nn.Module) -> bool:
+    return sum(p.numel() * p.element_size() for p in llm.parameters()) > EXTERNAL_DATA_BYTES
+
+
+def export_onnx(llm: torch.nn.Module, file: Path, attention: str = "causal") -> Path:
+    """Write the fp32 ONNX graph of ``llm``'s body to ``file`` (``input_ids``, ``attention_mask`` -> states)."""
+    _require("onnxscript")  # the dynamo exporter's translator
+    body = EmbeddingBody(llm.float().eval(), attention)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12], [5, 6, 7, 8, 9, 10, 11, 12]])
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # one left-padded row: nothing about the padding is baked in as a constant
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence", min=2)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with torch.inference_mode(False), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(
+            body,
+            (ids, mask),
+            str(file),
+            input_names=list(INPUTS),
+            output_names=[OUTPUT],
+            dynamic_shapes={name: {0: batch, 1: length} for name in INPUTS},
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=_external(llm),
+        )
+    return file
+
+
+def quantize_onnx(src: Path, dst: Path) -> Path:
+    """ONNX Runtime dynamic quantization: int8 MatMul weights (per output channel), activations at run time.
+
+    Only MatMul is quantized: it holds the time; the embedding table (Gather) stays fp32.
+    """
+    quantization = _require("onnxruntime.quantization")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    quantization.quantize_dynamic(
+        str(src),
+        str(dst),
+        weight_type=quantization.QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        use_external_data_format=src.with_name(src.name + ".data").exists(),
+    )
+    return dst
+
+
+def convert_openvino(onnx_file: Path, dst: Path, int8: bool = False) -> Path:
+    """OpenVINO IR (``.xml`` + ``.bin``) of an ONNX graph, fp32 weights, or int8 weights with ``int8``."""
+    ov = _require("openvino")
+    model = ov.convert_model(str(onnx_file))
+    if int8:
+        nncf = _require("nncf")
+        model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(dst), compress_to_fp16=False)  # fp32 stays fp32 on disk
+    return dst
+
+
+def build_graph(llm: torch.nn.Module, folder: str | Path, backend: str, attention: str = "causal") -> Path:
+    """Write ``backend``'s graph of ``llm`` into ``folder/onnx`` or ``folder/openvino`` with its record."""
+    folder, int8 = Path(folder), backend.endswith("-int8")
+    sub, name = GRAPH_FILES[runtime_of(backend)]
+    target = folder / sub / name
+    with tempfile.TemporaryDirectory(prefix="unimae-onnx-") as stage:
+        onnx_file = Path(stage) / "model.onnx"
+        if runtime_of(backend) == "onnx" and not int8:
+            onnx_file = target
+        export_onnx(llm, onnx_file, attention)
+        if runtime_of(backend) == "onnx" and int8:
+            quantize_onnx(onnx_file, target)
+        elif runtime_of(backend) == "openvino":
+            convert_openvino(onnx_file, target, int8)
+    how = {
+        "onnx": f"torch.onnx.export (dynamo, opset {OPSET})",
+        "onnx-int8": "+ onnxruntime quantize_dynamic (MatMul, QInt8 per channel)",
+        "openvino": "openvino.convert_model of the ONNX graph, fp32",
+        "openvino-int8": "+ nncf.compress_weights INT8_ASYM",
+    }[backend]
+    write_backend_record(folder, backend, attention=attention, made_with=how, torch=torch.__version__)
+    return target

@@ -1,0 +1,185 @@
+"""Fast CPU backends for embeddings: the model body as an ONNX Runtime or OpenVINO graph, fp32 or int8.
+
+A backend replaces only the model body: ``(input_ids, attention_mask)`` ``(B, L)`` -> last-layer hidden
+states ``(B, L, d)``. Tokenizing, the EOS layout and pooling stay ``Encoder``'s own, so every pooling and
+both padding sides work as with PyTorch. The graph computes positions from the attention mask inside
+(``unimae.llm.last_hidden_states``), so left and right padding give the same states, and it holds no
+pooling (no ArgMax for ONNX Runtime to reject; pooling never reads a padding state).
+
+=============== ============================================================================================
+backend         body
+=============== ============================================================================================
+torch           the PyTorch model (default)
+onnx            ``onnx/model.onnx``, exported with ``torch.onnx.export`` (dynamo), run by ONNX Runtime
+onnx-int8       the same graph after ONNX Runtime's dynamic quantization (int8 MatMul weights, per channel;
+                activations quantized at run time)
+openvino        ``openvino/openvino_model.xml``, converted from that ONNX graph, run by OpenVINO at f32
+                precision (OpenVINO's CPU default would be bf16 where the CPU has it)
+openvino-int8   the same after NNCF's int8 weight compression (data-free); OpenVINO quantizes
+                activations at run time
+=============== ============================================================================================
+
+Graphs live in ``onnx/`` or ``openvino/`` of an exported folder (``unimae export --format onnx-int8``),
+with ``unimae_backend.json`` saying which backend they are; for any other model they are built once on
+first use into the unimae cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from unimae.errors import UserError
+from unimae.io import atomic_dir, atomic_write_json
+from unimae.llm import bidirectional_mask, last_hidden_states
+from unimae.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
+GRAPH_FILES = {"onnx": ("onnx", "model.onnx"), "openvino": ("openvino", "openvino_model.xml")}
+BACKEND_FILE = "unimae_backend.json"  # beside the graph: which backend it is
+INPUTS = ("input_ids", "attention_mask")
+OUTPUT = "last_hidden_state"
+INSTALL_HINT = "pip install 'unimae[fast]' (onnxruntime, onnx, onnxscript, openvino, nncf)"
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return backend
+
+
+def runtime_of(backend: str) -> str:
+    """``onnx-int8`` -> ``onnx``: the runtime (and graph folder) a backend uses."""
+    return check_backend(backend).removesuffix("-int8")
+
+
+def exported_backends(folder: str | Path) -> list[str]:
+    """The backends whose graphs an exported folder holds (as its ``unimae_backend.json`` files say)."""
+    found = []
+    for sub, _ in GRAPH_FILES.values():
+        record = Path(folder) / sub / BACKEND_FILE
+        if record.is_file():
+            found.append(json.loads(record.read_text(encoding="utf-8"))["backend"])
+    return found
+
+
+class EmbeddingBody(torch.nn.Module):
+    """The graph that is exported: ``(input_ids, attention_mask)`` ``(B, L)`` -> hidden states ``(B, L, d)``.
+
+    The same function the PyTorch path calls (positions from the mask), plus MNTP's bidirectional mask.
+    """
+
+    def __init__(self, llm: torch.nn.Module, attention: str = "causal"):
+        super().__init__()
+        self.llm, self.attention = llm, attention
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        full = None
+        if self.attention == "bidirectional":
+            full = bidirectional_mask(attention_mask, self.llm.get_input_embeddings().weight.dtype)
+        return last_hidden_states(self.llm, input_ids, attention_mask, full)
+
+
+def _require(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"this backend needs the '{module}' package: {INSTALL_HINT}") from None
+
+
+class OnnxRuntimeBody:
+    """An ONNX graph in ONNX Runtime: ``(ids, mask)`` ``(B, L)`` int64 tensors -> ``(B, L, d)`` float32."""
+
+    def __init__(self, file: str | Path, threads: int | None = None):
+        ort = _require("onnxruntime")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()  # as torch: OMP_NUM_THREADS
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        feed = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()}
+        return torch.from_numpy(self.session.run([OUTPUT], feed)[0])
+
+
+class OpenVinoBody:
+    """An OpenVINO IR on the CPU plugin, at f32 precision: same contract as ``OnnxRuntimeBody``."""
+
+    def __init__(self, file: str | Path, threads: int | None = None):
+        ov = _require("openvino")
+        config = {
+            "INFERENCE_PRECISION_HINT": "f32",  # the CPU default may be bf16: 1e-2 off on a tiny model
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all threads on it
+        }
+        self.compiled = ov.Core().compile_model(str(file), "CPU", config)
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        feed = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()}
+        return torch.from_numpy(self.compiled(feed)[OUTPUT].copy())
+
+
+def graph_file(folder: str | Path, backend: str) -> Path:
+    sub, name = GRAPH_FILES[runtime_of(backend)]
+    return Path(folder) / sub / name
+
+
+def load_body(folder: str | Path, backend: str, threads: int | None = None):
+    """The runtime body of ``backend`` for the graph in ``folder`` (an export or a cache entry)."""
+    cls = OnnxRuntimeBody if runtime_of(backend) == "onnx" else OpenVinoBody
+    return cls(graph_file(folder, backend), threads)
+
+
+def _cache_key(model_path: str, attention: str) -> str:
+    """Which weights a cached graph was built from: the folder, and each file's size and mtime."""
+    path = Path(model_path).resolve()
+    stats = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
+    return hashlib.sha256(f"{path}:{attention}:{stats}".encode()).hexdigest()[:16]
+
+
+def cached_graph(llm: torch.nn.Module, model_path: str, backend: str, attention: str = "causal") -> Path:
+    """The folder holding ``backend``'s graph of ``llm`` (loaded from ``model_path``), built on first use."""
+    from unimae.encoding.backend_build import build_graph
+
+    target = (
+        cache_dir() / "backends" / f"{Path(model_path).name}-{_cache_key(model_path, attention)}" / backend
+    )
+    if graph_file(target, backend).is_file():
+        return target
+    log.warning(
+        "building the %s graph of %s once (about a minute); cached in %s", backend, model_path, target
+    )
+    with atomic_dir(target) as tmp:
+        build_graph(llm, tmp, backend, attention)
+    return target
+
+
+def write_backend_record(folder: Path, backend: str, **details) -> None:
+    """``unimae_backend.json`` beside the graph: what the graph is and how it was made."""
+    sub, name = GRAPH_FILES[runtime_of(backend)]
+    atomic_write_json(folder / sub / BACKEND_FILE, {"backend": backend, "file": name, **details})
+
+
+def load_runtime(encoder, model_path: str, backend: str | None):
+    """``(backend, body or None)`` for ``encoder`` loaded from ``model_path``: the folder's own graph when it
+    holds ``backend``'s (None: whichever it holds, else torch), otherwise one built into the cache."""
+    found = exported_backends(model_path) if Path(model_path).is_dir() else []
+    backend = check_backend(backend) if backend else (found[0] if found else "torch")
+    if backend == "torch":
+        return backend, None
+    if encoder.pooling == "tokenprepend":
+        raise UserError("tokenprepend pooling rewrites states inside the model: use the torch backend")
+    folder = (
+        model_path
+        if backend in found
+        else cached_graph(encoder.model, model_path, backend, encoder.attention)
+    )
+    return backend, load_body(folder, backend)
