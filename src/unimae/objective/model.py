@@ -78,6 +78,15 @@ class UniMAEBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def text_only(self, n_prefix: int, n_suffix: int) -> UniMAEBatch:
+        """The same batch with ``content_mask`` narrowed to the text inside a prompt: of the tokens
+        between BOS and EOS, the first ``n_prefix`` and the last ``n_suffix`` are the prompt's (context,
+        never MAR or MRC targets)."""
+        pos = torch.arange(self.input_ids.shape[1], device=self.input_ids.device)[None, :]
+        rank = self.content_mask.long().cumsum(1)  # 1 at the first token after BOS
+        text = self.content_mask & (rank > n_prefix) & (pos < (self.eos_index - n_suffix)[:, None])
+        return dataclasses.replace(self, content_mask=text)
+
 
 def weighted_loss(
     terms: dict[str, TokenLoss], weights: dict[str, float], counts: dict[str, int] | None
@@ -171,6 +180,8 @@ class UniMAE(LLMObjective):
         max_length: longest training sequence (sizes the decoder's position table).
         decoder_input_norm, decoder_input_proj, decoder_output_norm_init, decoder_rope,
         decoder_pos_lr_mult: the tiny decoder's conditioning options (TrainConfig; decoder.py).
+        prompt: the template the training texts were wrapped in (recorded in the embedding spec; the
+            batches' ``content_mask`` already excludes its tokens, see ``UniMAEBatch.text_only``).
     """
 
     def __init__(
@@ -193,6 +204,7 @@ class UniMAE(LLMObjective):
         decoder_output_norm_init: str = "ones",
         decoder_rope: bool = False,
         decoder_pos_lr_mult: float = 1.0,
+        prompt: str | None = None,
         loss_chunk_size: int = 0,
         head_bf16: bool = False,
         seed: int = 0,
@@ -206,6 +218,16 @@ class UniMAE(LLMObjective):
         self.loss_chunk_size = loss_chunk_size
         self.head_bf16 = head_bf16
         self.seed = seed
+        self.prompt = prompt
+        # The options as given, so a caller can check that a config reached the objective.
+        self.options = dict(
+            decoder_input_norm=decoder_input_norm,
+            decoder_input_proj=decoder_input_proj,
+            decoder_output_norm_init=decoder_output_norm_init,
+            decoder_rope=decoder_rope,
+            decoder_pos_lr_mult=decoder_pos_lr_mult,
+            prompt=prompt,
+        )
         hf = unwrap_causal_lm(llm)
         cfg = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
         d = cfg.hidden_size
@@ -259,13 +281,13 @@ class UniMAE(LLMObjective):
             "decoder": [p for p in trainable if id(p) not in in_llm],
         }
 
-    @classmethod
-    def embedding_spec(cls, **fields) -> EmbeddingSpec:
-        """How a UniMAE-trained LLM embeds: the last-layer state of the appended EOS, causal attention.
+    def embedding_spec(self, **fields) -> EmbeddingSpec:
+        """How a UniMAE-trained LLM embeds: the last-layer state of the appended EOS, causal attention,
+        the text in the prompt it was trained with (if any).
 
         fields: the rest of the record (eos_token, max_length, steps...).
         """
-        return EmbeddingSpec(pooling="eos", attention="causal", **fields)
+        return EmbeddingSpec(pooling="eos", attention="causal", prompt=self.prompt, **fields)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """LLM vocabulary head: ``(T, d) -> (T, V)``."""

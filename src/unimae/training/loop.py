@@ -23,10 +23,11 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from unimae.data.corpus import load_texts
+from unimae.encoding.pooling import PromptTokens
 from unimae.errors import UserError
 from unimae.io import append_jsonl
 from unimae.objective.model import UniMAEBatch
-from unimae.tokens import pad_token_id
+from unimae.tokens import build_input_ids, pad_token_id
 from unimae.training.build import build, make_optimizer
 from unimae.training.checkpoint import find_checkpoint, rng_state_problem, save_checkpoint, verify_checkpoint
 from unimae.training.config import TrainConfig, load_config
@@ -41,6 +42,30 @@ RESUMABLE_CHANGES = {"steps", "save_every", "log_every", "export", "output_dir"}
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
+
+
+def prompted_corpus(
+    corpus: list[list[int]], prompt: PromptTokens, max_length: int, eos_id: int, bos_id: int | None
+) -> list[list[int]]:
+    """``[BOS]? x EOS`` sequences rewritten as ``[BOS]? prefix x suffix EOS`` within ``max_length``
+    (the text truncated, never the prompt): the layout ``Encoder(prompt=...)`` embeds with."""
+    head = int(bos_id is not None)
+    room = max_length - 1 - head
+    return [build_input_ids(prompt.wrap(ids[head:-1], room), max_length, eos_id, bos_id) for ids in corpus]
+
+
+def check_objective_options(objective, cfg: TrainConfig) -> None:
+    """UserError unless the built objective took the config's decoder options and prompt (so that a
+    setting is never silently ignored); MNTP takes none of them."""
+    options = cfg.unimae_options()
+    got = getattr(objective, "options", None)
+    defaults = {f: TrainConfig.__dataclass_fields__[f].default for f in options}
+    if (got is None and options != defaults) or (got is not None and got != options):
+        changed = sorted(k for k in options if options[k] != (got or defaults).get(k))
+        raise UserError(
+            f"{', '.join(changed)} did not reach the {cfg.objective} objective: these options apply to "
+            "objective unimae, passed by training.build.make_objective (**cfg.unimae_options())"
+        )
 
 
 def resolve_resume(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None:
@@ -81,7 +106,13 @@ class Recipe:
         texts = load_texts(cfg.data, split="train", text_field=cfg.text_field, max_texts=cfg.max_texts)
         built = build(cfg)
         self.objective, self.tokenizer = built.model, built.tokenizer  # the objective, never DDP-wrapped
+        check_objective_options(self.objective, cfg)
         self.corpus = tokenize_corpus(texts, self.tokenizer, cfg.max_length, built.eos_id)
+        self.prompt = None if cfg.prompt is None else PromptTokens.of(self.tokenizer, cfg.prompt)
+        if self.prompt is not None:  # the prompt's tokens are context: text_only() drops them as targets
+            self.corpus = prompted_corpus(
+                self.corpus, self.prompt, cfg.max_length, built.eos_id, built.bos_id
+            )
         self.has_bos = built.bos_id is not None
         self.pad_id = pad_token_id(self.tokenizer, built.eos_id)
         self.accelerator = Accelerator(
@@ -153,6 +184,8 @@ class Recipe:
         for step, batch in step_batches(
             self.corpus, cfg.batch_size, cfg.seed, self.start, cfg.steps, self.pad_id, self.has_bos
         ):
+            if self.prompt is not None:
+                batch = batch.text_only(len(self.prompt.prefix), len(self.prompt.suffix))
             record = self.step(step, batch)
             now = time.perf_counter()
             record["step_time"], t_last = now - t_last, now
