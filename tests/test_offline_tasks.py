@@ -148,8 +148,9 @@ def test_every_offline_task_loads(fixture_files):
 
     tasks = offline_tasks()
     assert {t.metadata.type for t in tasks} == set(CATEGORIES) - {"Summarization"}
-    assert set(SIZES) == {t.metadata.name for t in tasks}
-    for task in tasks:
+    widened = offline_tasks(split="dev") + offline_tasks(split="test")
+    assert set(SIZES) == {t.metadata.name for t in widened}
+    for task in widened:
         task.load_data()
         assert task.data_loaded
         if task.metadata.type in ("Retrieval", "Reranking"):
@@ -161,7 +162,7 @@ def test_every_offline_task_loads(fixture_files):
                 )
         else:
             assert len(task.dataset["test"]) > 0
-    by_name = {t.metadata.name: t for t in tasks}
+    by_name = {t.metadata.name: t for t in widened}
     assert len(by_name["LeeSTS"].dataset["test"]) == 1225
     assert by_name["RottenTomatoesCriticsClassification"].dataset["train"]["label"] in ([0, 1], [1, 0])
     assert by_name["MiniNewsgroupsClustering"].max_fraction_of_documents_to_embed is None
@@ -285,3 +286,47 @@ def test_manifest_lists_every_file():
     for source in prepare.SOURCES.values():
         assert all(rel in table for rel in source.files)
     assert json.dumps(prepare.GENSIM_FILES)  # plain data
+
+
+def test_offline_set_is_unchanged_and_dev_test_split_the_widened_set():
+    from unimae.evaluation.benchmark import benchmark_tasks
+    from unimae.evaluation.offline_tasks import SPLITS, TASK_CLASSES, WORD_CLASSES, offline_tasks
+
+    names = lambda tasks: [t.metadata.name for t in tasks]  # noqa: E731
+    assert names(offline_tasks()) == [
+        "LeeSTS",
+        "PangLeePolarityClassification",
+        "RottenTomatoesCriticsClassification",
+        "MultiEmoSentenceClassification",
+        "IntentRecognitionClassification",
+        "MiniNewsgroupsClustering",
+        "SquadArticleClustering",
+        "VitaminCPairClassification",
+        "QuestionSelectionReranking",
+        "SquadRetrieval",
+    ]  # the set the committed results name
+    dev, test = offline_tasks(split="dev"), offline_tasks(split="test")
+    assert not set(names(dev)) & set(names(test))
+    assert set(names(dev)) | set(names(test)) == {c.metadata.name for c in TASK_CLASSES + WORD_CLASSES}
+    assert {t.metadata.type for t in test} == {t.metadata.type for t in offline_tasks()}  # all six
+    assert {t.metadata.type for t in dev} == {"STS", "Classification", "Clustering"}
+    assert names(benchmark_tasks("offline-dev")) == [n for n in names(dev)] and set(SPLITS["dev"]) == set(
+        names(dev)
+    )
+    assert names(benchmark_tasks("offline-test", ["SimLex999STS"])) == ["SimLex999STS"]
+    with pytest.raises(ValueError, match="unknown offline-dev task"):
+        offline_tasks(["SimLex999STS"], split="dev")
+    with pytest.raises(ValueError, match="unknown offline split"):
+        offline_tasks(split="train")
+
+
+def test_word_similarity_tasks_read_gensim_test_data():
+    from unimae.evaluation.offline_tasks import SimLex999STS, WordSim353STS
+
+    for cls, n in ((WordSim353STS, 353), (SimLex999STS, 999)):
+        task = cls()
+        task.load_data()
+        test = task.dataset["test"]
+        assert len(test) == n
+        assert all(0 <= x <= 10 for x in test["score"])
+        assert all(" " not in w and w for w in list(test["sentence1"]) + list(test["sentence2"]))  # words

@@ -131,3 +131,13 @@ def test_tokenprepend_differs_from_prompteol(tiny_llama):
     tp = Encoder.from_pretrained(str(tiny_llama), pooling="tokenprepend")
     eol = Encoder(tp.model, tp.tokenizer, pooling="prompteol")
     assert not np.allclose(tp.encode(TEXTS), eol.encode(TEXTS), atol=1e-4)
+
+
+def test_cli_encode_with_prompt(tiny_gpt2, tmp_path):
+    from unimae.cli import main
+
+    out = tmp_path / "v"
+    assert main(["encode", str(tiny_gpt2), "the cat", "-o", str(out), "--prompt", PROMPT]) == 0
+    enc = Encoder.from_pretrained(str(tiny_gpt2), prompt=PROMPT)
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy")[0], enc.encode("the cat"), atol=1e-5)
+    assert main(["encode", str(tiny_gpt2), "the cat", "-o", str(out), "--prompt", "no slot"]) != 0

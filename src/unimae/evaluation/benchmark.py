@@ -38,7 +38,7 @@ from unimae.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-BENCHMARKS = ("offline", "mteb-15", "mteb-eng")
+BENCHMARKS = ("offline", "offline-dev", "offline-test", "mteb-15", "mteb-eng")
 MTEB_ENG = "MTEB(eng, v1)"
 MTEB_15 = (
     "SciFact",
@@ -86,6 +86,8 @@ def benchmark_tasks(benchmark: str, task_names: list[str] | None = None) -> list
     """mteb task objects of a named set (optionally only the named tasks)."""
     if benchmark == "offline":
         return offline_tasks(task_names)
+    if benchmark in ("offline-dev", "offline-test"):
+        return offline_tasks(task_names, split=benchmark.removeprefix("offline-"))
     if benchmark not in BENCHMARKS:
         raise UserError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
     import mteb
@@ -111,6 +113,7 @@ def load_eval_model(
     max_length: int | None = None,
     device: str | None = None,
     name: str | None = None,
+    prompt: str | None = None,
 ) -> tuple[object, ModelInfo]:
     """(mteb model, model info) for a unimae model id/path/alias, or the reference encoder
     ``all-MiniLM-L6-v2``."""
@@ -119,11 +122,14 @@ def load_eval_model(
     from unimae.encoding.encoder import Encoder
     from unimae.evaluation.mteb_model import MtebEncoder
 
-    encoder = Encoder.from_pretrained(model, pooling=pooling, device=device, max_length=max_length)
+    encoder = Encoder.from_pretrained(
+        model, pooling=pooling, device=device, max_length=max_length, prompt=prompt
+    )
     wrapped = MtebEncoder(encoder, name=name, batch_size=batch_size, max_length=max_length, source=model)
     info = ModelInfo(
         model=model,
         pooling=encoder.pooling,
+        prompt=encoder.prompt,
         max_length=max_length or encoder.max_length,
         revision=wrapped.revision,
         mteb_name=wrapped.name,
@@ -225,6 +231,7 @@ def evaluate_model(
     batch_size: int = 32,
     max_length: int | None = None,
     device: str | None = None,
+    prompt: str | None = None,
     label: str | None = None,
     command: str | None = None,
     progress: bool = True,
@@ -233,18 +240,22 @@ def evaluate_model(
 
     Always recomputes (mteb's result cache lives inside ``output_dir`` and is overwritten), so a rerun never
     reports stale scores. Returns the summary; its ``path`` is the summary.json written.
+    ``prompt``: a template holding '{text}' around each text (eos or last pooling; default: the model's
+    unimae.json). Benchmarks: offline (the ten tasks that chose the defaults), offline-dev and
+    offline-test (issue 14's split of the widened set; see docs/evaluation.md), mteb-15, mteb-eng.
     """
     import mteb
 
-    if benchmark != "offline":
+    local = benchmark.startswith("offline")
+    if not local:
         check_hub(benchmark)
     task_objs = benchmark_tasks(benchmark, tasks)
     start, cpu_start = time.perf_counter(), time.process_time()
-    if benchmark == "offline":
+    if local:
         for task in task_objs:  # missing data fails here, before the model is loaded
             task.load_data()
     mteb_model, info = load_eval_model(
-        model, pooling, batch_size=batch_size, max_length=max_length, device=device
+        model, pooling, batch_size=batch_size, max_length=max_length, device=device, prompt=prompt
     )
     output_dir = Path(output_dir) if output_dir else default_output_dir(model, info.pooling, benchmark)
     try:
@@ -257,7 +268,7 @@ def evaluate_model(
             show_progress_bar=progress,
         )
     except (ConnectionError, OSError) as e:
-        if benchmark == "offline":
+        if local:
             raise
         raise HubUnavailableError(_hub_message(benchmark, f"loading its data failed ({e})")) from None
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start

@@ -71,6 +71,8 @@ class MtebEncoder:
             self.name = f"unimae/{self.name}"
         limit = max_length or encoder.max_length
         self.revision = f"{weights_fingerprint(encoder.model)}-{encoder.pooling}-{limit}"
+        if getattr(encoder, "prompt", None):  # a prompt changes every vector
+            self.revision += "-" + hashlib.sha256(encoder.prompt.encode()).hexdigest()[:8]
         self._meta = None
 
     @property

@@ -321,7 +321,7 @@ def render_report(
             rel = os.path.relpath(f, out_dir)
             lines += [f"![{f.stem}]({rel})", ""]
     lines += ["## Models, steps and seeds", ""] + _setup_lines(summaries, lm) + [""]
-    if any(s.benchmark == "offline" for s in summaries):
+    if any(s.benchmark.startswith("offline") for s in summaries):
         lines += [
             "## Offline data",
             "",

@@ -170,6 +170,7 @@ class ModelInfo(JsonRecord):
 
     model: str
     pooling: str | None = _optional()
+    prompt: str | None = _optional()  # template around the text (issue 14); None: the text alone
     max_length: int | None = _optional()
     revision: str
     mteb_name: str | None = _optional()
