@@ -139,5 +139,7 @@ def test_cli_encode_with_prompt(tiny_gpt2, tmp_path):
     out = tmp_path / "v"
     assert main(["encode", str(tiny_gpt2), "the cat", "-o", str(out), "--prompt", PROMPT]) == 0
     enc = Encoder.from_pretrained(str(tiny_gpt2), prompt=PROMPT)
-    np.testing.assert_allclose(np.load(tmp_path / "v.npy")[0], enc.encode("the cat"), atol=1e-5)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "v.npy")[0], enc.encode("the cat", normalize_embeddings=True), atol=1e-5
+    )
     assert main(["encode", str(tiny_gpt2), "the cat", "-o", str(out), "--prompt", "no slot"]) != 0

@@ -222,7 +222,7 @@ def _encode(ns: Namespace) -> None:
     print(f"wrote {len(texts)} x {encoder.dim} embeddings ({encoder.pooling} pooling) to {out}")
 
 
-ENCODER_OPTIONS = ("name_or_path", "pooling", "dtype", "device", "max_length", "prompt")
+ENCODER_OPTIONS = ("name_or_path", "pooling", "dtype", "device", "max_length", "prompt", "backend")
 
 
 def _encoder_options(cmd: Command) -> None:

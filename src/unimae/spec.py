@@ -24,10 +24,14 @@ class SpecError(UserError):
     """A ``unimae.json`` that cannot be read or holds invalid values; the message names the file."""
 
 
+class PromptError(UserError, ValueError):
+    """A prompt template that does not hold ``{text}`` exactly once (a one-line error at the CLI)."""
+
+
 def split_prompt(prompt: str) -> tuple[str, str]:
-    """``(prefix, suffix)`` of a prompt template that holds ``{text}`` exactly once; ValueError if not."""
+    """``(prefix, suffix)`` of a prompt template that holds ``{text}`` exactly once; PromptError if not."""
     if not isinstance(prompt, str) or prompt.count("{text}") != 1:
-        raise ValueError(f"a prompt must hold '{{text}}' exactly once, got {prompt!r}")
+        raise PromptError(f"a prompt must hold '{{text}}' exactly once, got {prompt!r}")
     prefix, _, suffix = prompt.partition("{text}")
     return prefix, suffix
 
