@@ -200,14 +200,7 @@ def test_text_only_keeps_the_text_inside_the_prompt(tiny_model):
     assert model.embedding_spec(max_length=64).prompt == PROMPT
 
 
-def _forward_options(monkeypatch, cfg: TrainConfig) -> None:
-    """Stand-in for training.build.make_objective passing ``**cfg.unimae_options()`` to UniMAE."""
-    import unimae.training.build as build
-
-    monkeypatch.setattr(build, "UniMAE", lambda *a, **kw: UniMAE(*a, **{**kw, **cfg.unimae_options()}))
-
-
-def test_prompted_training_run_exports_its_prompt(tiny_llama, corpus_file, tmp_path, monkeypatch):
+def test_prompted_training_run_exports_its_prompt(tiny_llama, corpus_file, tmp_path):
     from unimae.training.loop import train
     from unimae.training.trained import load_trained
 
@@ -226,7 +219,6 @@ def test_prompted_training_run_exports_its_prompt(tiny_llama, corpus_file, tmp_p
             **ALL_ON,
         ),
     )
-    _forward_options(monkeypatch, cfg)
     run = train(cfg)
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2] and all(m["mrc_acc_mft"] > 0 for m in lines)

@@ -115,6 +115,7 @@ def make_objective(cfg: TrainConfig, llm: nn.Module, mask_id: int, loss_chunk_si
         loss_chunk_size=loss_chunk_size,
         head_bf16=head_bf16,
         seed=cfg.seed,
+        **cfg.unimae_options(),  # decoder conditioning options and the training prompt
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from unimae.errors import UserError
+from unimae.io import atomic_write_text
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -225,7 +226,7 @@ class TrainConfig:
         return {name: getattr(self, name) for name in UNIMAE_OPTIONS}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def _checked(name: str, value: Any, hint: Any) -> Any:
