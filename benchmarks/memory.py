@@ -21,15 +21,17 @@ it sees what torch allocates on the CPU (``tracemalloc`` does not); on a GPU use
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from unimae.objective.losses import resolve_chunk_size
 
 GIB = 2**30
 
@@ -90,15 +92,30 @@ class Shape:
     heads: int
     kv_heads: int
     tied: bool
+    head_dim: int | None = None
+    """Width of one attention head; None: d / heads (Gemma 3 sets its own: 256 for a 640-wide model)."""
+    norms: int = 2
+    """RMSNorms per block: 2 (Llama, Qwen2), 4 (Gemma 3: before and after attention and MLP)."""
+    qk_norm: bool = False
+    """RMSNorms on the queries and keys (Gemma 3)."""
+
+    @property
+    def d_head(self) -> int:
+        return self.head_dim or self.d // self.heads
+
+    @property
+    def d_q(self) -> int:
+        """Width of the queries (and of the attention output before o_proj)."""
+        return self.d_head * self.heads
 
     @property
     def d_kv(self) -> int:
-        return self.d // self.heads * self.kv_heads
+        return self.d_head * self.kv_heads
 
     def layer_linears(self) -> list[tuple[int, int]]:
         """(in, out) of the linear layers of one block: q, k, v, o, gate, up, down."""
         d, i = self.d, self.intermediate
-        return [(d, d), (d, self.d_kv), (d, self.d_kv), (d, d), (d, i), (d, i), (i, d)]
+        return [(d, self.d_q), (d, self.d_kv), (d, self.d_kv), (self.d_q, d), (d, i), (d, i), (i, d)]
 
     def params(self) -> int:
         per_layer = sum(a * b for a, b in self.layer_linears()) + 2 * self.d  # + two RMSNorms
@@ -111,8 +128,11 @@ class Shape:
 
 SHAPES = {  # from each model's config.json
     "smollm2-135m": Shape(49152, 576, 30, 1536, 9, 3, True),
+    "gemma3-270m": Shape(262144, 640, 18, 2048, 4, 1, True, head_dim=256, norms=4, qk_norm=True),
     "smollm2-360m": Shape(49152, 960, 32, 2560, 15, 5, True),
     "qwen2.5-0.5b": Shape(151936, 896, 24, 4864, 14, 2, True),
+    # the qwen2.5-coder-0.5b alias: its GGUF carries a separate (untied) head, so 630M parameters as loaded
+    "qwen2.5-coder-0.5b": Shape(151936, 896, 24, 4864, 14, 2, False),
     "llama-3.2-1b": Shape(128256, 2048, 16, 8192, 32, 8, True),
     "llama-3.1-8b": Shape(128256, 4096, 32, 14336, 32, 8, False),
 }
@@ -124,62 +144,88 @@ class StepSetting:
     length: int
     lora: bool = True
     lora_r: int = 16
+    lora_dropout: float = 0.05
     model_dtype: str = "fp32"
     """Storage of the frozen weights; trainable ones (LoRA, or all in a full fine-tune) stay fp32."""
     activation_dtype: str = "fp32"
     """fp32, or bf16 under mixed precision or a bf16 model."""
     head_bf16: bool = True
-    loss_chunk: int = 0
+    loss_chunk: int = -1
+    """``loss_chunk_size``: -1 auto (chunks of 256 MiB of fp32 logits, as training does), 0 never, N."""
     gradient_checkpointing: bool = False
+    targets: int | None = None
+    """Target tokens of each loss (MAR and MRC) in the batch; None: every token, batch x length."""
 
 
 _BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
+def block_activation_bytes(s: Shape, t: StepSetting) -> float:
+    """Bytes one block saves for backward per token (sdpa attention: no L x L matrix).
+
+    Counted from the tensors a Llama / Qwen2 / Gemma 3 block saves (autograd saved-tensor hooks on the
+    real models, docs/large-models.md), per token, with ``a`` = bytes of the activation dtype:
+
+    * every RMSNorm upcasts its input to fp32 and saves it (4 d, whatever the model's dtype); in a full
+      fine-tune it also saves its normalised output and its scaled output (2 a d); Gemma 3 has 4 norms
+      a block plus q/k norms (4 (d_q + d_kv));
+    * attention: q, k and v (k, v repeated to every query head) and the output: 4 a d_q;
+    * MLP: gate, up and act(gate): 3 a I;
+    * full fine-tune: the inputs of o_proj and down_proj (a d_q + a I);
+    * LoRA: peft casts each adapted layer's input to the fp32 adapters and, with lora_dropout > 0, saves
+      the dropped-out copy and its fp32 mask: 8 bytes x (5 d + d_q + I), also in a bf16 model
+      (4 bytes with lora_dropout 0, none in an fp32 model).
+    """
+    a, d, d_q, i = _BYTES[t.activation_dtype], s.d, s.d_q, s.intermediate
+    per_norm = 4 * d + (0 if t.lora else 2 * a * d)
+    total = s.norms * per_norm + (4 * (d_q + s.d_kv) if s.qk_norm else 0)
+    total += 4 * a * d_q + 3 * a * i + (0 if t.lora else a * (d_q + i))
+    if t.lora:
+        lora_inputs = 5 * d + d_q + i
+        total += lora_inputs * (8 if t.lora_dropout > 0 else (0 if a == 4 else 4))
+    return total
+
+
 def predict_step_bytes(s: Shape, t: StepSetting) -> dict[str, float]:
     """The terms of a UniMAE training step's peak memory, in bytes (docs/large-models.md, "The formula").
 
-    Activations count, per token and block, what a Llama block saves for backward with sdpa attention
-    (no L x L matrix): about 10 d + 2 d_kv + 4 I values, plus the dropout-ed input of every LoRA layer
-    (6 d + I). The vocabulary head holds fp32 logits, their log-softmax and (in backward) their gradient
-    for the MAR and the MRC targets, B L each (all at once, or one ``loss_chunk`` at a time).
+    The peak is where the forward pass ends: weights, optimizer states, every block's saved activations
+    (:func:`block_activation_bytes`) and the vocabulary head's logits. Unchunked, each loss (MAR, MRC)
+    saves bf16 logits and their fp32 log-softmax (6 bytes per target x vocabulary entry, 4 with an fp32
+    head) and the first backward adds 8 more; a chunked loss saves nothing and holds one chunk (bf16 and
+    fp32 logits, log-softmax, two fp32 gradients: 16 bytes). A bf16 head over fp32 weights also casts the
+    head's weight to bf16 on every call (frozen weights are not cached by autocast).
     """
     n, tokens = s.params(), t.batch * t.length
     decoder = 12 * s.d * s.d + (t.length + 1) * s.d  # tiny decoder: attention 4 d^2, MLP 8 d^2, positions
     trainable = (s.lora_params(t.lora_r) if t.lora else n) + decoder
     frozen = n if t.lora else 0
-    act_bytes = _BYTES[t.activation_dtype]
-    per_token = 10 * s.d + 2 * s.d_kv + 4 * s.intermediate + ((6 * s.d + s.intermediate) if t.lora else 0)
+    per_token = block_activation_bytes(s, t)
     if t.gradient_checkpointing:  # layer inputs kept, one block's activations rebuilt at a time
-        activations = tokens * (s.layers * s.d + per_token) * act_bytes
+        activations = tokens * (s.layers * s.d * _BYTES[t.activation_dtype] + per_token)
     else:
-        activations = tokens * s.layers * per_token * act_bytes
-    # unchunked, both losses' logits live until backward; chunks are recomputed there, one at a time
-    logit_rows = 2 * tokens if t.loss_chunk <= 0 else min(tokens, t.loss_chunk)
-    logit_bytes = 12 + (2 if t.head_bf16 else 0)  # fp32 logits + log-softmax + grad (+ the bf16 matmul out)
+        activations = tokens * s.layers * per_token
+    targets = tokens if t.targets is None else t.targets
+    chunk = resolve_chunk_size(t.loss_chunk, s.vocab)
+    weight_copy = s.vocab * s.d * 2 if t.head_bf16 and _BYTES[t.model_dtype] == 4 else 0
+    if chunk <= 0 or targets <= chunk:  # both losses' logits saved until backward
+        logits = targets * s.vocab * (2 * (6 if t.head_bf16 else 4) + 8) + 2 * weight_copy
+    else:  # one chunk at a time, recomputed in backward
+        logits = chunk * s.vocab * 16 + weight_copy
     return {
         "frozen weights": frozen * _BYTES[t.model_dtype],
         "trainable weights (fp32)": trainable * 4,
         "grads (fp32)": trainable * 4,
         "AdamW states (fp32 x2)": trainable * 8,
         "activations": activations,
-        "vocab logits": logit_rows * s.vocab * logit_bytes,
+        "vocab logits": logits,
         "tiny decoder attention": t.batch * s.heads * t.length**2 * 4 * 2 + t.batch * t.length**2,
     }
 
 
 def print_predict(args: argparse.Namespace) -> None:
     names = list(SHAPES) if args.predict == "all" else [args.predict]
-    setting = StepSetting(
-        batch=args.batch_size,
-        length=args.max_length,
-        lora=args.lora,
-        model_dtype=args.model_dtype,
-        activation_dtype=args.activation_dtype or ("fp32" if args.model_dtype == "fp32" else "bf16"),
-        head_bf16=args.head_precision == "bf16",
-        loss_chunk=args.loss_chunk,
-        gradient_checkpointing=args.gradient_checkpointing,
-    )
+    setting = step_setting(args)
     print(f"PREDICTED (formula, not measured): {setting}")
     for name in names:
         terms = predict_step_bytes(SHAPES[name], setting)
@@ -194,38 +240,107 @@ def print_predict(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def measure_train_rss(config: str, overrides: list[str], threads: int) -> float:
-    """Peak RSS in bytes of a child ``unimae train`` (2 steps, no export) with these overrides."""
-    unimae = Path(sys.executable).with_name("unimae")
+_STEP_CHILD = """
+import json, sys, time
+import yaml
+from unimae.training.config import load_config
+from unimae.training.loop import Recipe
+
+def status(field):  # bytes, from /proc/self/status (VmRSS: now, VmHWM: peak since start or reset)
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+
+overrides = {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in sys.argv[2:])}
+recipe = Recipe(load_config(sys.argv[1], overrides))
+recipe.setup()
+setup_peak, before = status("VmHWM"), status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak: VmHWM now counts the steps only
+recipe.save = lambda done: None  # writing a checkpoint is not a training step
+shapes, targets, step = [], [], recipe.step
+def counting_step(i, batch):  # the real (padded) batch shape and target count, for the formula
+    shapes.append(list(batch.input_ids.shape))
+    targets.append(int(batch.content_mask.sum()))
+    return step(i, batch)
+recipe.step = counting_step
+t = time.perf_counter()
+recipe.train()
+seconds = time.perf_counter() - t
+print(json.dumps({"setup_peak": setup_peak, "before_steps": before, "step_peak": status("VmHWM"),
+                  "steps_seconds": seconds, "batch_shapes": shapes, "targets": targets}))
+"""
+
+
+def measure_train_step(config: str, overrides: list[str], threads: int) -> dict:
+    """Peak RSS of a real training run (``Recipe`` of ``unimae train``, 2 steps) in a fresh process.
+
+    Returns bytes: ``setup_peak`` (loading the model, building the objective), ``before_steps`` (resident
+    once set up) and ``step_peak`` (the peak during the 2 optimizer steps alone: the kernel's peak
+    counter is reset after setup, Linux ``/proc/self/clear_refs``), plus ``steps_seconds``.
+    """
     with tempfile.TemporaryDirectory() as out:
-        cmd = [str(unimae), "train", "--config", config, "steps=2", "save_every=0", "export=false"]
-        cmd += [f"output_dir={out}", *overrides]
+        cmd = [sys.executable, "-c", _STEP_CHILD, config, "steps=2", "save_every=0", f"output_dir={out}"]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        result = subprocess.run([*cmd, *overrides], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"training run failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 _BASELINE_CHILD = "import resource, peft, transformers, unimae.training.loop; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
 
 
+def step_setting(args: argparse.Namespace) -> StepSetting:
+    """The formula's setting for the command line's flags (activations follow the model's dtype)."""
+    return StepSetting(
+        batch=args.batch_size,
+        length=args.max_length,
+        lora=args.lora,
+        model_dtype=args.model_dtype,
+        activation_dtype=args.activation_dtype or ("fp32" if args.model_dtype == "fp32" else "bf16"),
+        head_bf16=args.head_precision == "bf16",
+        loss_chunk=args.loss_chunk,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
+
+
 def print_step(args: argparse.Namespace) -> None:
+    """Measure one setting, print it next to the formula's prediction, and append both to ``--jsonl``."""
     overrides = [
         f"batch_size={args.batch_size}",
         f"max_length={args.max_length}",
         f"lora={str(args.lora).lower()}",
+        f"model_dtype={args.model_dtype}",
+        f"head_precision={args.head_precision}",
+        f"loss_chunk_size={args.loss_chunk}",
+        f"gradient_checkpointing={str(args.gradient_checkpointing).lower()}",
     ]
     overrides += args.override
     t = time.perf_counter()
-    peak = measure_train_rss(args.config, overrides, args.threads)
+    m = measure_train_step(args.config, overrides, args.threads)
     base = int(subprocess.run([sys.executable, "-c", _BASELINE_CHILD], capture_output=True, text=True).stdout)
-    setting = StepSetting(batch=args.batch_size, length=args.max_length, lora=args.lora)
-    predicted = sum(predict_step_bytes(SHAPES[args.shape], setting).values())
+    # the formula on the batches that ran: padded to their longest text, targets = text tokens
+    (batch, length), targets = max(m["batch_shapes"]), max(m["targets"])
+    setting = replace(step_setting(args), batch=batch, length=length, targets=targets)
+    terms = predict_step_bytes(SHAPES[args.shape], setting)
+    predicted, state = sum(terms.values()), m["step_peak"] - base
     print(
-        f"MEASURED {args.config} {' '.join(overrides)}: peak RSS {peak / GIB:.2f} GiB "
-        f"({time.perf_counter() - t:.0f} s); process baseline (imports) {base / GIB:.2f} GiB; "
-        f"step state {(peak - base) / GIB:.2f} GiB"
+        f"MEASURED {args.config} {' '.join(overrides)} ({time.perf_counter() - t:.0f} s, steps "
+        f"{m['steps_seconds']:.0f} s): step peak RSS {m['step_peak'] / GIB:.2f} GiB, setup peak "
+        f"{m['setup_peak'] / GIB:.2f} GiB, resident before the steps {m['before_steps'] / GIB:.2f} GiB; "
+        f"process baseline (imports) {base / GIB:.2f} GiB; step state (step peak - baseline) {state / GIB:.2f} GiB"
     )
-    print(f"PREDICTED step state for shape {args.shape}: {predicted / GIB:.2f} GiB (formula, fp32)")
+    detail = ", ".join(f"{k} {v / GIB:.2f}" for k, v in terms.items())
+    print(
+        f"PREDICTED step state for shape {args.shape}: {predicted / GIB:.2f} GiB "
+        f"({100 * (predicted - state) / state:+.0f}% of measured) = {detail}"
+    )
+    if args.jsonl:
+        record = {"config": args.config, "shape": args.shape, "overrides": overrides, "baseline": base}
+        record["setting"] = dataclasses.asdict(setting)
+        record.update(m, predicted=predicted, terms=terms)
+        with open(args.jsonl, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 def main() -> None:
@@ -249,10 +364,11 @@ def main() -> None:
         "--activation-dtype", choices=list(_BYTES), help="default: fp32 for an fp32 model, else bf16"
     )
     p.add_argument("--head-precision", choices=["fp32", "bf16"], default="bf16")
-    p.add_argument("--loss-chunk", type=int, default=0)
+    p.add_argument("--loss-chunk", type=int, default=-1, help="loss_chunk_size: -1 auto (default), 0 never")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--config", default="configs/default.yaml", help="--step: the recipe to run")
     p.add_argument("--shape", choices=list(SHAPES), default="smollm2-135m", help="--step: shape to predict")
+    p.add_argument("--jsonl", type=Path, help="--step: append the measurement and prediction to this file")
     p.add_argument("override", nargs="*", help="--step: extra key=value overrides for unimae train")
     args = p.parse_args()
     if args.masks:
