@@ -10,7 +10,7 @@ pooling (no ArgMax for ONNX Runtime to reject; pooling never reads a padding sta
 backend         body
 =============== ============================================================================================
 torch           the PyTorch model (default)
-onnx            ``onnx/model.onnx``, exported with ``torch.onnx.export`` (dynamo), run by ONNX Runtime
+onnx            ``onnx/model.onnx``, exported with ``torch.onnx.export``, run by ONNX Runtime
 onnx-int8       the same graph after ONNX Runtime's dynamic quantization (int8 MatMul weights, per channel;
                 activations quantized at run time)
 openvino        ``openvino/openvino_model.xml``, converted from that ONNX graph, run by OpenVINO at f32
@@ -45,7 +45,7 @@ GRAPH_FILES = {"onnx": ("onnx", "model.onnx"), "openvino": ("openvino", "openvin
 BACKEND_FILE = "unimae_backend.json"  # beside the graph: which backend it is
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "last_hidden_state"
-INSTALL_HINT = "pip install 'unimae[fast]' (onnxruntime, onnx, onnxscript, openvino, nncf)"
+INSTALL_HINT = "pip install 'unimae[fast]' (onnxruntime, onnx, openvino, nncf)"
 
 
 def check_backend(backend: str) -> str:

@@ -6,7 +6,9 @@
 
 Every format writes the model's ``EmbeddingSpec`` (``unimae.json``: pooling, attention, EOS token), so
 ``Encoder.from_pretrained`` embeds with an exported folder exactly as the run was trained. A format is a
-function ``(llm, tokenizer, out_dir, spec) -> Path`` in ``FORMATS``; ONNX or OpenVINO would be one more.
+function ``(llm, tokenizer, out_dir, spec) -> Path`` in ``FORMATS``. ``onnx``, ``onnx-int8``, ``openvino`` and
+``openvino-int8`` are the sentence-transformers folder plus the model body as a graph for fast CPU
+embeddings (``export/onnx.py``, ``unimae.encoding.backends``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from unimae.encoding.encoder import Encoder
 from unimae.encoding.loading import resolve_model_path
 from unimae.errors import UserError
 from unimae.export.causal_lm import save_causal_lm
+from unimae.export.onnx import BACKEND_FORMATS, backend_writer
 from unimae.export.sentence_transformers import export_sentence_transformers, write_sentence_transformers
 from unimae.spec import EmbeddingSpec
 from unimae.training.checkpoint import find_checkpoint
@@ -28,6 +31,7 @@ __all__ = ["FORMATS", "export", "export_sentence_transformers", "save_causal_lm"
 FORMATS: dict[str, Callable[..., Path]] = {
     "causal-lm": save_causal_lm,
     "sentence-transformers": write_sentence_transformers,
+    **{name: backend_writer(name) for name in BACKEND_FORMATS},
 }
 
 

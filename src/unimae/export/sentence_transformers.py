@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from unimae.encoding.encoder import Encoder
@@ -99,13 +100,18 @@ def check_tokenizer(folder: str | Path, encoder: Encoder) -> None:
             )
 
 
-def export_sentence_transformers(encoder: Encoder, out_dir: str | Path, normalize: bool = True) -> Path:
+def export_sentence_transformers(
+    encoder: Encoder,
+    out_dir: str | Path,
+    normalize: bool = True,
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
     """Write a sentence-transformers folder for ``encoder`` (``eos`` pooling) to ``out_dir``, atomically.
 
     ``SentenceTransformer(out_dir).encode(texts)`` then equals
     ``encoder.encode(texts, normalize_embeddings=normalize)`` (up to float error), with the same truncation
     to ``encoder.max_length`` tokens, EOS kept. An existing ``out_dir`` stays complete until the new folder,
-    built and checked beside it, is swapped in.
+    built and checked beside it, is swapped in. ``extra(folder)`` adds files (an ONNX graph) before that.
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
@@ -134,6 +140,8 @@ def export_sentence_transformers(encoder: Encoder, out_dir: str | Path, normaliz
         st = SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine")
         st.save(str(tmp))
         check_tokenizer(tmp, encoder)
+        if extra is not None:
+            extra(Path(tmp))
     return out_dir
 
 
