@@ -31,6 +31,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from unimae.objective.losses import resolve_chunk_size
 
 GIB = 2**30
@@ -215,7 +218,9 @@ def predict_step_bytes(s: Shape, t: StepSetting) -> dict[str, float]:
     return {
         "frozen weights": frozen * _BYTES[t.model_dtype],
         "trainable weights (fp32)": trainable * 4,
-        "grads (fp32)": trainable * 4,
+        # zero_grad(set_to_none) frees the grads before the forward; backward builds them while it frees
+        # the activations, so they add to the peak only beyond what the activations held
+        "grads (fp32, beyond the activations)": max(0, trainable * 4 - activations - logits),
         "AdamW states (fp32 x2)": trainable * 8,
         "activations": activations,
         "vocab logits": logits,
@@ -241,7 +246,7 @@ def print_predict(args: argparse.Namespace) -> None:
 
 
 _STEP_CHILD = """
-import json, sys, time
+import json, os, sys, time
 import yaml
 from unimae.training.config import load_config
 from unimae.training.loop import Recipe
@@ -254,6 +259,10 @@ def status(field):  # bytes, from /proc/self/status (VmRSS: now, VmHWM: peak sin
 overrides = {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in sys.argv[2:])}
 recipe = Recipe(load_config(sys.argv[1], overrides))
 recipe.setup()
+if os.environ.get("MEMORY_PROPOSED_LORA"):  # the experiment of --proposed-lora, not the library's path
+    sys.path.insert(0, os.environ["MEMORY_PROPOSED_LORA"])
+    import memory
+    print("patched LoRA layers:", memory.patch_lora(recipe.objective), file=sys.stderr)
 setup_peak, before = status("VmHWM"), status("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak: VmHWM now counts the steps only
 recipe.save = lambda done: None  # writing a checkpoint is not a training step
@@ -271,7 +280,7 @@ print(json.dumps({"setup_peak": setup_peak, "before_steps": before, "step_peak":
 """
 
 
-def measure_train_step(config: str, overrides: list[str], threads: int) -> dict:
+def measure_train_step(config: str, overrides: list[str], threads: int, proposed_lora: bool = False) -> dict:
     """Peak RSS of a real training run (``Recipe`` of ``unimae train``, 2 steps) in a fresh process.
 
     Returns bytes: ``setup_peak`` (loading the model, building the objective), ``before_steps`` (resident
@@ -281,6 +290,8 @@ def measure_train_step(config: str, overrides: list[str], threads: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-c", _STEP_CHILD, config, "steps=2", "save_every=0", f"output_dir={out}"]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        if proposed_lora:
+            env["MEMORY_PROPOSED_LORA"] = str(Path(__file__).parent)
         result = subprocess.run([*cmd, *overrides], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(f"training run failed:\n{result.stderr[-3000:]}")
@@ -317,7 +328,7 @@ def print_step(args: argparse.Namespace) -> None:
     ]
     overrides += args.override
     t = time.perf_counter()
-    m = measure_train_step(args.config, overrides, args.threads)
+    m = measure_train_step(args.config, overrides, args.threads, args.proposed_lora)
     base = int(subprocess.run([sys.executable, "-c", _BASELINE_CHILD], capture_output=True, text=True).stdout)
     # the formula on the batches that ran: padded to their longest text, targets = text tokens
     (batch, length), targets = max(m["batch_shapes"]), max(m["targets"])
@@ -337,10 +348,58 @@ def print_step(args: argparse.Namespace) -> None:
     )
     if args.jsonl:
         record = {"config": args.config, "shape": args.shape, "overrides": overrides, "baseline": base}
+        record["proposed_lora"] = args.proposed_lora
         record["setting"] = dataclasses.asdict(setting)
         record.update(m, predicted=predicted, terms=terms)
         with open(args.jsonl, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PROPOSED, not in the library: LoRA's A projection without fp32 copies of its input (docs/large-models.md)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class LoraDown(torch.autograd.Function):
+    """``dropout(x.to(w.dtype)) @ w.T``; saves x as given (bf16, shared) and a bool keep mask, not fp32 copies."""
+
+    @staticmethod
+    def forward(ctx, x, weight, p: float, training: bool):
+        xf = x.to(weight.dtype)
+        keep = None
+        if training and p > 0:
+            keep = torch.rand(xf.shape, device=xf.device) >= p
+            xf = xf * keep / (1 - p)
+        ctx.p = p
+        ctx.save_for_backward(x, weight, keep)
+        return xf @ weight.T
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, keep = ctx.saved_tensors
+        xf = x.to(weight.dtype)
+        if keep is not None:
+            xf = xf * keep / (1 - ctx.p)
+        grad_w = g.reshape(-1, g.shape[-1]).T @ xf.reshape(-1, xf.shape[-1])
+        grad_x = g @ weight
+        if keep is not None:
+            grad_x = grad_x * keep / (1 - ctx.p)
+        return grad_x.to(x.dtype), grad_w, None, None
+
+
+def patch_lora(model: nn.Module) -> int:
+    """Route every peft LoRA layer's A projection through LoraDown; returns the number of layers patched."""
+    n = 0
+    for m in model.modules():
+        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
+            drop = m.lora_dropout["default"]
+            p = drop.p if isinstance(drop, nn.Dropout) else 0.0
+            m.lora_dropout["default"] = nn.Identity()
+            m.cast_input_dtype_enabled = False
+            a = m.lora_A["default"]
+            a.forward = lambda x, a=a, p=p: LoraDown.apply(x, a.weight, p, a.training)
+            n += 1
+    return n
 
 
 def main() -> None:
@@ -368,6 +427,11 @@ def main() -> None:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--config", default="configs/default.yaml", help="--step: the recipe to run")
     p.add_argument("--shape", choices=list(SHAPES), default="smollm2-135m", help="--step: shape to predict")
+    p.add_argument(
+        "--proposed-lora",
+        action="store_true",
+        help="--step: run LoRA's A projection through patch_lora (a proposal, not the library's path)",
+    )
     p.add_argument("--jsonl", type=Path, help="--step: append the measurement and prediction to this file")
     p.add_argument("override", nargs="*", help="--step: extra key=value overrides for unimae train")
     args = p.parse_args()

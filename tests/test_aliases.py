@@ -155,6 +155,6 @@ def test_real_alias_loads_embeds_and_generates(alias):
     ids = tok("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=4, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 4
-    emb = Encoder(alias).encode(["a cat sat", "a dog ran"])
+    emb = Encoder.from_pretrained(alias).encode(["a cat sat", "a dog ran"])
     assert emb.shape == (2, model.config.get_text_config().hidden_size)
     assert torch.isfinite(torch.as_tensor(emb)).all()
