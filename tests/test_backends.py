@@ -181,3 +181,53 @@ def test_int8_on_the_default_model(tmp_path, fmt):
     out = export(model, tmp_path / fmt, format=fmt)
     vecs = Encoder.from_pretrained(str(out), device="cpu").encode(texts, normalize_embeddings=True)
     assert _min_cos(vecs, ref) >= 0.99
+
+
+def test_server_tokenizes_each_request_once_and_serves_a_backend(exports, monkeypatch):
+    """One embeddings request: one layout per text (it was two), vectors of the ONNX graph, usage from them."""
+    from fastapi.testclient import TestClient
+
+    import unimae.encoding.encoder as encoder_module
+    from unimae.serving.app import ServerConfig, create_app
+
+    enc = Encoder.from_pretrained(str(exports["llama", "onnx"]), device="cpu")
+    calls = []
+    real = encoder_module.layout
+    monkeypatch.setattr(encoder_module, "layout", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    texts = TEXTS[:3]
+    with TestClient(create_app(enc, ServerConfig("m"))) as c:
+        r = c.post("/v1/embeddings", json={"input": texts, "model": "m"})
+        assert r.status_code == 200, r.text
+        assert c.get("/health").json()["embedding_backend"] == "onnx"
+    assert sorted(calls) == sorted(texts)
+    got = np.array([d["embedding"] for d in r.json()["data"]])
+    monkeypatch.setattr(encoder_module, "layout", real)
+    assert np.allclose(got, enc.encode(texts, normalize_embeddings=True), atol=1e-5)
+    assert r.json()["usage"]["prompt_tokens"] == sum(len(it.ids) for it in enc.tokenize(texts))
+
+
+def test_server_rejects_a_long_text_naming_it(tiny_llama):
+    from fastapi.testclient import TestClient
+
+    from unimae.serving.app import ServerConfig, create_app
+
+    enc = Encoder.from_pretrained(str(tiny_llama), device="cpu", max_length=8)
+    with TestClient(create_app(enc, ServerConfig("m", truncate=False))) as c:
+        r = c.post("/v1/embeddings", json={"input": ["a dog", "the cat " * 10], "model": "m"})
+    assert r.status_code == 400 and "input item 1" in r.json()["error"]["message"]
+
+
+def test_rag_index_records_its_backend_and_cli_uses_it(exports, tmp_path, capsys):
+    """`rag index --backend onnx` embeds with the graph; `rag search` then uses the index's backend."""
+    from unimae.cli import main
+    from unimae.serving.rag import RagIndex
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text(" ".join(TEXTS))
+    model, index = str(exports["llama"]), str(tmp_path / "index")
+    assert main(["rag", "index", str(docs), "--model", model, "--index", index, "--backend", "onnx"]) == 0
+    assert RagIndex.open(index).manifest["backend"] == "onnx"
+    assert main(["rag", "search", TEXTS[0], "--index", index, "-k", "1"]) == 0
+    assert "a.txt" in capsys.readouterr().out
+    RagIndex.open(index).check_model(Encoder.from_pretrained(model, device="cpu"))  # torch: same vectors

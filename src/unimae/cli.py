@@ -40,6 +40,7 @@ from unimae.spec import POOLINGS
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 Pooling = Literal[POOLINGS] | None
+BACKEND_HELP = "what computes embeddings: torch, onnx, onnx-int8, openvino, openvino-int8 (docs/backends.md)"
 ALIASES = {"-o": "--output", "-i": "--input", "-k": "--k", "--index": "--index_dir"}
 RESUME_HINT = "interrupted; `unimae train --resume` continues from the last checkpoint"
 THREADS_HELP = (
@@ -266,14 +267,17 @@ def _pooling(cmd: Command) -> None:
 
 EXAMPLES_EXPORT = """examples:
   unimae export runs/mine -o exported/             # plain causal-LM folder from the run's last checkpoint
-  unimae export runs/default/model --format sentence-transformers -o exported/st   # SentenceTransformer(folder)"""
+  unimae export runs/default/model --format sentence-transformers -o exported/st   # SentenceTransformer(folder)
+  unimae export runs/default/model --format onnx-int8 -o exported/int8   # fast CPU embeddings (docs/backends.md)"""
 
 
 def _export(ns: Namespace) -> None:
     from unimae.export import export
 
     out = export(ns.source, ns.output, format=ns.format)
-    loader = "SentenceTransformer" if ns.format == "sentence-transformers" else "AutoModelForCausalLM"
+    loader = {"causal-lm": "AutoModelForCausalLM", "sentence-transformers": "SentenceTransformer"}.get(
+        ns.format, f'SentenceTransformer(..., backend="{ns.format.removesuffix("-int8")}") and Encoder'
+    )
     print(f"exported {ns.source} to {out} ({ns.format}; loads with {loader})")
 
 
@@ -523,7 +527,8 @@ def _load(ns: Namespace, index_must_exist: bool):
         raise UserError(f"give --model: there is no readable index at {ns.index_dir} to take it from")
     if Path(model).exists():  # recorded absolute, so the index works from any folder
         model = str(Path(model).resolve())
-    encoder = Encoder.from_pretrained(model, device=ns.device)
+    backend = ns.backend or (index.manifest.get("backend") if index is not None else None)
+    encoder = Encoder.from_pretrained(model, device=ns.device, backend=backend)  # the index's backend
     if index is not None and not rebuild:
         index.check_model(encoder)
     return encoder, index, model
@@ -533,7 +538,7 @@ def _rag_index(ns: Namespace) -> None:
     from unimae.serving.rag import build_index
 
     encoder, _, model = _load(ns, index_must_exist=False)
-    args = {k: v for k, v in _plain(ns).items() if k not in ("model", "device")}
+    args = {k: v for k, v in _plain(ns).items() if k not in ("model", "device", "backend")}
     _, up = build_index(encoder, model_name=model, show_progress_bar=True, **args)
     print(
         f"index {ns.index_dir}: {len(up.added)} new, {len(up.updated)} changed, {len(up.unchanged)} unchanged, "
@@ -555,7 +560,7 @@ def _rag_ask(ns: Namespace) -> None:
     from unimae.serving.rag import ask
 
     encoder, index, _ = _load(ns, index_must_exist=True)
-    args = {k: v for k, v in _plain(ns).items() if k not in ("model", "device", "index_dir")}
+    args = {k: v for k, v in _plain(ns).items() if k not in ("model", "device", "index_dir", "backend")}
     result = ask(encoder, index, **args)
     print(f"question: {ns.question}\n\nanswer: {result.answer}\n\nsources:")
     _print_hits(result.hits)
@@ -573,6 +578,11 @@ def _rag_common(cmd: Command, k_of: Callable | None = None) -> None:
         "--model", type=str | None, help="model to embed with (default: the one that built the index)"
     )
     _device(cmd)
+    from unimae.encoding.backends import BACKENDS
+
+    p.add_argument(
+        "--backend", type=Literal[BACKENDS] | None, help=BACKEND_HELP + " (ask/search: default the index's)"
+    )
     if k_of is not None:
         p.add_argument("--index_dir", required=True, help="index folder (`unimae rag index`)")
         p.add_argument("--k", type=PositiveInt, default=default_of(k_of, "k"), help="chunks to retrieve")

@@ -26,7 +26,6 @@ from starlette.concurrency import run_in_threadpool
 
 from unimae.chat import ChatTemplateError, chat_input_ids
 from unimae.encoding.encoder import Encoder
-from unimae.encoding.pooling import layout
 from unimae.serving.batching import EmbeddingBatcher
 from unimae.serving.config import ServerConfig
 from unimae.serving.disconnect import ClientGone, ClientWatch
@@ -92,29 +91,24 @@ def _texts_of(value, param: str, max_inputs: int) -> list[str]:
     return texts
 
 
-def _token_counts(encoder: Encoder, texts: list[str], truncate: bool) -> list[int]:
-    """Tokens each text is embedded with (EOS included); 400 for a text over max_length if not truncating."""
-    counts = []
-    for i, t in enumerate(texts):
-        try:
-            counts.append(
-                len(
-                    layout(
-                        encoder.pooling,
-                        encoder.tokenizer,
-                        t,
-                        encoder.max_length,
-                        encoder.eos_id,
-                        encoder.bos_id,
-                        truncate,
-                    ).ids
-                )
-            )
-        except TextTooLongError as e:
-            raise APIError(
-                400, f"input item {i}: {e} (the server does not truncate)", "input", "context_length_exceeded"
-            ) from None
-    return counts
+def _tokenize(encoder: Encoder, texts: list[str], truncate: bool) -> list:
+    """Each text laid out once (EOS appended): the batcher embeds these and ``usage`` counts their ids;
+    400 for a text over max_length if not truncating."""
+    try:
+        return encoder.tokenize(texts, truncate=truncate)
+    except TextTooLongError as e:
+        i = next(i for i, t in enumerate(texts) if _too_long(encoder, t))
+        raise APIError(
+            400, f"input item {i}: {e} (the server does not truncate)", "input", "context_length_exceeded"
+        ) from None
+
+
+def _too_long(encoder: Encoder, text: str) -> bool:
+    try:
+        encoder.tokenize([text], truncate=False)
+    except TextTooLongError:
+        return True
+    return False
 
 
 def _check_max_tokens(max_tokens: int | None, param: str, config: ServerConfig) -> None:
@@ -208,6 +202,7 @@ async def health(request: Request):
     return {
         "status": "ok",
         "model": s.config.served_model_name,
+        "embedding_backend": s.encoder.backend,
         "embedding_batches": s.batcher.batches,
         "embedded_texts": s.batcher.texts,
         "abandoned_requests": s.abandoned,
@@ -247,13 +242,14 @@ async def embeddings(req: EmbeddingRequest, request: Request):
     if dims is not None and not 1 <= dims <= s.encoder.dim:
         raise APIError(400, f"'dimensions' must be between 1 and {s.encoder.dim}", "dimensions")
     if len(texts) > 32:  # long requests are tokenized off the event loop
-        counts = await run_in_threadpool(_token_counts, s.encoder, texts, s.config.truncate)
+        inputs = await run_in_threadpool(_tokenize, s.encoder, texts, s.config.truncate)
     else:
-        counts = _token_counts(s.encoder, texts, s.config.truncate)
+        inputs = _tokenize(s.encoder, texts, s.config.truncate)
+    counts = [len(item.ids) for item in inputs]
     async with s.watch(
         request
     ) as watch:  # a request still waiting for its batch is dropped if its client left
-        vecs = await watch.run(s.batcher.embed(texts, None if dims == s.encoder.dim else dims))  # (n, dims)
+        vecs = await watch.run(s.batcher.embed(inputs, None if dims == s.encoder.dim else dims))  # (n, dims)
     vecs = vecs.astype("<f4", copy=False)
     if req.encoding_format == "base64":
         data = [base64.b64encode(v.tobytes()).decode() for v in vecs]
@@ -357,7 +353,7 @@ async def rag(req: RagRequest, request: Request):
     _check_max_tokens(req.max_tokens, "max_tokens", s.config)
     params = SamplingParams(max_new_tokens=req.max_tokens or s.config.default_max_tokens)
     async with s.watch(request) as watch:
-        query_vec = (await watch.run(s.batcher.embed([question])))[0]
+        query_vec = (await watch.run(s.batcher.embed(_tokenize(s.encoder, [question], s.config.truncate))))[0]
         hits = s.rag_index.search_vector(query_vec, req.top_k)
         try:  # the sources are cut to fit the context; retrieved text cannot forge a turn
             prompt = await run_in_threadpool(fit_prompt, s.encoder, question, hits, params.max_new_tokens)
@@ -415,11 +411,10 @@ def _stream_response(
 def create_app(encoder: Encoder, config: ServerConfig, rag_index=None) -> FastAPI:
     """The FastAPI app serving ``encoder`` (and ``rag_index``, a ``unimae.serving.rag.RagIndex``, if given)."""
     batcher = EmbeddingBatcher(
-        lambda texts, dims: encoder.encode(
-            texts,
+        lambda inputs, dims: encoder.encode_tokenized(  # tokenized once, in the route
+            inputs,
             batch_size=config.max_batch_size,
             normalize_embeddings=config.normalize,
-            truncate=config.truncate,
             truncate_dim=dims,  # OpenAI's `dimensions`: the first dims, renormalized
         ),
         max_batch_size=config.max_batch_size,

@@ -1,6 +1,6 @@
 """Dynamic batching of embedding requests: many concurrent requests, one forward pass.
 
-Requests wait in an asyncio queue. The worker takes the first, then keeps collecting for up to
+Requests (texts already tokenized by the route: each is tokenized once) wait in an asyncio queue. The worker takes the first, then keeps collecting for up to
 ``timeout_ms`` (or until ``max_batch_size`` texts), and embeds the lot with one call of ``embed`` in its
 own thread, so the event loop keeps accepting requests meanwhile. While a batch runs, the next requests
 queue up and form the next batch at once. ``max_batch_size=1`` embeds one request at a time. Requests
@@ -22,14 +22,15 @@ class EmbeddingBatcher:
     """Collect ``embed`` calls from concurrent requests into batches.
 
     Args:
-        embed: ``(texts, dims) -> (n, dims or d)`` array; called from one worker thread, one batch at a time.
+        embed: ``(items, dims) -> (n, dims or d)`` array; called from one worker thread, one batch at a time.
+            An item is whatever the route queued per text (``Encoder.tokenize``'s laid-out ids, or a text).
         max_batch_size: texts per batch. A single request with more texts is embedded as its own batch.
         timeout_ms: how long the first request of a batch waits for others.
     """
 
     def __init__(
         self,
-        embed: Callable[[list[str], int | None], np.ndarray],
+        embed: Callable[[list, int | None], np.ndarray],
         max_batch_size: int = 32,
         timeout_ms: float = 5.0,
     ):
@@ -62,8 +63,8 @@ class EmbeddingBatcher:
                 fut.set_exception(RuntimeError("server is shutting down"))
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def embed(self, texts: Sequence[str], dims: int | None = None) -> np.ndarray:
-        """Embed ``texts`` (``(n, dims or d)``), batched with whatever other requests are waiting."""
+    async def embed(self, texts: Sequence, dims: int | None = None) -> np.ndarray:
+        """Embed ``texts`` (items: see ``embed``; ``(n, dims or d)``), batched with other waiting requests."""
         if self._queue is None:
             raise RuntimeError("EmbeddingBatcher.start() was not called")
         fut = asyncio.get_running_loop().create_future()

@@ -43,6 +43,7 @@ SUFFIXES = (".txt", ".md", ".jsonl")
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 PROBE_TEXT = "unimae retrieval index probe: the quick brown fox jumps over the lazy dog."
+PROBE_COSINE_ACROSS_BACKENDS = 0.98  # int8 vs fp32 of one model (docs/backends.md: min cosine >= 0.99)
 DEFAULT_CHUNK_WORDS = 120
 DEFAULT_OVERLAP = 30
 REBUILD_HINT = "rebuild it from the documents: unimae rag index DOCS --index {path} --rebuild"
@@ -292,6 +293,7 @@ class RagIndex:
             "version": FORMAT_VERSION,
             "generation": max(_generations(Path(path)), default=0),  # never reuse a file name on disk
             "model": model_name,
+            "backend": encoder.backend,  # what embedded the chunks: `rag ask/search` use it by default
             "dim": encoder.dim,
             "probe": _probe(encoder).tolist(),
             "chunk_words": chunk_words,
@@ -350,7 +352,8 @@ class RagIndex:
                 f"this model gives {encoder.dim}-d vectors"
             )
         cos = float(np.dot(_probe(encoder), np.asarray(self.manifest["probe"], dtype=np.float32)))
-        if cos < 0.999:
+        same = self.manifest.get("backend", "torch") == encoder.backend
+        if cos < (0.999 if same else PROBE_COSINE_ACROSS_BACKENDS):
             raise UserError(
                 f"the index was built with '{self.model_name}', whose embeddings differ from this "
                 f"model's (probe cosine {cos:.3f}); use that model or build a new index"

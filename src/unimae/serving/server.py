@@ -37,6 +37,7 @@ def serve(
     max_length: int | None = None,
     log_level: str = "info",
     allowed_hosts: list[str] | None = None,
+    backend: str | None = None,
     **config,
 ) -> None:
     """Serve ``model`` until interrupted. ``config``: further ``ServerConfig`` fields.
@@ -54,6 +55,8 @@ def serve(
         log_level: uvicorn's log level.
         allowed_hosts: host names (any port) the Host header may name, '*' for any (default: the loopback
             names on a loopback address, else any).
+        backend: what computes embeddings: torch, onnx, onnx-int8, openvino, openvino-int8 (default: the
+            graph an ONNX/OpenVINO export holds, else torch); generation always runs on torch.
     """
     import uvicorn
 
@@ -64,7 +67,7 @@ def serve(
         "allowed_hosts": allowed_hosts,
     }
     cfg = ServerConfig(api_key=api_key or os.environ.get(API_KEY_ENV) or None, **(named | config))
-    encoder = Encoder.from_pretrained(model, device=device, max_length=max_length)
+    encoder = Encoder.from_pretrained(model, device=device, max_length=max_length, backend=backend)
     rag_index = None
     if index_dir is not None:
         from unimae.serving.rag import RagIndex
@@ -77,12 +80,13 @@ def serve(
             "no API key on a non-loopback address: anyone who can reach %s:%d can use the model", host, port
         )
     log.warning(
-        "serving %s as '%s' on http://%s:%d/v1 (%d-d embeddings, %s)",
+        "serving %s as '%s' on http://%s:%d/v1 (%d-d embeddings on %s, %s)",
         model,
         cfg.served_model_name,
         host,
         port,
         encoder.dim,
+        encoder.backend,
         "API key required" if cfg.api_key else "no API key",
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
