@@ -158,6 +158,10 @@ class StepSetting:
     gradient_checkpointing: bool = False
     targets: int | None = None
     """Target tokens of each loss (MAR and MRC) in the batch; None: every token, batch x length."""
+    device: str = "cpu"
+    """cpu or cuda: where dropout keeps an fp32 noise tensor (cpu) or a bool mask (cuda's fused kernel)."""
+    proposed_lora: bool = False
+    """LoRA's A projection through :func:`patch_lora` (a proposal, not the library's path)."""
 
 
 _BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -176,8 +180,8 @@ def block_activation_bytes(s: Shape, t: StepSetting) -> float:
     * MLP: gate, up and act(gate): 3 a I;
     * full fine-tune: the inputs of o_proj and down_proj (a d_q + a I);
     * LoRA: peft casts each adapted layer's input to the fp32 adapters and, with lora_dropout > 0, saves
-      the dropped-out copy and its fp32 mask: 8 bytes x (5 d + d_q + I), also in a bf16 model
-      (4 bytes with lora_dropout 0, none in an fp32 model).
+      the dropped-out copy and the dropout's fp32 noise on a CPU (a bool mask on CUDA): 8 (5 on CUDA)
+      bytes x (5 d + d_q + I), also in a bf16 model (4 bytes with lora_dropout 0, none in an fp32 model).
     """
     a, d, d_q, i = _BYTES[t.activation_dtype], s.d, s.d_q, s.intermediate
     per_norm = 4 * d + (0 if t.lora else 2 * a * d)
@@ -185,7 +189,12 @@ def block_activation_bytes(s: Shape, t: StepSetting) -> float:
     total += 4 * a * d_q + 3 * a * i + (0 if t.lora else a * (d_q + i))
     if t.lora:
         lora_inputs = 5 * d + d_q + i
-        total += lora_inputs * (8 if t.lora_dropout > 0 else (0 if a == 4 else 4))
+        if t.proposed_lora:  # patch_lora: bool masks, and the 4 distinct inputs once in the model's dtype
+            total += lora_inputs * (1 if t.lora_dropout > 0 else 0) + a * (2 * d + d_q + i)
+        else:
+            # CPU dropout multiplies by an fp32 noise tensor it keeps; CUDA's fused kernel keeps a bool mask
+            mask = 4 if t.device == "cpu" else 1
+            total += lora_inputs * ((4 + mask) if t.lora_dropout > 0 else (0 if a == 4 else 4))
     return total
 
 
@@ -215,12 +224,15 @@ def predict_step_bytes(s: Shape, t: StepSetting) -> dict[str, float]:
         logits = targets * s.vocab * (2 * (6 if t.head_bf16 else 4) + 8) + 2 * weight_copy
     else:  # one chunk at a time, recomputed in backward
         logits = chunk * s.vocab * 16 + weight_copy
+    # zero_grad(set_to_none) frees the grads before the forward. Backward first computes the vocabulary
+    # head's gradient (full fine-tune: V d fp32) while every activation is still alive; the other grads
+    # grow as the activations are freed, so they add to the peak only beyond what those held.
+    head_grad = 0 if t.lora else s.vocab * s.d * 4
+    grads = head_grad + max(0, trainable * 4 - head_grad - activations - logits)
     return {
         "frozen weights": frozen * _BYTES[t.model_dtype],
         "trainable weights (fp32)": trainable * 4,
-        # zero_grad(set_to_none) frees the grads before the forward; backward builds them while it frees
-        # the activations, so they add to the peak only beyond what the activations held
-        "grads (fp32, beyond the activations)": max(0, trainable * 4 - activations - logits),
+        "grads (fp32)": grads,
         "AdamW states (fp32 x2)": trainable * 8,
         "activations": activations,
         "vocab logits": logits,
@@ -312,6 +324,7 @@ def step_setting(args: argparse.Namespace) -> StepSetting:
         head_bf16=args.head_precision == "bf16",
         loss_chunk=args.loss_chunk,
         gradient_checkpointing=args.gradient_checkpointing,
+        device=args.device,
     )
 
 
@@ -332,7 +345,9 @@ def print_step(args: argparse.Namespace) -> None:
     base = int(subprocess.run([sys.executable, "-c", _BASELINE_CHILD], capture_output=True, text=True).stdout)
     # the formula on the batches that ran: padded to their longest text, targets = text tokens
     (batch, length), targets = max(m["batch_shapes"]), max(m["targets"])
-    setting = replace(step_setting(args), batch=batch, length=length, targets=targets)
+    setting = replace(
+        step_setting(args), batch=batch, length=length, targets=targets, proposed_lora=args.proposed_lora
+    )
     terms = predict_step_bytes(SHAPES[args.shape], setting)
     predicted, state = sum(terms.values()), m["step_peak"] - base
     print(
@@ -425,6 +440,7 @@ def main() -> None:
     p.add_argument("--head-precision", choices=["fp32", "bf16"], default="bf16")
     p.add_argument("--loss-chunk", type=int, default=-1, help="loss_chunk_size: -1 auto (default), 0 never")
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="--predict: where the step runs")
     p.add_argument("--config", default="configs/default.yaml", help="--step: the recipe to run")
     p.add_argument("--shape", choices=list(SHAPES), default="smollm2-135m", help="--step: shape to predict")
     p.add_argument(
