@@ -8,6 +8,7 @@ the same machine as the servers; the idle server uses no CPU while the other is 
 
     python benchmarks/serve_throughput.py                          # runs/default/model (else smollm2-135m)
     python benchmarks/serve_throughput.py --clients 32 --requests 640 --model smollm2-135m
+    python benchmarks/serve_throughput.py --backend onnx-int8          # embeddings on the int8 graph
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, max_batch_size: int, timeout_ms: float) -> tuple[subprocess.Popen, str]:
+def start_server(
+    model: str, max_batch_size: int, timeout_ms: float, backend: str | None = None
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [
         sys.executable,
@@ -56,7 +59,7 @@ def start_server(model: str, max_batch_size: int, timeout_ms: float) -> tuple[su
         str(timeout_ms),
         "--log-level",
         "warning",
-    ]
+    ] + (["--backend", backend] if backend else [])
     proc = subprocess.Popen(cmd, env={**os.environ, "UNIMAE_API_KEY": ""}, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(1200):
@@ -103,11 +106,15 @@ def main() -> None:
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--batch-timeout-ms", type=float, default=5.0)
     p.add_argument("--rounds", type=int, default=4, help="alternating measurement rounds per setting")
+    p.add_argument("--backend", default=None, help="torch, onnx, onnx-int8, openvino, openvino-int8")
     args = p.parse_args()
 
     texts = [t for t in wiki_sentences("heldout") if len(t.split()) <= 20][:256]  # short texts
     settings = {"dynamic batching": args.max_batch_size, "one request at a time": 1}
-    servers = {name: start_server(args.model, mbs, args.batch_timeout_ms) for name, mbs in settings.items()}
+    servers = {
+        name: start_server(args.model, mbs, args.batch_timeout_ms, args.backend)
+        for name, mbs in settings.items()
+    }
     walls = {name: 0.0 for name in settings}
     lats: dict[str, list[float]] = {name: [] for name in settings}
     batches = {}
@@ -136,7 +143,7 @@ def main() -> None:
             f"{batches[name]} forward passes for {n} requests (mean {n / max(batches[name], 1):.1f} texts each)"
         )
     print(
-        f"model {args.model}; {args.clients} concurrent clients, {args.rounds} alternating rounds, "
+        f"model {args.model} ({args.backend or 'default'} backend); {args.clients} concurrent clients, {args.rounds} alternating rounds, "
         f"mean {statistics.mean(len(t.split()) for t in texts):.1f} words per text; "
         f"throughput ratio batched / one at a time: {rps['dynamic batching'] / rps['one request at a time']:.2f}x"
     )
