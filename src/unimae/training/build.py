@@ -20,6 +20,7 @@ from unimae.objective.mntp import MNTP
 from unimae.objective.model import UniMAE
 from unimae.tokens import bos_id_if_added, eos_token_id, mask_token_id
 from unimae.training.config import TrainConfig
+from unimae.training.lora import use_low_memory_lora
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,11 @@ def build(cfg: TrainConfig) -> Setup:
 
 
 def with_lora(llm: nn.Module, cfg: TrainConfig) -> nn.Module:
-    """``llm`` with trainable LoRA adapters (fp32, whatever the base weights' dtype) on frozen weights."""
+    """``llm`` with trainable LoRA adapters (fp32, whatever the base weights' dtype) on frozen weights.
+
+    Over bf16/fp16 weights each adapter's down-projection runs as :class:`unimae.training.lora.LoraDown`
+    (the same parameters and numbers, without fp32 copies of its input kept for backward).
+    """
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
@@ -77,7 +82,12 @@ def with_lora(llm: nn.Module, cfg: TrainConfig) -> nn.Module:
         target_modules=cfg.lora_target_modules,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(llm, lora, autocast_adapter_dtype=True)
+    llm = get_peft_model(llm, lora, autocast_adapter_dtype=True)
+    if cfg.model_dtype != "fp32":
+        # fp32 adapters over bf16/fp16 weights: peft would keep fp32 copies of every adapted layer's input
+        # (training/lora.py). fp32 models keep peft's own path (and the golden losses).
+        log.info("low-memory LoRA path: %d adapters", use_low_memory_lora(llm))
+    return llm
 
 
 def vocab_size(llm: nn.Module) -> int:
