@@ -79,14 +79,9 @@ def serve(
         log.warning(
             "no API key on a non-loopback address: anyone who can reach %s:%d can use the model", host, port
         )
+    key = "API key required" if cfg.api_key else "no API key"
+    where = f"'{cfg.served_model_name}' on http://{host}:{port}/v1"
     log.warning(
-        "serving %s as '%s' on http://%s:%d/v1 (%d-d embeddings on %s, %s)",
-        model,
-        cfg.served_model_name,
-        host,
-        port,
-        encoder.dim,
-        encoder.backend,
-        "API key required" if cfg.api_key else "no API key",
+        "serving %s as %s (%d-d embeddings on %s, %s)", model, where, encoder.dim, encoder.backend, key
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
