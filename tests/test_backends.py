@@ -159,6 +159,12 @@ def test_bad_backend_is_a_user_error(tiny_llama):
         Encoder.from_pretrained(str(tiny_llama), device="cpu", backend="tensorrt")
 
 
+def test_tokenprepend_refuses_a_graph_backend(exports):
+    """Its layer hooks cannot run inside an ONNX/OpenVINO graph: refused, never silently plain."""
+    with pytest.raises(UserError, match="tokenprepend"):
+        Encoder.from_pretrained(str(exports["llama", "onnx"]), pooling="tokenprepend", device="cpu")
+
+
 def test_other_poolings_run_on_a_backend(exports):
     """Pooling stays outside the graph: mean pooling on the ONNX graph equals mean pooling in torch."""
     enc = Encoder.from_pretrained(str(exports["llama", "onnx"]), pooling="mean", device="cpu")

@@ -27,6 +27,7 @@ from unimae.encoding.pooling import (
     reduction_of,
     token_prepending,
 )
+from unimae.errors import UserError
 from unimae.llm import bidirectional_mask, last_hidden_states, require_mask_honouring_attention
 from unimae.spec import ATTENTIONS, SPEC_FILE, EmbeddingSpec, SpecError
 from unimae.tokens import bos_id_if_added, eos_token_id, pad_batch, pad_token_id
@@ -150,6 +151,11 @@ class Encoder:
                 f"gives {enc.eos_id} for {spec.eos_token!r}; re-export the model"
             )
         enc.backend, enc.runtime = load_runtime(enc, path, backend)
+        if enc.runtime is not None and enc.pooling == "tokenprepend":
+            raise UserError(
+                f"tokenprepend pooling rewrites hidden states inside the model's layers, which the "
+                f"{enc.backend} graph cannot do; use backend='torch' for it"
+            )
         return enc
 
     @property
