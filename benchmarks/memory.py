@@ -31,10 +31,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from unimae.objective.losses import resolve_chunk_size
+from unimae.objective.losses import CHUNK_WORKING_SET_BYTES, auto_logit_bytes, resolve_chunk_size
 
 GIB = 2**30
 
@@ -154,14 +151,18 @@ class StepSetting:
     """fp32, or bf16 under mixed precision or a bf16 model."""
     head_bf16: bool = True
     loss_chunk: int = -1
-    """``loss_chunk_size``: -1 auto (chunks of 256 MiB of fp32 logits, as training does), 0 never, N."""
+    """``loss_chunk_size``: -1 auto (as training does: chunks of 256 MiB of fp32 logits in an fp32 model, of
+    a chunk's 16-byte working set in a bf16/fp16 one), 0 never, N."""
     gradient_checkpointing: bool = False
     targets: int | None = None
     """Target tokens of each loss (MAR and MRC) in the batch; None: every token, batch x length."""
     device: str = "cpu"
     """cpu or cuda: where dropout keeps an fp32 noise tensor (cpu) or a bool mask (cuda's fused kernel)."""
-    proposed_lora: bool = False
-    """LoRA's A projection through :func:`patch_lora` (a proposal, not the library's path)."""
+
+    @property
+    def low_memory_lora(self) -> bool:
+        """LoRA over bf16/fp16 weights runs A through ``unimae.training.lora.LoraDown`` (build does)."""
+        return self.lora and _BYTES[self.model_dtype] < 4
 
 
 _BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -179,9 +180,12 @@ def block_activation_bytes(s: Shape, t: StepSetting) -> float:
     * attention: q, k and v (k, v repeated to every query head) and the output: 4 a d_q;
     * MLP: gate, up and act(gate): 3 a I;
     * full fine-tune: the inputs of o_proj and down_proj (a d_q + a I);
-    * LoRA: peft casts each adapted layer's input to the fp32 adapters and, with lora_dropout > 0, saves
-      the dropped-out copy and the dropout's fp32 noise on a CPU (a bool mask on CUDA): 8 (5 on CUDA)
-      bytes x (5 d + d_q + I), also in a bf16 model (4 bytes with lora_dropout 0, none in an fp32 model).
+    * LoRA in an fp32 model (peft's path): with lora_dropout > 0 each adapted layer saves the dropped-out
+      copy of its input and the dropout's fp32 noise on a CPU (a bool mask on CUDA): 8 (5 on CUDA) bytes
+      x (5 d + d_q + I) (none with lora_dropout 0);
+    * LoRA over bf16/fp16 weights (``LoraDown``): a bool keep mask per adapted input value (with dropout)
+      and the 4 distinct inputs (attention input, o_proj's, MLP input, down_proj's) in the model's dtype,
+      which the frozen layers alone would not save.
     """
     a, d, d_q, i = _BYTES[t.activation_dtype], s.d, s.d_q, s.intermediate
     per_norm = 4 * d + (0 if t.lora else 2 * a * d)
@@ -189,7 +193,7 @@ def block_activation_bytes(s: Shape, t: StepSetting) -> float:
     total += 4 * a * d_q + 3 * a * i + (0 if t.lora else a * (d_q + i))
     if t.lora:
         lora_inputs = 5 * d + d_q + i
-        if t.proposed_lora:  # patch_lora: bool masks, and the 4 distinct inputs once in the model's dtype
+        if t.low_memory_lora:  # bool masks, and the 4 distinct inputs once in the model's dtype
             total += lora_inputs * (1 if t.lora_dropout > 0 else 0) + a * (2 * d + d_q + i)
         else:
             # CPU dropout multiplies by an fp32 noise tensor it keeps; CUDA's fused kernel keeps a bool mask
@@ -218,12 +222,12 @@ def predict_step_bytes(s: Shape, t: StepSetting) -> dict[str, float]:
     else:
         activations = tokens * s.layers * per_token
     targets = tokens if t.targets is None else t.targets
-    chunk = resolve_chunk_size(t.loss_chunk, s.vocab)
+    chunk = resolve_chunk_size(t.loss_chunk, s.vocab, auto_logit_bytes(t.model_dtype))
     weight_copy = s.vocab * s.d * 2 if t.head_bf16 and _BYTES[t.model_dtype] == 4 else 0
     if chunk <= 0 or targets <= chunk:  # both losses' logits saved until backward
         logits = targets * s.vocab * (2 * (6 if t.head_bf16 else 4) + 8) + 2 * weight_copy
     else:  # one chunk at a time, recomputed in backward
-        logits = chunk * s.vocab * 16 + weight_copy
+        logits = chunk * s.vocab * CHUNK_WORKING_SET_BYTES + weight_copy
     # zero_grad(set_to_none) frees the grads before the forward. Backward first computes the vocabulary
     # head's gradient (full fine-tune: V d fp32) while every activation is still alive; the other grads
     # grow as the activations are freed, so they add to the peak only beyond what those held.
@@ -271,10 +275,6 @@ def status(field):  # bytes, from /proc/self/status (VmRSS: now, VmHWM: peak sin
 overrides = {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in sys.argv[2:])}
 recipe = Recipe(load_config(sys.argv[1], overrides))
 recipe.setup()
-if os.environ.get("MEMORY_PROPOSED_LORA"):  # the experiment of --proposed-lora, not the library's path
-    sys.path.insert(0, os.environ["MEMORY_PROPOSED_LORA"])
-    import memory
-    print("patched LoRA layers:", memory.patch_lora(recipe.objective), file=sys.stderr)
 setup_peak, before = status("VmHWM"), status("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak: VmHWM now counts the steps only
 recipe.save = lambda done: None  # writing a checkpoint is not a training step
@@ -292,7 +292,7 @@ print(json.dumps({"setup_peak": setup_peak, "before_steps": before, "step_peak":
 """
 
 
-def measure_train_step(config: str, overrides: list[str], threads: int, proposed_lora: bool = False) -> dict:
+def measure_train_step(config: str, overrides: list[str], threads: int) -> dict:
     """Peak RSS of a real training run (``Recipe`` of ``unimae train``, 2 steps) in a fresh process.
 
     Returns bytes: ``setup_peak`` (loading the model, building the objective), ``before_steps`` (resident
@@ -302,8 +302,6 @@ def measure_train_step(config: str, overrides: list[str], threads: int, proposed
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-c", _STEP_CHILD, config, "steps=2", "save_every=0", f"output_dir={out}"]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        if proposed_lora:
-            env["MEMORY_PROPOSED_LORA"] = str(Path(__file__).parent)
         result = subprocess.run([*cmd, *overrides], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(f"training run failed:\n{result.stderr[-3000:]}")
@@ -341,13 +339,11 @@ def print_step(args: argparse.Namespace) -> None:
     ]
     overrides += args.override
     t = time.perf_counter()
-    m = measure_train_step(args.config, overrides, args.threads, args.proposed_lora)
+    m = measure_train_step(args.config, overrides, args.threads)
     base = int(subprocess.run([sys.executable, "-c", _BASELINE_CHILD], capture_output=True, text=True).stdout)
     # the formula on the batches that ran: padded to their longest text, targets = text tokens
     (batch, length), targets = max(m["batch_shapes"]), max(m["targets"])
-    setting = replace(
-        step_setting(args), batch=batch, length=length, targets=targets, proposed_lora=args.proposed_lora
-    )
+    setting = replace(step_setting(args), batch=batch, length=length, targets=targets)
     terms = predict_step_bytes(SHAPES[args.shape], setting)
     predicted, state = sum(terms.values()), m["step_peak"] - base
     print(
@@ -363,58 +359,12 @@ def print_step(args: argparse.Namespace) -> None:
     )
     if args.jsonl:
         record = {"config": args.config, "shape": args.shape, "overrides": overrides, "baseline": base}
-        record["proposed_lora"] = args.proposed_lora
+        record["low_memory_lora"] = setting.low_memory_lora
+        record["malloc_mmap_threshold"] = os.environ.get("MALLOC_MMAP_THRESHOLD_")
         record["setting"] = dataclasses.asdict(setting)
         record.update(m, predicted=predicted, terms=terms)
         with open(args.jsonl, "a") as f:
             f.write(json.dumps(record) + "\n")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# PROPOSED, not in the library: LoRA's A projection without fp32 copies of its input (docs/large-models.md)
-# ---------------------------------------------------------------------------------------------------------
-
-
-class LoraDown(torch.autograd.Function):
-    """``dropout(x.to(w.dtype)) @ w.T``; saves x as given (bf16, shared) and a bool keep mask, not fp32 copies."""
-
-    @staticmethod
-    def forward(ctx, x, weight, p: float, training: bool):
-        xf = x.to(weight.dtype)
-        keep = None
-        if training and p > 0:
-            keep = torch.rand(xf.shape, device=xf.device) >= p
-            xf = xf * keep / (1 - p)
-        ctx.p = p
-        ctx.save_for_backward(x, weight, keep)
-        return xf @ weight.T
-
-    @staticmethod
-    def backward(ctx, g):
-        x, weight, keep = ctx.saved_tensors
-        xf = x.to(weight.dtype)
-        if keep is not None:
-            xf = xf * keep / (1 - ctx.p)
-        grad_w = g.reshape(-1, g.shape[-1]).T @ xf.reshape(-1, xf.shape[-1])
-        grad_x = g @ weight
-        if keep is not None:
-            grad_x = grad_x * keep / (1 - ctx.p)
-        return grad_x.to(x.dtype), grad_w, None, None
-
-
-def patch_lora(model: nn.Module) -> int:
-    """Route every peft LoRA layer's A projection through LoraDown; returns the number of layers patched."""
-    n = 0
-    for m in model.modules():
-        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
-            drop = m.lora_dropout["default"]
-            p = drop.p if isinstance(drop, nn.Dropout) else 0.0
-            m.lora_dropout["default"] = nn.Identity()
-            m.cast_input_dtype_enabled = False
-            a = m.lora_A["default"]
-            a.forward = lambda x, a=a, p=p: LoraDown.apply(x, a.weight, p, a.training)
-            n += 1
-    return n
 
 
 def main() -> None:
@@ -443,11 +393,6 @@ def main() -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="--predict: where the step runs")
     p.add_argument("--config", default="configs/default.yaml", help="--step: the recipe to run")
     p.add_argument("--shape", choices=list(SHAPES), default="smollm2-135m", help="--step: shape to predict")
-    p.add_argument(
-        "--proposed-lora",
-        action="store_true",
-        help="--step: run LoRA's A projection through patch_lora (a proposal, not the library's path)",
-    )
     p.add_argument("--jsonl", type=Path, help="--step: append the measurement and prediction to this file")
     p.add_argument("override", nargs="*", help="--step: extra key=value overrides for unimae train")
     args = p.parse_args()

@@ -12,7 +12,13 @@ from transformers import AutoModelForCausalLM
 import unimae.training.build as build_mod
 from unimae.errors import UserError
 from unimae.llm import bidirectional_mask, last_hidden_states
-from unimae.objective.losses import LOGIT_BUDGET_BYTES, auto_chunk_size, resolve_chunk_size
+from unimae.objective.losses import (
+    CHUNK_WORKING_SET_BYTES,
+    LOGIT_BUDGET_BYTES,
+    auto_chunk_size,
+    auto_logit_bytes,
+    resolve_chunk_size,
+)
 from unimae.tokens import bos_id_if_added
 from unimae.training.build import build
 from unimae.training.config import ConfigError, load_config
@@ -92,6 +98,10 @@ def test_auto_loss_chunk_size():
     assert auto_chunk_size(49152) > 16 * 64  # the default model and batch are never chunked
     assert resolve_chunk_size(-1, 128256) == chunk
     assert resolve_chunk_size(0, 128256) == 0 and resolve_chunk_size(7, 128256) == 7
+    # a bf16/fp16 model counts a chunk's whole working set: the default batch (577 targets) is chunked
+    assert auto_logit_bytes("fp32") == 4 and auto_logit_bytes("bf16") == auto_logit_bytes("fp16") == 16
+    bf16_chunk = resolve_chunk_size(-1, 49152, auto_logit_bytes("bf16"))
+    assert bf16_chunk * 49152 * CHUNK_WORKING_SET_BYTES <= LOGIT_BUDGET_BYTES and 256 < bf16_chunk < 577
 
 
 def test_build_resolves_auto_chunk_and_keeps_explicit(tiny_llama, caplog):
@@ -101,6 +111,8 @@ def test_build_resolves_auto_chunk_and_keeps_explicit(tiny_llama, caplog):
     vocab = auto.hf.get_output_embeddings().out_features
     assert auto.loss_chunk_size == auto_chunk_size(vocab) and "loss_chunk_size auto" in caplog.text
     assert build(_cfg(tiny_llama, loss_chunk_size=0)).model.loss_chunk_size == 0
+    bf16 = build(_cfg(tiny_llama, lora=True, model_dtype="bf16")).model
+    assert bf16.loss_chunk_size == auto_chunk_size(vocab, bytes_per_logit=CHUNK_WORKING_SET_BYTES)
     assert build(_cfg(tiny_llama, loss_chunk_size=5, objective="mntp")).model.loss_chunk_size == 5
     with pytest.raises(ConfigError, match="loss_chunk_size"):
         _cfg(tiny_llama, loss_chunk_size=-2)

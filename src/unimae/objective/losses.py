@@ -34,19 +34,36 @@ class TokenLoss:
         return self.sum / self.count.clamp(min=1)
 
 
-def auto_chunk_size(vocab_size: int, budget_bytes: int = LOGIT_BUDGET_BYTES) -> int:
-    """Tokens per vocabulary-head chunk so that a chunk's fp32 logits ``(t, V)`` fit ``budget_bytes``.
+CHUNK_WORKING_SET_BYTES = 16
+"""Bytes per logit a chunk holds at once: bf16 and fp32 logits, the log-softmax, two fp32 gradients."""
 
-    A batch with ``T`` targets is chunked only when ``T x V x 4`` bytes exceed the budget: 8k targets x
-    128k vocabulary (4 GiB of logits, more with their gradient) goes 512 tokens at a time, while the
-    default 135M model (49k vocabulary, at most 1k targets a batch) is never chunked.
+
+def auto_chunk_size(vocab_size: int, budget_bytes: int = LOGIT_BUDGET_BYTES, bytes_per_logit: int = 4) -> int:
+    """Tokens per vocabulary-head chunk so that a chunk's ``(t, V)`` logits, at ``bytes_per_logit`` bytes
+    an entry, fit ``budget_bytes``.
+
+    With the default 4 bytes (the fp32 logits alone) a batch with ``T`` targets is chunked only when
+    ``T x V x 4`` bytes exceed the budget: 8k targets x 128k vocabulary (4 GiB of logits, more with their
+    gradient) goes 523 tokens at a time, while the default 135M model (49k vocabulary, at most 1k targets
+    a batch) is never chunked. :func:`auto_logit_bytes` picks the bytes from the model's dtype.
     """
-    return max(1, budget_bytes // (4 * vocab_size))
+    return max(1, budget_bytes // (bytes_per_logit * vocab_size))
 
 
-def resolve_chunk_size(setting: int, vocab_size: int) -> int:
+def auto_logit_bytes(model_dtype: str) -> int:
+    """Bytes a logit counts in the automatic chunk size of a model stored in ``model_dtype``.
+
+    fp32 models count the fp32 logits alone (4), so the default fp32 recipe is never chunked and keeps its
+    numbers. A model stored in bf16 / fp16 is chosen to save memory, so the chunk's whole working set
+    counts (:data:`CHUNK_WORKING_SET_BYTES`): 341 tokens for a 49k vocabulary, where unchunked a batch of
+    577 targets would keep both losses' bf16 logits and fp32 log-softmax until backward.
+    """
+    return 4 if model_dtype == "fp32" else CHUNK_WORKING_SET_BYTES
+
+
+def resolve_chunk_size(setting: int, vocab_size: int, bytes_per_logit: int = 4) -> int:
     """The ``loss_chunk_size`` to use: ``-1`` (auto) becomes :func:`auto_chunk_size`; 0 and N stay."""
-    return auto_chunk_size(vocab_size) if setting < 0 else setting
+    return auto_chunk_size(vocab_size, bytes_per_logit=bytes_per_logit) if setting < 0 else setting
 
 
 def _ce_chunk(

@@ -15,7 +15,7 @@ from torch import nn
 
 from unimae.encoding.loading import context_length, load_causal_lm
 from unimae.llm import require_mask_honouring_attention, unwrap_causal_lm
-from unimae.objective.losses import LOGIT_BUDGET_BYTES, resolve_chunk_size
+from unimae.objective.losses import LOGIT_BUDGET_BYTES, auto_logit_bytes, resolve_chunk_size
 from unimae.objective.mntp import MNTP
 from unimae.objective.model import UniMAE
 from unimae.tokens import bos_id_if_added, eos_token_id, mask_token_id
@@ -51,13 +51,16 @@ def build(cfg: TrainConfig) -> Setup:
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora:
         llm = with_lora(llm, cfg)
-    chunk = resolve_chunk_size(cfg.loss_chunk_size, vocab_size(llm))
+    logit_bytes = auto_logit_bytes(cfg.model_dtype)
+    chunk = resolve_chunk_size(cfg.loss_chunk_size, vocab_size(llm), logit_bytes)
     if cfg.loss_chunk_size < 0:
         log.info(
             "loss_chunk_size auto: vocabulary logits at most %d target tokens at a time (vocabulary %d, "
-            "fp32 logits <= %d MiB); set loss_chunk_size to override",
+            "%d bytes a logit in a %s model, <= %d MiB); set loss_chunk_size to override",
             chunk,
             vocab_size(llm),
+            logit_bytes,
+            cfg.model_dtype,
             LOGIT_BUDGET_BYTES // 2**20,
         )
     model = make_objective(cfg, llm, mask_token_id(tokenizer, cfg.mask_token), chunk)

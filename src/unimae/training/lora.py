@@ -27,36 +27,35 @@ class _DropoutLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-        xf = x.to(weight.dtype)  # (..., d_in), a transient fp32 copy: freed when this returns
         keep = None
         if training and p > 0:
-            # The draw of CPU F.dropout (fp32 noise, bernoulli_(1 - p)), kept as 1 byte a value.
-            keep = torch.empty_like(xf).bernoulli_(1 - p).bool()
-            xf = _drop(xf, keep, p)
+            # The draws of CPU F.dropout (bernoulli_(1 - p) over x's shape), kept as 1 byte a value.
+            keep = torch.empty_like(x, dtype=torch.bool).bernoulli_(1 - p)
         ctx.p = p
         ctx.save_for_backward(x, weight, keep)
-        return F.linear(xf, weight)  # (..., r)
+        return F.linear(_drop_(x.to(weight.dtype, copy=True), keep, p), weight)  # (..., r)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight, keep = ctx.saved_tensors
-        xf = x.to(weight.dtype)
-        if keep is not None:
-            xf = _drop(xf, keep, ctx.p)
         grad_x = grad_w = None
         if ctx.needs_input_grad[1]:
-            grad_w = grad.reshape(-1, grad.shape[-1]).T @ xf.reshape(-1, xf.shape[-1])  # (r, d_in)
+            xf = _drop_(x.to(weight.dtype, copy=True), keep, ctx.p).reshape(-1, x.shape[-1])
+            grad_w = grad.reshape(-1, grad.shape[-1]).T @ xf  # (r, d_in)
         if ctx.needs_input_grad[0]:
-            grad_x = grad @ weight  # (..., d_in)
-            if keep is not None:
-                grad_x = _drop(grad_x, keep, ctx.p)
-            grad_x = grad_x.to(x.dtype)
+            grad_x = _drop_(grad @ weight, keep, ctx.p).to(x.dtype)  # (..., d_in)
         return grad_x, grad_w, None, None
 
 
-def _drop(t: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
-    """Inverted dropout with a given keep mask: ``t * keep / (1 - p)``, the scale rounded as F.dropout's."""
-    return t * keep.to(t.dtype).div_(1 - p)
+def _drop_(t: torch.Tensor, keep: torch.Tensor | None, p: float) -> torch.Tensor:
+    """Inverted dropout in place on a fresh tensor ``t``: ``t x keep / (1 - p)`` (``keep`` None: ``t``).
+
+    In place, so no second full-size temporary; the scale is rounded once to t's dtype and multiplied
+    in, as F.dropout's noise ``keep.div_(1 - p)`` is, so the values are F.dropout's.
+    """
+    if keep is not None:
+        t.mul_(torch.ones((), dtype=t.dtype).div_(1 - p)).masked_fill_(~keep, 0)
+    return t
 
 
 class LoraDown(nn.Linear):
