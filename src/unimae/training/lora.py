@@ -8,9 +8,10 @@ CPU (8 bytes a value). On the default model that is 1.14 of the 1.94 GiB a bf16 
 saves ``x`` as the model gave it (the tensor the frozen layer saves anyway, so no new memory) and a 1-byte
 bool keep mask, and recomputes ``dropout(x.float()) @ A^T`` in backward.
 
-Numerics: with ``lora_dropout`` 0 the losses and gradients equal peft's. With dropout the mask is drawn
-as CPU ``F.dropout`` draws it (``bernoulli_(1 - p)`` on an fp32 tensor of x's shape), so on a CPU the
-results equal peft's too; on CUDA peft's fused dropout draws another stream (still inverted dropout).
+Numerics: with ``lora_dropout`` 0 the losses and gradients equal peft's. With dropout the mask takes the
+draws of CPU ``F.dropout`` (``bernoulli_(1 - p)`` over x's shape) and the dropout is applied in place on
+the one fp32 copy (no full-size fp32 temporaries), so on a CPU the results equal peft's too; on CUDA
+peft's fused dropout draws another stream (still inverted dropout).
 The adapters' parameters and their names are peft's own, so checkpoints and ``merge_and_unload`` are
 unchanged.
 """
