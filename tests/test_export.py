@@ -155,5 +155,5 @@ def test_export_keeps_recorded_provenance_and_refuses_bad_requests(full_run, tmp
     with pytest.raises(UserError, match="output"):
         export(full_run / "model")
     with pytest.raises(UserError, match="format"):
-        export(full_run, tmp_path / "x", format="onnx")
+        export(full_run, tmp_path / "x", format="tensorrt")
     assert json.loads((again / "unimae.json").read_text())["trained_from"]
