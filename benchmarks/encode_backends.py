@@ -6,7 +6,7 @@ Wikipedia sample. Graphs come from ``unimae export MODEL --format F`` folders gi
 are built once into the cache. Each cell is the best of ``--repeats`` timed passes after a warm-up; the
 speed-up is against torch in the same run, so the ratios hold on a busy machine better than the rates.
 
-    OMP_NUM_THREADS=1 python benchmarks/encode_backends.py --model /tmp/default-model --threads 1
+    OMP_NUM_THREADS=1 python benchmarks/encode_backends.py --model runs/default/model --threads 1
     python benchmarks/encode_backends.py --exports onnx-int8=exported/int8 ...   # use export folders
     python benchmarks/encode_backends.py --offline onnx-int8=exported/int8      # + `unimae eval` of it
 """
