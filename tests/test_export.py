@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import random_sentences
 from safetensors.torch import load_file
+from test_training import _cfg as train_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import unimae.io
@@ -18,24 +19,13 @@ from unimae.io import sha256_file
 from unimae.pipeline import train_and_export
 from unimae.spec import EmbeddingSpec
 from unimae.training.checkpoint import find_checkpoint, load_model_state
-from unimae.training.config import load_config
 
 TEXTS = ["the cat runs .", "a dog sings in the city", "the river"]
 
 
 def _cfg(model, data, out, **kw):
-    base = dict(
-        model=str(model),
-        data=str(data),
-        output_dir=str(out),
-        steps=2,
-        batch_size=4,
-        max_length=16,
-        warmup_steps=1,
-        lr=1e-3,
-        decoder_lr=1e-3,
-    )
-    return load_config(None, {**base, **kw})
+    """test_training's tiny config, 2 steps with no intermediate checkpoint."""
+    return train_config(model, data, out, **{"steps": 2, "save_every": 50, **kw})
 
 
 @pytest.fixture(scope="module")
