@@ -7,8 +7,8 @@ it sees what torch allocates on the CPU (``tracemalloc`` does not); on a GPU use
     # the MRC visibility mask at B=8, L=4096: peak growth and time, today's objective/masking.py
     python benchmarks/memory.py --masks
     # the same for another version of the file, e.g. the one before the blocked masks
-    git show dc31e6a~1:src/unimae/objective/masking.py > /tmp/old_masking.py
-    python benchmarks/memory.py --masks --masking-file /tmp/old_masking.py
+    git show dc31e6a~1:src/unimae/objective/masking.py > runs/old_masking.py
+    python benchmarks/memory.py --masks --masking-file runs/old_masking.py
 
     # the formula's prediction of a training step's peak (docs/large-models.md explains each term)
     python benchmarks/memory.py --predict llama-3.2-1b --lora --model-dtype bf16 --batch-size 8 --max-length 512

@@ -8,7 +8,7 @@
 #   4. a 2-task evaluation of a trained model (offline set: LeeSTS, PangLeePolarityClassification).
 #
 #   scripts/gpu_check.sh [OUT]            # default OUT: runs/gpu-check; figures in OUT/*/summary.json
-#   DEVICE=cpu STEPS=3 SKIP_TESTS=1 EXTRA=batch_size=4 scripts/gpu_check.sh /tmp/gpu-check-dry   # dry run on a CPU
+#   DEVICE=cpu STEPS=3 SKIP_TESTS=1 EXTRA=batch_size=4 scripts/gpu_check.sh runs/gpu-check-dry   # dry run on a CPU
 # Needs `unimae data prepare` done once (offline evaluation data) and the packaged default model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
