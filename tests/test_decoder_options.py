@@ -182,7 +182,7 @@ def test_diagnostics_reach_the_metrics_line(tiny_llama):
 
 def test_text_only_keeps_the_text_inside_the_prompt(tiny_model):
     from unimae.encoding.pooling import PromptTokens
-    from unimae.training.loop import prompted_corpus
+    from unimae.training.data import prompted_corpus
 
     llm, tok = load_causal_lm(str(tiny_model))
     eos, bos = eos_token_id(tok), bos_id_if_added(tok)

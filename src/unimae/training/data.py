@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from unimae.encoding.pooling import PromptTokens
 from unimae.objective.model import UniMAEBatch
 from unimae.tokens import bos_id_if_added, build_input_ids, pad_batch
 
@@ -22,6 +23,16 @@ def tokenize_corpus(texts: Sequence[str], tokenizer, max_length: int, eos_id: in
     if not out:
         raise ValueError("no training text left after tokenization (all texts were empty)")
     return out
+
+
+def prompted_corpus(
+    corpus: list[list[int]], prompt: PromptTokens, max_length: int, eos_id: int, bos_id: int | None
+) -> list[list[int]]:
+    """``[BOS]? x EOS`` sequences rewritten as ``[BOS]? prefix x suffix EOS`` within ``max_length``
+    (the text truncated, never the prompt): the layout ``Encoder(prompt=...)`` embeds with."""
+    head = int(bos_id is not None)
+    room = max_length - 1 - head
+    return [build_input_ids(prompt.wrap(ids[head:-1], room), max_length, eos_id, bos_id) for ids in corpus]
 
 
 def batch_indices(n_examples: int, batch_size: int, seed: int, step: int) -> list[int]:

@@ -27,11 +27,11 @@ from unimae.encoding.pooling import PromptTokens
 from unimae.errors import UserError
 from unimae.io import append_jsonl
 from unimae.objective.model import UniMAEBatch
-from unimae.tokens import build_input_ids, pad_token_id
+from unimae.tokens import pad_token_id
 from unimae.training.build import build, make_optimizer
 from unimae.training.checkpoint import find_checkpoint, rng_state_problem, save_checkpoint, verify_checkpoint
 from unimae.training.config import TrainConfig, load_config
-from unimae.training.data import step_batches, tokenize_corpus
+from unimae.training.data import prompted_corpus, step_batches, tokenize_corpus
 from unimae.training.metrics import StepMetrics, bar_postfix, non_finite_losses, step_record, trim_metrics
 
 log = logging.getLogger(__name__)
@@ -42,16 +42,6 @@ RESUMABLE_CHANGES = {"steps", "save_every", "log_every", "export", "output_dir"}
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
-
-
-def prompted_corpus(
-    corpus: list[list[int]], prompt: PromptTokens, max_length: int, eos_id: int, bos_id: int | None
-) -> list[list[int]]:
-    """``[BOS]? x EOS`` sequences rewritten as ``[BOS]? prefix x suffix EOS`` within ``max_length``
-    (the text truncated, never the prompt): the layout ``Encoder(prompt=...)`` embeds with."""
-    head = int(bos_id is not None)
-    room = max_length - 1 - head
-    return [build_input_ids(prompt.wrap(ids[head:-1], room), max_length, eos_id, bos_id) for ids in corpus]
 
 
 def check_objective_options(objective, cfg: TrainConfig) -> None:
