@@ -252,3 +252,27 @@ def test_config_checks_the_new_fields():
         decoder_pos_lr_mult=1.0,
         prompt=None,
     )
+
+
+def test_encode_prompt_is_what_the_export_records(tiny_llama, corpus_file, tmp_path):
+    """Plain training, read through a template: the export records encode_prompt, not the training prompt."""
+    from unimae.training.loop import train
+    from unimae.training.trained import load_trained
+
+    base = dict(
+        model=str(tiny_llama), data=str(corpus_file), steps=1, batch_size=4, max_length=24, save_every=0
+    )
+    run = train(load_config(None, dict(base, output_dir=str(tmp_path / "a"), encode_prompt=PROMPT)))
+    _, _, spec = load_trained(run)
+    assert spec.prompt == PROMPT and spec.pooling == "eos"
+    run = train(
+        load_config(None, dict(base, output_dir=str(tmp_path / "b"), prompt=PROMPT, encode_prompt="{text}"))
+    )
+    assert load_trained(run)[2].prompt is None  # '{text}': the text alone, though trained with a prompt
+
+
+def test_encode_prompt_is_checked():
+    with pytest.raises(ConfigError, match="encode_prompt must hold"):
+        TrainConfig(encode_prompt="no text")
+    with pytest.raises(ConfigError, match="encode_prompt is for objective=unimae"):
+        TrainConfig(objective="mntp", encode_prompt=PROMPT)

@@ -131,6 +131,8 @@ class TrainConfig:
     """Multiplies the learning rate of the tiny decoder's position table (under Adam, by storing p = mult * theta; same initial p)."""
     prompt: str | None = None
     """A template around each training text, e.g. 'This sentence : "{text}" means in one word:"'; the EOS follows it. Prompt tokens are context, never MAR or MRC targets; the export records the prompt. None: the plain text."""
+    encode_prompt: str | None = None
+    """The template the export records for encoding (unimae.json ``prompt``), e.g. PromptEOL's, when it differs from the training prompt: trained weights can be read through a prompt they were not trained with. None: the training prompt; '{text}': the text alone."""
     head_precision: str = "fp32"
     """Precision of the vocabulary-head matmuls of both losses: fp32, or bf16 (about 2x faster on CPUs with bf16 units; the log-softmax stays fp32)."""
     loss_chunk_size: int = -1
@@ -209,8 +211,14 @@ class TrainConfig:
                 f"model_dtype={self.model_dtype} needs lora=true: a full fine-tune keeps its trained weights "
                 "in fp32 (use precision=bf16 for mixed precision instead)"
             )
-        if self.prompt is not None and self.prompt.count("{text}") != 1:
-            raise ConfigError(f"prompt must hold '{{text}}' exactly once, got {self.prompt!r}")
+        for name in ("prompt", "encode_prompt"):
+            value = getattr(self, name)
+            if value is not None and value.count("{text}") != 1:
+                raise ConfigError(f"{name} must hold '{{text}}' exactly once, got {value!r}")
+        if self.objective == "mntp" and self.encode_prompt is not None:
+            raise ConfigError(
+                "encode_prompt is for objective=unimae: MNTP embeds by mean pooling, without a prompt"
+            )
         if self.alpha + self.mrc_weight == 0:
             raise ConfigError("alpha and mrc_weight must not both be 0 (nothing would be trained)")
         if self.batch_size % self.grad_accum_steps:

@@ -23,8 +23,9 @@ def load_trained(run_dir: str | Path) -> tuple[nn.Module, object, EmbeddingSpec]
 
     llm: the Hugging Face ``*ForCausalLM`` with LoRA merged, in eval mode, on CPU; tokenizer: the run's;
     spec: pooling/attention from the objective, the EOS token appended in training, BOS use, max_length,
-    trained_from, objective and steps. Raises :class:`CheckpointError` (a ``UserError``) naming the file
-    when the run has no checkpoint or a checkpoint file does not match its manifest.
+    trained_from, objective and steps; its prompt is the config's ``encode_prompt`` where set. Raises
+    :class:`CheckpointError` (a ``UserError``) naming the file when the run has no checkpoint or a
+    checkpoint file does not match its manifest.
     """
     run_dir = Path(run_dir)
     ckpt = find_checkpoint(run_dir)
@@ -56,4 +57,6 @@ def load_trained(run_dir: str | Path) -> tuple[nn.Module, object, EmbeddingSpec]
         objective=cfg.objective,
         steps=steps,
     )
+    if cfg.encode_prompt is not None:  # read the weights through another template than the training one
+        spec = spec.replace(prompt=None if cfg.encode_prompt == "{text}" else cfg.encode_prompt)
     return llm.eval(), setup.tokenizer, spec
