@@ -85,6 +85,29 @@ def _stage_transformer(encoder: Encoder, stage: Path) -> None:
     atomic_write_json(cfg_file, cfg)
 
 
+def make_portable(folder: Path) -> None:
+    """Make a saved folder load in sentence-transformers 5 with transformers 4 as well as in 6 with 5.
+
+    The optimum packages behind ``backend="onnx"`` / ``"openvino"`` need transformers 4 today, so:
+    - ``modules.json``: sentence-transformers 6 saves its own module paths
+      (``sentence_transformers.base.modules.normalize.Normalize``), which 5.x cannot import; both map
+      ``sentence_transformers.models.<Class>`` to their class;
+    - ``tokenizer_config.json``: transformers 5 names its generic fast tokenizer ``TokenizersBackend``,
+      unknown to transformers 4; ``PreTrainedTokenizerFast`` is the same class in 5 and loads in 4.
+    """
+    file = folder / "modules.json"
+    modules = json.loads(file.read_text(encoding="utf-8"))
+    for module in modules:
+        if module["type"].startswith("sentence_transformers."):
+            module["type"] = "sentence_transformers.models." + module["type"].rsplit(".", 1)[-1]
+    atomic_write_json(file, modules)
+    file = folder / "tokenizer_config.json"
+    cfg = json.loads(file.read_text(encoding="utf-8"))
+    if cfg.get("tokenizer_class") == "TokenizersBackend":
+        cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+        atomic_write_json(file, cfg)
+
+
 def check_tokenizer(folder: str | Path, encoder: Encoder) -> None:
     """RuntimeError unless the tokenizer in ``folder`` gives unimae's ``[BOS]? text EOS`` ids (truncated too)."""
     from transformers import AutoTokenizer
@@ -139,6 +162,7 @@ def export_sentence_transformers(
             modules.append(Normalize())
         st = SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine")
         st.save(str(tmp))
+        make_portable(Path(tmp))
         check_tokenizer(tmp, encoder)
         if extra is not None:
             extra(Path(tmp))
