@@ -118,3 +118,23 @@ def test_only_eos_causal_models_export_to_sentence_transformers(tiny_llama, tmp_
         with pytest.raises(UserError, match="EOS pooling"):
             export_sentence_transformers(enc, tmp_path / "st")
     assert not (tmp_path / "st").exists()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_prompted_model_exports_its_prompt_in_the_tokenizer(arch, tiny_llama, tiny_gpt2, tmp_path):
+    """A model read through a prompt (encode_prompt / a prompted run): the exported tokenizer writes
+    ``[BOS]? prefix text suffix EOS`` and truncates only the text, so sentence-transformers embeds the same."""
+    model = {"llama": tiny_llama, "gpt2": tiny_gpt2}[arch]
+    prompt = 'This sentence : "{text}" means in one word:"'
+    enc = Encoder.from_pretrained(str(model), device="cpu", prompt=prompt, max_length=24)
+    export_sentence_transformers(enc, tmp_path / "st")
+    check_tokenizer(tmp_path / "st", enc)  # also run by the export; truncation included
+    sent = st.SentenceTransformer(str(tmp_path / "st"), device="cpu")
+    ours = enc.encode(TEXTS, batch_size=5, normalize_embeddings=True)
+    assert _min_cosine(ours, sent.encode(TEXTS, batch_size=5)) >= 0.9999
+    plain = Encoder.from_pretrained(str(model), device="cpu", max_length=24).encode(
+        TEXTS, normalize_embeddings=True
+    )
+    assert _min_cosine(ours, plain) < 0.999  # the prompt did change the vectors
+    ids = sent.tokenize(["a " * 90])["input_ids"][0].tolist()
+    assert len(ids) == 24 and ids[-1] == enc.eos_id  # prompt and EOS kept, the text cut

@@ -3,8 +3,9 @@
 The folder holds three standard modules and no unimae code:
 
     0 Transformer   the causal LM's base model (no LM head); its tokenizer's post-processor writes
-                    ``[BOS]? text EOS``, so the EOS is appended by the tokenizer itself and survives
-                    truncation (the tokenizer reserves room for it, as ``unimae.tokens`` does)
+                    ``[BOS]? text EOS`` (``[BOS]? prefix text suffix EOS`` for a model with a prompt in
+                    its unimae.json), so the EOS and prompt are added by the tokenizer itself and survive
+                    truncation (the tokenizer reserves room for them, as ``unimae.tokens`` does)
     1 Pooling       ``lasttoken``: the state of the last non-padding token, the EOS
     2 Normalize     unit vectors (optional)
 
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from unimae.encoding.encoder import Encoder
-from unimae.encoding.pooling import layout
+from unimae.encoding.pooling import PromptTokens, layout
 from unimae.errors import UserError
 from unimae.io import atomic_dir, atomic_write_json
 from unimae.spec import EmbeddingSpec
@@ -30,18 +31,34 @@ from unimae.spec import EmbeddingSpec
 _PROBE_TEXTS = ("a", "The cat sat on the mat.", "word " * 2000)
 
 
-def eos_post_processor(current, eos: tuple[str, int], bos: tuple[str, int] | None):
+def eos_post_processor(
+    current,
+    eos: tuple[str, int],
+    bos: tuple[str, int] | None,
+    prompt: tuple[list[str], list[int], list[str], list[int]] | None = None,
+):
     """A tokenizers post-processor that writes ``[BOS]? $A EOS`` and keeps any offset-only step of ``current``.
 
     ``current`` is the backend tokenizer's post-processor (or None). A ``TemplateProcessing`` in it is
-    replaced; other steps (e.g. ``ByteLevel``, which only trims offsets) are kept in front.
+    replaced; other steps (e.g. ``ByteLevel``, which only trims offsets) are kept in front. ``prompt``:
+    ``(prefix tokens, prefix ids, suffix tokens, suffix ids)`` written around ``$A`` (unimae's prompted
+    layout ``[BOS]? prefix text suffix EOS``); the tokenizer truncates the text only.
     """
     from tokenizers import processors
 
     head = f"{bos[0]}:0 " if bos else ""
-    single = f"{head}$A:0 {eos[0]}:0"
-    pair = f"{single} $B:1 {eos[0]}:1"
     special = [eos] + ([bos] if bos and bos[0] != eos[0] else [])
+    text = "$A:0"
+    if prompt is not None:
+        for name, tokens, ids in (
+            ("UNIMAE_PROMPT_PREFIX", *prompt[:2]),
+            ("UNIMAE_PROMPT_SUFFIX", *prompt[2:]),
+        ):
+            if ids:
+                special.append({"id": name, "ids": ids, "tokens": tokens})
+                text = f"{name}:0 {text}" if name.endswith("PREFIX") else f"{text} {name}:0"
+    single = f"{head}{text} {eos[0]}:0"
+    pair = f"{single} $B:1 {eos[0]}:1"
     template = processors.TemplateProcessing(single=single, pair=pair, special_tokens=special)
     if current is None:
         return template
@@ -70,7 +87,16 @@ def _stage_transformer(encoder: Encoder, stage: Path) -> None:
         if encoder.bos_id is not None
         else None
     )
-    backend.post_processor = eos_post_processor(backend.post_processor, eos, bos)
+    prompt = None
+    if encoder.prompt is not None:
+        parts = PromptTokens.of(encoder.tokenizer, encoder.prompt)
+        prompt = (
+            tokenizer.convert_ids_to_tokens(parts.prefix),
+            parts.prefix,
+            tokenizer.convert_ids_to_tokens(parts.suffix),
+            parts.suffix,
+        )
+    backend.post_processor = eos_post_processor(backend.post_processor, eos, bos, prompt)
     tokenizer.model_max_length = encoder.max_length
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(encoder.pad_id)
@@ -109,12 +135,21 @@ def make_portable(folder: Path) -> None:
 
 
 def check_tokenizer(folder: str | Path, encoder: Encoder) -> None:
-    """RuntimeError unless the tokenizer in ``folder`` gives unimae's ``[BOS]? text EOS`` ids (truncated too)."""
+    """RuntimeError unless the tokenizer in ``folder`` gives unimae's ``[BOS]? text EOS`` ids (truncated too),
+    with the encoder's prompt around the text where it has one."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     for text in _PROBE_TEXTS:
-        want = layout("eos", encoder.tokenizer, text, encoder.max_length, encoder.eos_id, encoder.bos_id).ids
+        want = layout(
+            "eos",
+            encoder.tokenizer,
+            text,
+            encoder.max_length,
+            encoder.eos_id,
+            encoder.bos_id,
+            prompt=encoder.prompt,
+        ).ids
         got = tokenizer(text, truncation=True).input_ids
         if got != want:
             raise RuntimeError(
