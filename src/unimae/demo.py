@@ -26,6 +26,7 @@ def similarity_table(labels: list[str], sims) -> str:
 def run_demo(model: str = "runs/default/model", pooling: str | None = None) -> None:
     enc = Encoder.from_pretrained(model, pooling=pooling)
     vecs = enc.encode(SENTENCES, normalize_embeddings=True)
-    print(f"\ncosine similarity of {enc.pooling}-pooled embeddings ({model}):")
+    how = f"{enc.pooling}-pooled" + (f", prompt {enc.prompt!r}" if enc.prompt else "")
+    print(f"\ncosine similarity of embeddings ({how}; {model}):")
     print(similarity_table(SENTENCES, vecs @ vecs.T))
     print(f"\nuser: {QUESTION}\nmodel: {enc.generate(QUESTION, max_new_tokens=48)}")
