@@ -21,9 +21,11 @@ unimae=.venv/bin/unimae
 if [ ! -f "$run/model/unimae.json" ]; then
   "$unimae" train --config configs/default.yaml output_dir="$run" seed="$seed" "$@"
 fi
-prompted=$(.venv/bin/python -c "import json,sys; print(bool(json.load(open(sys.argv[1])).get('prompt')))" "$run/model/unimae.json")
+# trained with a prompt? (config.yaml's prompt; the export's unimae.json also records encode_prompt)
+prompted=$(.venv/bin/python -c "import yaml,sys; print(bool(yaml.safe_load(open(sys.argv[1])).get('prompt')))" "$run/config.yaml")
 if [ "$prompted" = False ] && [ ! -f "$res/eos/$bench/summary.json" ]; then
-  "$unimae" eval "$run/model" --benchmark "$bench" --threads 1 --label "$name s$seed (EOS)" \
+  # '{text}': the text alone, whatever prompt the export records (configs/default.yaml sets encode_prompt)
+  "$unimae" eval "$run/model" --benchmark "$bench" --threads 1 --prompt '{text}' --label "$name s$seed (EOS)" \
     --output_dir "$res/eos/$bench"
 fi
 if [ ! -f "$res/template/$bench/summary.json" ]; then
