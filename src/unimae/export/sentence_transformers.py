@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from unimae.encoding.encoder import Encoder
-from unimae.encoding.pooling import PromptTokens, layout
+from unimae.encoding.pooling import PromptTokens
 from unimae.errors import UserError
 from unimae.io import atomic_dir, atomic_write_json
 from unimae.spec import EmbeddingSpec
@@ -35,28 +35,27 @@ def eos_post_processor(
     current,
     eos: tuple[str, int],
     bos: tuple[str, int] | None,
-    prompt: tuple[list[str], list[int], list[str], list[int]] | None = None,
+    prefix: tuple[list[str], list[int]] = ([], []),
+    suffix: tuple[list[str], list[int]] = ([], []),
 ):
     """A tokenizers post-processor that writes ``[BOS]? $A EOS`` and keeps any offset-only step of ``current``.
 
     ``current`` is the backend tokenizer's post-processor (or None). A ``TemplateProcessing`` in it is
-    replaced; other steps (e.g. ``ByteLevel``, which only trims offsets) are kept in front. ``prompt``:
-    ``(prefix tokens, prefix ids, suffix tokens, suffix ids)`` written around ``$A`` (unimae's prompted
-    layout ``[BOS]? prefix text suffix EOS``); the tokenizer truncates the text only.
+    replaced; other steps (e.g. ``ByteLevel``, which only trims offsets) are kept in front. ``prefix`` and
+    ``suffix``: a prompt's ``(tokens, ids)`` written around ``$A`` (unimae's prompted layout
+    ``[BOS]? prefix text suffix EOS``); the tokenizer truncates the text only.
     """
     from tokenizers import processors
 
     head = f"{bos[0]}:0 " if bos else ""
     special = [eos] + ([bos] if bos and bos[0] != eos[0] else [])
     text = "$A:0"
-    if prompt is not None:
-        for name, tokens, ids in (
-            ("UNIMAE_PROMPT_PREFIX", *prompt[:2]),
-            ("UNIMAE_PROMPT_SUFFIX", *prompt[2:]),
-        ):
-            if ids:
-                special.append({"id": name, "ids": ids, "tokens": tokens})
-                text = f"{name}:0 {text}" if name.endswith("PREFIX") else f"{text} {name}:0"
+    if prefix[1]:
+        special.append({"id": "UNIMAE_PROMPT_PREFIX", "tokens": prefix[0], "ids": prefix[1]})
+        text = f"UNIMAE_PROMPT_PREFIX:0 {text}"
+    if suffix[1]:
+        special.append({"id": "UNIMAE_PROMPT_SUFFIX", "tokens": suffix[0], "ids": suffix[1]})
+        text = f"{text} UNIMAE_PROMPT_SUFFIX:0"
     single = f"{head}{text} {eos[0]}:0"
     pair = f"{single} $B:1 {eos[0]}:1"
     template = processors.TemplateProcessing(single=single, pair=pair, special_tokens=special)
@@ -87,16 +86,14 @@ def _stage_transformer(encoder: Encoder, stage: Path) -> None:
         if encoder.bos_id is not None
         else None
     )
-    prompt = None
-    if encoder.prompt is not None:
+    around = {}
+    if encoder.prompt is not None:  # the prompt's ids exactly as unimae's layout writes them
         parts = PromptTokens.of(encoder.tokenizer, encoder.prompt)
-        prompt = (
-            tokenizer.convert_ids_to_tokens(parts.prefix),
-            parts.prefix,
-            tokenizer.convert_ids_to_tokens(parts.suffix),
-            parts.suffix,
-        )
-    backend.post_processor = eos_post_processor(backend.post_processor, eos, bos, prompt)
+        around = {
+            "prefix": (tokenizer.convert_ids_to_tokens(parts.prefix), parts.prefix),
+            "suffix": (tokenizer.convert_ids_to_tokens(parts.suffix), parts.suffix),
+        }
+    backend.post_processor = eos_post_processor(backend.post_processor, eos, bos, **around)
     tokenizer.model_max_length = encoder.max_length
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(encoder.pad_id)
@@ -140,16 +137,8 @@ def check_tokenizer(folder: str | Path, encoder: Encoder) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    for text in _PROBE_TEXTS:
-        want = layout(
-            "eos",
-            encoder.tokenizer,
-            text,
-            encoder.max_length,
-            encoder.eos_id,
-            encoder.bos_id,
-            prompt=encoder.prompt,
-        ).ids
+    for text, laid_out in zip(_PROBE_TEXTS, encoder.tokenize(_PROBE_TEXTS), strict=True):
+        want = laid_out.ids
         got = tokenizer(text, truncation=True).input_ids
         if got != want:
             raise RuntimeError(
