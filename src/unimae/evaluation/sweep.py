@@ -127,7 +127,8 @@ def plot_mask_ratio(points: list[SweepPoint], path: str | Path) -> Path:
     ax.set_xlabel("MAR mask ratio")
     n_tasks = {len(p.summary.tasks) for p in points if p.summary}
     ax.set_ylabel(f"average score ({'/'.join(map(str, sorted(n_tasks)))} tasks)")
-    ax.set_title("Offline benchmark average vs. MAR mask ratio")
+    task_sets = sorted({p.summary.task_set for p in points if p.summary})
+    ax.set_title(f"{' / '.join(task_sets) or 'benchmark'} average vs. MAR mask ratio")
     ax.grid(alpha=0.3)
     ax.legend()
     return save_figure(fig, path)
