@@ -217,7 +217,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must hold '{{text}}' exactly once, got {value!r}")
         if self.objective == "mntp" and self.encode_prompt is not None:
             raise ConfigError(
-                "encode_prompt is for objective=unimae: MNTP embeds by mean pooling, without a prompt"
+                "encode_prompt is for objective=unimae: MNTP embeds by mean pooling, without a prompt "
+                "(with configs/default.yaml, add encode_prompt=null)"
             )
         if self.alpha + self.mrc_weight == 0:
             raise ConfigError("alpha and mrc_weight must not both be 0 (nothing would be trained)")

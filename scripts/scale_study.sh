@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Issue 12's scale table: one model size, measured exactly as the default model is.
+#
+#   scripts/scale_study.sh MODEL [SEED] [STEP...]     # MODEL: smollm2-135m | gemma3-270m | qwen2.5-coder-0.5b
+#
+# STEP (default: all, in this order; each skipped once its result file exists, a killed training resumes
+# from its checkpoint, so the study can be spread over several sessions and two lanes):
+#   pooling-prompteol pooling-echo    the two best training-free poolings on `offline` at 135M (RESULTS.md:
+#                                     PromptEOL 63.34, echo 62.06), on the base model
+#   base-lm                           held-out perplexity and choice accuracy of the base model
+#   mntp                              MNTP with the default recipe's optimizer (LoRA r16, lr 2e-4), + offline + lm-eval
+#   unimae                            configs/default.yaml with model=MODEL, + offline (through its encode_prompt,
+#                                     PromptEOL's template) + lm-eval; plain EOS is evaluated too, for reference
+# Training-free rows do not depend on SEED. Runs go to runs/scale/MODEL/NAME-sSEED, results to
+# results/scale/MODEL/NAME[-sSEED]/{offline,lm-eval}; `unimae report` reads them (README "Results").
+# Each job uses one thread (OMP_NUM_THREADS=1); on 2 cores run two steps side by side, e.g.
+#   scripts/scale_study.sh gemma3-270m 42 unimae &  scripts/scale_study.sh gemma3-270m 42 mntp pooling-prompteol &
+# Nothing here is adapted per size: configs/default.yaml's batch 16 x 64 tokens fits every size on a CPU
+# (peak memory per size: README), and the vocabulary head is chunked automatically (loss_chunk_size -1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=${1:?usage: scripts/scale_study.sh MODEL [SEED] [STEP...]}
+seed=${2:-42}
+shift $(($# < 2 ? $# : 2))
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(pooling-prompteol pooling-echo base-lm mntp unimae)
+export OMP_NUM_THREADS=1
+unimae=${UNIMAE:-.venv/bin/unimae}  # UNIMAE=echo prints the commands without running them
+runs=runs/scale/$model
+res=results/scale/$model
+lm_args=(--batch-size 16 --max-new-tokens 48 --n-examples 200 --n-sentences 500 --threads 1)
+
+evaluate() {  # MODEL_OR_PATH OUT LABEL [eval args...]
+  local m=$1 out=$2 label=$3
+  shift 3
+  [ -f "$out/summary.json" ] || "$unimae" eval "$m" --benchmark offline --threads 1 --label "$label" --output_dir "$out" "$@"
+}
+lm_eval() {  # MODEL_OR_PATH OUT LABEL
+  [ -f "$2/lm_eval.json" ] || "$unimae" lm-eval "$1" --label "$3" --output_dir "$2" "${lm_args[@]}"
+}
+train() {  # RUN_DIR key=value...
+  local run=$1
+  shift
+  [ -f "$run/model/unimae.json" ] && return
+  local resume=()
+  [ -d "$run/checkpoint" ] && resume=(--resume true)
+  "$unimae" train --config configs/default.yaml model="$model" seed="$seed" output_dir="$run" "${resume[@]}" "$@"
+}
+
+for step in "${steps[@]}"; do
+  case $step in
+    pooling-prompteol | pooling-echo)
+      p=${step#pooling-}
+      evaluate "$model" "$res/base-$p/offline" "$model base ($p)" --pooling "$p" ;;
+    base-lm)
+      lm_eval "$model" "$res/base/lm-eval" "$model base" ;;
+    mntp)
+      train "$runs/mntp-s$seed" objective=mntp encode_prompt=null
+      evaluate "$runs/mntp-s$seed/model" "$res/mntp-s$seed/offline" "$model MNTP (LoRA), seed $seed"
+      lm_eval "$runs/mntp-s$seed/model" "$res/mntp-s$seed/lm-eval" "$model MNTP (LoRA), seed $seed" ;;
+    unimae)
+      train "$runs/unimae-s$seed"
+      evaluate "$runs/unimae-s$seed/model" "$res/unimae-s$seed/offline" "$model UniMAE default, seed $seed"
+      evaluate "$runs/unimae-s$seed/model" "$res/unimae-s$seed-eos/offline" \
+        "$model UniMAE default, plain EOS, seed $seed" --prompt '{text}'
+      lm_eval "$runs/unimae-s$seed/model" "$res/unimae-s$seed/lm-eval" "$model UniMAE default, seed $seed" ;;
+    *)
+      echo "unknown step $step (pooling-prompteol pooling-echo base-lm mntp unimae)" >&2
+      exit 2 ;;
+  esac
+done
