@@ -81,6 +81,20 @@ def test_int8_graph_is_quantized_and_close(exports, fmt):
         assert (folder / "openvino" / "openvino_model.bin").stat().st_size < fp32 / 2
 
 
+def test_openvino_settings(exports):
+    """fp32 OpenVINO stays at f32 (parity); int8 trades it for speed: bf16 where the CPU has it, activations
+    quantized per 128 channels."""
+    from unimae.encoding.backends import OPENVINO_INT8_GROUP_SIZE, load_body
+
+    fp32 = load_body(exports["llama", "openvino"], "openvino")
+    assert fp32.config["INFERENCE_PRECISION_HINT"] == "f32"
+    assert "DYNAMIC_QUANTIZATION_GROUP_SIZE" not in fp32.config
+    int8 = load_body(exports["llama", "openvino-int8"], "openvino-int8")
+    assert int8.config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == str(OPENVINO_INT8_GROUP_SIZE)
+    assert int8.config["INFERENCE_PRECISION_HINT"] in ("bf16", "f32")
+    assert str(int8.compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")) == str(OPENVINO_INT8_GROUP_SIZE)
+
+
 def test_graph_has_no_pooling_or_argmax(exports):
     """The trap of exports that put last-token pooling in the graph: ArgMax that ONNX Runtime rejects."""
     import onnx
