@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from unimae.data.wiki import wiki_sentences
-from unimae.encoding.backends import graph_file
+from unimae.encoding.backends import graph_file, openvino_config
 from unimae.encoding.encoder import Encoder
 
 
@@ -37,6 +37,7 @@ def main() -> None:
     args = p.parse_args()
     import openvino as ov
 
+    core = ov.Core()
     if args.threads:
         torch.set_num_threads(args.threads)
     words = " ".join(wiki_sentences("heldout")).split()
@@ -50,13 +51,9 @@ def main() -> None:
     print(f"{args.n} texts of {args.words} words, batch {args.batch_size}, best of {args.repeats} passes")
     for precision in args.precisions:
         for group in args.groups:
-            config = {
-                "INFERENCE_PRECISION_HINT": precision,
-                "INFERENCE_NUM_THREADS": args.threads or torch.get_num_threads(),
-                "PERFORMANCE_HINT": "LATENCY",
-                "DYNAMIC_QUANTIZATION_GROUP_SIZE": str(group),
-            }
-            enc.runtime.compiled = ov.Core().compile_model(
+            config = openvino_config(core, enc.backend, args.threads)  # unimae's, with this pair instead
+            config.update(INFERENCE_PRECISION_HINT=precision, DYNAMIC_QUANTIZATION_GROUP_SIZE=str(group))
+            enc.runtime.compiled = core.compile_model(
                 str(graph_file(args.export, enc.backend)), "CPU", config
             )
             enc.encode(texts, batch_size=args.batch_size)  # warm-up: kernels for these shapes

@@ -17,7 +17,7 @@ openvino        ``openvino/openvino_model.xml``, converted from that ONNX graph,
                 precision (OpenVINO's CPU default would be bf16 where the CPU has it)
 openvino-int8   the same after NNCF's int8 weight compression (data-free); OpenVINO quantizes
                 activations at run time, per group of 128 channels, and runs the rest in bf16 where the
-                CPU has bf16 instructions (``OPENVINO_INT8_CONFIG``: 2x OpenVINO's f32 / 32-channel
+                CPU has bf16 instructions (``openvino_config``: 2x OpenVINO's f32 / 32-channel
                 default on 30-word texts here, min cosine 0.997 against PyTorch fp32; docs/backends.md)
 =============== ============================================================================================
 
@@ -117,17 +117,18 @@ class OnnxRuntimeBody:
 OPENVINO_INT8_GROUP_SIZE = 128
 
 
-def openvino_config(ov, backend: str, threads: int | None) -> dict:
+def openvino_config(core, backend: str, threads: int | None) -> dict:
     """The CPU plugin's settings for ``backend``: f32 for ``openvino`` (parity with PyTorch: OpenVINO's
     CPU default may be bf16, 1e-2 off on a tiny model); for ``openvino-int8``, bf16 where the CPU has bf16
-    instructions and activation quantization per ``OPENVINO_INT8_GROUP_SIZE`` channels."""
+    instructions and activation quantization per ``OPENVINO_INT8_GROUP_SIZE`` channels. ``core``: an
+    ``openvino.Core``, asked what the CPU can do."""
     config = {
         "INFERENCE_PRECISION_HINT": "f32",
         "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
         "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all threads on it
     }
     if backend == "openvino-int8":
-        has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        has_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         config["INFERENCE_PRECISION_HINT"] = "bf16" if has_bf16 else "f32"
         config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = str(OPENVINO_INT8_GROUP_SIZE)
     return config
@@ -137,9 +138,9 @@ class OpenVinoBody:
     """An OpenVINO IR on the CPU plugin (settings: ``openvino_config``): same contract as ``OnnxRuntimeBody``."""
 
     def __init__(self, file: str | Path, threads: int | None = None, backend: str = "openvino"):
-        ov = _require("openvino")
-        self.config = openvino_config(ov, backend, threads)
-        self.compiled = ov.Core().compile_model(str(file), "CPU", self.config)
+        core = _require("openvino").Core()
+        self.config = openvino_config(core, backend, threads)
+        self.compiled = core.compile_model(str(file), "CPU", self.config)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         feed = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()}
