@@ -8,7 +8,8 @@
 #      scripts/issue14_sweep.sh prompted-mrc0.5-mar0.2 42 'prompt=This sentence : "{text}" means in one word:"'
 # Runs go to runs/issue14/NAME-sSEED, results to results/issue14/NAME-sSEED/{eos,template}/offline-dev.
 # Each job uses one thread (OMP_NUM_THREADS=1); on 2 cores run two points side by side.
-# BENCHMARK=offline-test evaluates a finished point on the test part instead (once per finalist).
+# BENCHMARK=offline-test evaluates a finished point on the test part instead (once per finalist), read
+# through the template (or its trained prompt) only: plain EOS, far behind on dev, is not a finalist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=$1; seed=$2; shift 2
@@ -23,7 +24,7 @@ if [ ! -f "$run/model/unimae.json" ]; then
 fi
 # trained with a prompt? (config.yaml's prompt; the export's unimae.json also records encode_prompt)
 prompted=$(.venv/bin/python -c "import yaml,sys; print(bool(yaml.safe_load(open(sys.argv[1])).get('prompt')))" "$run/config.yaml")
-if [ "$prompted" = False ] && [ ! -f "$res/eos/$bench/summary.json" ]; then
+if [ "$prompted" = False ] && [ "$bench" != offline-test ] && [ ! -f "$res/eos/$bench/summary.json" ]; then
   # '{text}': the text alone, whatever prompt the export records (configs/default.yaml sets encode_prompt)
   "$unimae" eval "$run/model" --benchmark "$bench" --threads 1 --prompt '{text}' --label "$name s$seed (EOS)" \
     --output_dir "$res/eos/$bench"
