@@ -5,7 +5,7 @@ beside its MRC accuracy and most-frequent-token baseline over steps 91-100.
 
 Reads `RESULTS/NAME-sSEED/READ/{offline-dev,offline-test}/summary.json` (READ: eos, template, ...) (written by
 `scripts/issue14_sweep.sh`) and `RUNS/NAME-sSEED/metrics.jsonl`; a point whose run folder is gone gets
-"-" for MRC. Scores are the mean of the tasks' main scores x 100, as `unimae report` computes them.
+"-" for MRC. Scores are each summary's `average` (the mean of the tasks' main scores) x 100, as in RESULTS.md.
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ import argparse
 import json
 from pathlib import Path
 
+from unimae.evaluation.results import BenchmarkSummary
+
 BENCHMARKS = ("offline-dev", "offline-test")
 READS = ("template", "eos")  # listed first; then any other read (e.g. another prompt's folder)
 
 
-def average(summary: dict) -> float:
-    scores = [task["score"] for task in summary["tasks"].values()]
-    return 100 * sum(scores) / len(scores)
+def averages(folder: Path) -> list[str]:
+    """``folder/BENCHMARK/summary.json``'s average x 100 for each benchmark, "-" where there is none."""
+    files = [folder / bench / "summary.json" for bench in BENCHMARKS]
+    return [f"{100 * BenchmarkSummary.load(f).average:.2f}" if f.is_file() else "-" for f in files]
 
 
 def mrc_tail(metrics: Path, first_step: int = 91) -> tuple[float, float] | None:
@@ -40,9 +43,7 @@ def rows(results: Path, runs: Path) -> list[list[str]]:
     table = []
     for point in sorted(p for p in results.iterdir() if p.is_dir()):
         if point.name.startswith("base-"):  # a training-free baseline: results/issue14/base-POOLING/BENCHMARK
-            scores = [point / bench / "summary.json" for bench in BENCHMARKS]
-            scores = [f"{average(json.loads(f.read_text())):.2f}" if f.is_file() else "-" for f in scores]
-            table.append([point.name, "", "", *scores, "-"])
+            table.append([point.name, "", "", *averages(point), "-"])
             continue
         name, _, seed = point.name.rpartition("-s")
         tail = mrc_tail(runs / point.name / "metrics.jsonl")
@@ -52,10 +53,7 @@ def rows(results: Path, runs: Path) -> list[list[str]]:
             key=lambda r: (READS.index(r) if r in READS else len(READS), r),
         )
         for read in reads:
-            scores = []
-            for bench in BENCHMARKS:
-                summary = point / read / bench / "summary.json"
-                scores.append(f"{average(json.loads(summary.read_text())):.2f}" if summary.is_file() else "-")
+            scores = averages(point / read)
             if scores != ["-", "-"]:
                 table.append([name, seed, read, *scores, mrc])
     return table
