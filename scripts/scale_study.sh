@@ -5,12 +5,14 @@
 #
 # STEP (default: all, in this order; each skipped once its result file exists, a killed training resumes
 # from its checkpoint, so the study can be spread over several sessions and two lanes):
-#   pooling-prompteol pooling-echo    the two best training-free poolings on `offline` at 135M (RESULTS.md:
-#                                     PromptEOL 63.34, echo 62.06), on the base model
+#   pooling-pcot pooling-prompteol    the two best training-free poolings at 135M, on the base model: pretended
+#                                     chain of thought (Zhang et al. 2024; best on offline-dev and offline-test,
+#                                     docs/method.md) and PromptEOL (RESULTS.md: offline 63.34)
+#   pooling-echo                      echo embeddings (offline 62.06 at 135M), not run unless named
 #   base-lm                           held-out perplexity and choice accuracy of the base model
 #   mntp                              MNTP with the default recipe's optimizer (LoRA r16, lr 2e-4), + offline + lm-eval
 #   unimae                            configs/default.yaml with model=MODEL, + offline (through its encode_prompt,
-#                                     PromptEOL's template) + lm-eval; plain EOS is evaluated too, for reference
+#                                     PromptEOL's template) + lm-eval; with EOS_REFERENCE=1, plain EOS too
 # Training-free rows do not depend on SEED. Runs go to runs/scale/MODEL/NAME-sSEED, results to
 # results/scale/MODEL/NAME[-sSEED]/{offline,lm-eval}; `unimae report` reads them (README "Results").
 # Each job uses one thread (OMP_NUM_THREADS=1); on 2 cores run two steps side by side, e.g.
@@ -23,11 +25,12 @@ model=${1:?usage: scripts/scale_study.sh MODEL [SEED] [STEP...]}
 seed=${2:-42}
 shift $(($# < 2 ? $# : 2))
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(pooling-prompteol pooling-echo base-lm mntp unimae)
+[ ${#steps[@]} -gt 0 ] || steps=(pooling-pcot pooling-prompteol base-lm mntp unimae)
 export OMP_NUM_THREADS=1
 unimae=${UNIMAE:-.venv/bin/unimae}  # UNIMAE=echo prints the commands without running them
 runs=runs/scale/$model
 res=results/scale/$model
+pcot='After thinking step by step , this sentence : "{text}" means in one word:"'
 lm_args=(--batch-size 16 --max-new-tokens 48 --n-examples 200 --n-sentences 500 --threads 1)
 
 evaluate() {  # MODEL_OR_PATH OUT LABEL [eval args...]
@@ -52,6 +55,8 @@ for step in "${steps[@]}"; do
     pooling-prompteol | pooling-echo)
       p=${step#pooling-}
       evaluate "$model" "$res/base-$p/offline" "$model base ($p)" --pooling "$p" ;;
+    pooling-pcot)
+      evaluate "$model" "$res/base-pcot/offline" "$model base (pretended CoT)" --pooling last --prompt "$pcot" ;;
     base-lm)
       lm_eval "$model" "$res/base/lm-eval" "$model base" ;;
     mntp)
@@ -61,11 +66,11 @@ for step in "${steps[@]}"; do
     unimae)
       train "$runs/unimae-s$seed"
       evaluate "$runs/unimae-s$seed/model" "$res/unimae-s$seed/offline" "$model UniMAE default, seed $seed"
-      evaluate "$runs/unimae-s$seed/model" "$res/unimae-s$seed-eos/offline" \
+      [ "${EOS_REFERENCE:-0}" = 1 ] && evaluate "$runs/unimae-s$seed/model" "$res/unimae-s$seed-eos/offline" \
         "$model UniMAE default, plain EOS, seed $seed" --prompt '{text}'
       lm_eval "$runs/unimae-s$seed/model" "$res/unimae-s$seed/lm-eval" "$model UniMAE default, seed $seed" ;;
     *)
-      echo "unknown step $step (pooling-prompteol pooling-echo base-lm mntp unimae)" >&2
+      echo "unknown step $step (pooling-pcot pooling-prompteol pooling-echo base-lm mntp unimae)" >&2
       exit 2 ;;
   esac
 done

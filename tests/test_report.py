@@ -200,3 +200,49 @@ def test_report_seed_table_and_fields_that_differ(results, tmp_path):
     assert "mar_predict_eos=None" in rows[0]  # named by the field that tells the configs apart
     setup = text.split("## Models, steps and seeds")[1]
     assert "seed=7, mar_predict_eos=None" not in setup and "mar_predict_eos=False" in setup
+
+
+def _put(
+    results: Path, src: str, dst: str, label: str, average: float | None = None, model: str | None = None
+):
+    """A copy of fixture result file ``src`` (relative to the fixture root) at ``dst``, relabelled."""
+    import json
+
+    d = json.loads((results / src).read_text())
+    d["label"] = label
+    if average is not None:
+        d["average"] = average
+    if model is not None:
+        d["model_info"]["model"] = model
+    (results / dst).parent.mkdir(parents=True, exist_ok=True)
+    (results / dst).write_text(json.dumps(d))
+
+
+def test_report_scale_table_rows_by_size_kept_out_of_the_main_tables(results, tmp_path):
+    s, lm = "base-mean/offline/summary.json", "base/lm-eval/lm_eval.json"  # base: PPL 59.6, MC acc 47.5
+    g = "scale/gemma3-270m"
+    _put(results, s, f"{g}/base-pcot/offline/summary.json", "gemma pcot", 0.62, "gemma3-270m")
+    _put(results, s, f"{g}/base-prompteol/offline/summary.json", "gemma prompteol", 0.60, "gemma3-270m")
+    _put(results, lm, f"{g}/base/lm-eval/lm_eval.json", "gemma base", model="gemma3-270m")
+    _put(results, s, f"{g}/mntp-s42/offline/summary.json", "gemma mntp", 0.61, "runs/g/mntp")
+    _put(results, s, f"{g}/unimae-s42/offline/summary.json", "gemma unimae", 0.6525, "runs/g/unimae")
+    _put(
+        results,
+        "unimae/lm-eval/lm_eval.json",
+        f"{g}/unimae-s42/lm-eval/lm_eval.json",
+        "gemma unimae",
+        model="runs/g/unimae",
+    )
+    text = write_report(results, tmp_path / "R.md").read_text()
+    main = text.split("## Model sizes")[0]
+    assert "gemma" not in main  # another base model: not a row of the main tables, nor a target check
+    section = text.split("## Model sizes")[1].split("\n## ")[0]
+    row = _row(section, "`gemma3-270m`")
+    # pretended CoT 62.00, PromptEOL 60.00, MNTP 61.00, UniMAE 65.25: +3.25 over the best other
+    assert "| 62.00 | 60.00 | 61.00 | 65.25 | +3.25 |" in row
+    # unimae fixture lm-eval: perplexity 47.0, choice accuracy 47.0, against the base's 59.6 / 47.5; no MNTP lm-eval
+    assert "59.60 / not run / 47.00 (-21.1%)" in row and "47.5 / not run / 47.0 (-0.5)" in row
+    assert "`qwen2.5-coder-0.5b`" not in section  # no results: no row
+    assert (
+        "gemma3-270m/unimae-s42/offline/summary.json" in text.split("## Commands")[1]
+    )  # listed with the rest

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from unimae.evaluation.offline_tasks import CATEGORIES, SIZES
 from unimae.evaluation.results import REFERENCE_ENCODER, BenchmarkSummary, LmEvalResult, ModelInfo
+from unimae.evaluation.scale import is_scale_result, scale_table
 from unimae.io import atomic_write_text
 
 SHORT = {"PairClassification": "PairClass."}
@@ -280,9 +281,15 @@ def seed_table(summaries: list[BenchmarkSummary], lm: list[LmEvalResult]) -> lis
 
 
 def render_report(
-    summaries: list[BenchmarkSummary], lm: list[LmEvalResult], figures: list[Path], out_dir: Path
+    summaries: list[BenchmarkSummary],
+    lm: list[LmEvalResult],
+    figures: list[Path],
+    out_dir: Path,
+    scale: tuple[list[str], list] = ([], []),
 ) -> str:
-    """RESULTS.md text; figure links are relative to ``out_dir`` (where RESULTS.md is written)."""
+    """RESULTS.md text; figure links are relative to ``out_dir`` (where RESULTS.md is written). ``scale``:
+    the model-size table's lines and the results under ``results/scale`` (listed with the commands)."""
+    scale_lines, scale_records = scale
     lines = [
         "# Results",
         "",
@@ -315,6 +322,19 @@ def render_report(
         lines += ["## Is generation kept?", "", "Accuracy x 100 (summed log-likelihood of each choice).", ""]
         lines += lm_table(lm) + [""]
         lines += ["### Greedy generations", ""] + generations_table(lm) + [""]
+    if scale_lines:
+        lines += [
+            "## Model sizes",
+            "",
+            "`scripts/scale_study.sh MODEL` on each size, the default recipe unchanged (`configs/default.yaml` "
+            "with `model=MODEL`; MNTP with the same optimizer). `offline` averages x 100; two numbers are "
+            "seeds 42 / 7. UniMAE - best other: against the best of the two training-free poolings and MNTP. "
+            "PPL and MC acc: seed 42, in brackets UniMAE against the base model. 135M results of the same "
+            "recipe and seeds that predate the study are read where they are (`unimae.evaluation.scale.EARLIER`).",
+            "",
+            *scale_lines,
+            "",
+        ]
     if figures:
         lines += ["## Figures", ""]
         for f in figures:
@@ -336,9 +356,9 @@ def render_report(
             "",
         ]
     lines += ["## Commands", "", "```bash"]
-    lines += [x.command for x in [*summaries, *lm]]
+    lines += [x.command for x in [*summaries, *lm, *scale_records]]
     lines += ["unimae report  # this file", "```", "", "Result files:", ""]
-    lines += [f"- `{os.path.relpath(x.path, out_dir)}`" for x in [*summaries, *lm]]
+    lines += [f"- `{os.path.relpath(x.path, out_dir)}`" for x in [*summaries, *lm, *scale_records]]
     return "\n".join(lines) + "\n"
 
 
@@ -348,12 +368,17 @@ def write_report(
     """Write RESULTS.md; with lm-eval results of two or more models, first (re)draws Figure 3(b) into
     ``results/fig3b_lm_scores.png`` from them."""
     summaries, lm, _ = find_results(results, runs)
+    scale_records = [x for x in [*summaries, *lm] if is_scale_result(x.path, Path(results))]
+    other_models = {id(x) for x in scale_records}  # other base models: their own table
+    summaries = [s for s in summaries if id(s) not in other_models]
+    lm = [r for r in lm if id(r) not in other_models]
     if len(lm) >= 2:
         from unimae.evaluation.figures import plot_lm_scores
 
         plot_lm_scores(lm, Path(results) / "fig3b_lm_scores.png")
     figures = find_figures(results, runs)  # now with the figure just drawn
     output = Path(output)
-    text = render_report(summaries, lm, figures, output.resolve().parent)
+    scale = (scale_table(results), scale_records)
+    text = render_report(summaries, lm, figures, output.resolve().parent, scale)
     atomic_write_text(output, text)
     return output

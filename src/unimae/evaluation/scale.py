@@ -1,0 +1,124 @@
+"""Issue 12's scale table: the same measurements at each model size, one row a size.
+
+``scripts/scale_study.sh MODEL`` writes ``results/scale/MODEL/<result>/{offline,lm-eval}``: the two best
+training-free poolings of the base model (pretended chain of thought, PromptEOL), its perplexity and
+choice accuracy, MNTP and UniMAE with the default recipe. For the default model, results of the same
+recipe and seeds measured before the scale study are read where they already are (``EARLIER``), not rerun.
+The report keeps these results out of its main tables (they are other base models) and shows this table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from unimae.evaluation.results import BenchmarkSummary, LmEvalResult
+
+MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b")
+SEEDS = (42, 7)
+POOLINGS = {"pretended CoT": "base-pcot", "PromptEOL": "base-prompteol"}
+
+# results/scale/smollm2-135m/<key> -> results/<value>: the same config and seed, run before issue 12
+EARLIER = {
+    "smollm2-135m": {
+        "base-prompteol/offline": "base-prompteol/offline",
+        "base/lm-eval": "base/lm-eval",
+        "mntp-s42/offline": "mntp-lora/offline",
+        "mntp-s42/lm-eval": "mntp-lora/lm-eval",
+        "unimae-s42/offline": "issue14/plain-mrc0.5-mar0.2-s42/template/offline",
+        "unimae-s42/lm-eval": "lora/mar0.2-no-eos-lora/lm-eval",
+        "unimae-s7/offline": "issue14/plain-mrc0.5-mar0.2-s7/template/offline",
+        "unimae-s7/lm-eval": "lora/mar0.2-no-eos-lora-seed7/lm-eval",
+    }
+}
+
+
+def is_scale_result(path: Path | None, results: Path) -> bool:
+    """Whether a result file lies under ``results/scale`` (the report's main tables leave it out)."""
+    if path is None:
+        return False
+    try:
+        return Path(path).resolve().relative_to(Path(results).resolve()).parts[0] == "scale"
+    except ValueError:
+        return False
+
+
+def _folder(results: Path, model: str, key: str) -> Path:
+    earlier = EARLIER.get(model, {}).get(key)
+    return results / earlier if earlier else results / "scale" / model / key
+
+
+def _average(results: Path, model: str, key: str) -> float | None:
+    p = _folder(results, model, f"{key}/offline") / "summary.json"
+    return BenchmarkSummary.load(p).average if p.is_file() else None
+
+
+def _lm(results: Path, model: str, key: str) -> LmEvalResult | None:
+    p = _folder(results, model, f"{key}/lm-eval") / "lm_eval.json"
+    return LmEvalResult.load(p) if p.is_file() else None
+
+
+def _seeds(results: Path, model: str, name: str) -> list[tuple[int, float]]:
+    return [(s, a) for s in SEEDS if (a := _average(results, model, f"{name}-s{s}")) is not None]
+
+
+def _scores(xs: list[tuple[int, float]]) -> str:
+    return " / ".join(f"{100 * a:.2f}" for _, a in xs) if xs else "not run"
+
+
+def scale_rows(results: str | Path = "results") -> list[dict]:
+    """Per model size that has any result: offline averages (x 100), perplexity and choice accuracy."""
+    results = Path(results)
+    rows = []
+    for model in MODELS:
+        pool = {label: _average(results, model, key) for label, key in POOLINGS.items()}
+        mntp, unimae = _seeds(results, model, "mntp"), _seeds(results, model, "unimae")
+        lm = {k: _lm(results, model, k) for k in ("base", "mntp-s42", "unimae-s42")}
+        if not (any(v is not None for v in pool.values()) or mntp or unimae or any(lm.values())):
+            continue
+        rows.append({"model": model, "poolings": pool, "mntp": mntp, "unimae": unimae, "lm": lm})
+    return rows
+
+
+def _lead(row: dict) -> str:
+    others = [a for a in row["poolings"].values() if a is not None] + [a for _, a in row["mntp"]]
+    if not row["unimae"] or len(others) < len(POOLINGS) + 1:
+        return "-"
+    best = max(others)
+    return " / ".join(f"{100 * (a - best):+.2f}" for _, a in row["unimae"])
+
+
+def _generation(row: dict) -> tuple[str, str]:
+    base, mntp, uni = (row["lm"][k] for k in ("base", "mntp-s42", "unimae-s42"))
+
+    def cell(r, fmt):
+        return fmt(r) if r is not None else "not run"
+
+    ppl = " / ".join(cell(r, lambda r: f"{r.perplexity.perplexity:.2f}") for r in (base, mntp, uni))
+    acc = " / ".join(cell(r, lambda r: f"{100 * r.choice_accuracy:.1f}") for r in (base, mntp, uni))
+    if base is not None and uni is not None:
+        ppl += f" ({100 * (uni.perplexity.perplexity / base.perplexity.perplexity - 1):+.1f}%)"
+        acc += f" ({100 * (uni.choice_accuracy - base.choice_accuracy):+.1f})"
+    return ppl, acc
+
+
+def scale_table(results: str | Path = "results") -> list[str]:
+    """Markdown: one row a model size (empty when no size has a result)."""
+    rows = scale_rows(results)
+    if not rows:
+        return []
+    head = [
+        "model",
+        *(f"{p} (base)" for p in POOLINGS),
+        "MNTP",
+        "UniMAE",
+        "UniMAE - best other",
+        "PPL ↓ base / MNTP / UniMAE",
+        "MC acc base / MNTP / UniMAE",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        pools = [f"{100 * a:.2f}" if a is not None else "not run" for a in r["poolings"].values()]
+        ppl, acc = _generation(r)
+        cells = [f"`{r['model']}`", *pools, _scores(r["mntp"]), _scores(r["unimae"]), _lead(r), ppl, acc]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
