@@ -40,7 +40,7 @@ def free_port() -> int:
 
 
 def start_server(
-    model: str, max_batch_size: int, timeout_ms: float, backend: str | None = None
+    model: str, max_batch_size: int, timeout_ms: float, backend: str | None = None, max_tokens: int = 256
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [
@@ -57,6 +57,8 @@ def start_server(
         str(max_batch_size),
         "--batch-timeout-ms",
         str(timeout_ms),
+        "--batch-max-tokens",
+        str(max_tokens) if max_tokens else "null",
         "--log-level",
         "warning",
     ] + (["--backend", backend] if backend else [])
@@ -105,6 +107,9 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=512, help="requests per server setting")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--batch-timeout-ms", type=float, default=5.0)
+    p.add_argument(
+        "--batch-max-tokens", type=int, default=256, help="the batched server's budget (0: one pass a batch)"
+    )
     p.add_argument("--rounds", type=int, default=4, help="alternating measurement rounds per setting")
     p.add_argument("--backend", default=None, help="torch, onnx, onnx-int8, openvino, openvino-int8")
     args = p.parse_args()
@@ -112,7 +117,7 @@ def main() -> None:
     texts = [t for t in wiki_sentences("heldout") if len(t.split()) <= 20][:256]  # short texts
     settings = {"dynamic batching": args.max_batch_size, "one request at a time": 1}
     servers = {
-        name: start_server(args.model, mbs, args.batch_timeout_ms, args.backend)
+        name: start_server(args.model, mbs, args.batch_timeout_ms, args.backend, args.batch_max_tokens)
         for name, mbs in settings.items()
     }
     walls = {name: 0.0 for name in settings}
@@ -140,10 +145,11 @@ def main() -> None:
         print(
             f"{name:22s} (--max-batch-size {mbs:2d}): {rps[name]:7.1f} req/s   "
             f"p50 {1000 * pct(lats[name], 50):7.1f} ms   p95 {1000 * pct(lats[name], 95):7.1f} ms   "
-            f"{batches[name]} forward passes for {n} requests (mean {n / max(batches[name], 1):.1f} texts each)"
+            f"{batches[name]} batches for {n} requests (mean {n / max(batches[name], 1):.1f} texts each)"
         )
     print(
-        f"model {args.model} ({args.backend or 'default'} backend); {args.clients} concurrent clients, {args.rounds} alternating rounds, "
+        f"model {args.model} ({args.backend or 'default'} backend, --batch-max-tokens {args.batch_max_tokens}); "
+        f"{args.clients} concurrent clients, {args.rounds} alternating rounds, "
         f"mean {statistics.mean(len(t.split()) for t in texts):.1f} words per text; "
         f"throughput ratio batched / one at a time: {rps['dynamic batching'] / rps['one request at a time']:.2f}x"
     )

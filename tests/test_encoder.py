@@ -3,6 +3,7 @@ import pytest
 from conftest import random_sentences
 
 from unimae import Encoder
+from unimae.encoding.encoder import length_batches
 from unimae.encoding.pooling import POOLINGS, layout
 from unimae.tokens import TextTooLongError
 
@@ -20,6 +21,24 @@ def test_encode_invariant_to_padding_side_batch_and_order(tiny_model, pooling):
     np.testing.assert_allclose(alone, base, atol=1e-5)
     shuffled = right.encode(TEXTS[::-1], batch_size=3)[::-1]
     np.testing.assert_allclose(shuffled, base, atol=1e-5)
+
+
+def test_length_batches_cut_by_count_and_padded_tokens():
+    lengths = [5, 40, 12, 11, 30, 6, 12]
+    assert length_batches(lengths, 3) == [[1, 4, 2], [6, 3, 5], [0]]  # longest first, stable on ties
+    # a budget of 48 padded tokens: 40 alone, 30 alone, then 12 x 4 = 48 fits four texts
+    assert length_batches(lengths, 32, max_tokens=48) == [[1], [4], [2, 6, 3, 5], [0]]
+    assert length_batches([100, 3], 32, max_tokens=10) == [[0], [1]]  # a text over the budget goes alone
+    assert length_batches([], 4) == []
+    with pytest.raises(ValueError):
+        length_batches(lengths, 4, max_tokens=0)
+
+
+def test_token_budget_gives_the_same_vectors(tiny_llama):
+    enc = Encoder.from_pretrained(str(tiny_llama))
+    items = enc.tokenize(TEXTS)
+    base = enc.encode_tokenized(items, batch_size=32)
+    np.testing.assert_allclose(enc.encode_tokenized(items, batch_size=32, max_tokens=40), base, atol=1e-5)
 
 
 def test_eos_pooling_appends_eos_even_when_truncated(tiny_llama):

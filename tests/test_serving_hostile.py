@@ -184,6 +184,8 @@ def test_max_tokens_cap_is_a_400_on_every_generating_route(encoder, tmp_path):
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 8
     with pytest.raises(ValueError, match="default_max_tokens"):
         ServerConfig(NAME, max_tokens_limit=8, default_max_tokens=9)
+    with pytest.raises(ValueError, match="batch_max_tokens"):
+        ServerConfig(NAME, batch_max_tokens=0)
 
 
 def test_generation_time_limit(encoder):

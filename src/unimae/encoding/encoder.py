@@ -242,16 +242,20 @@ class Encoder:
         normalize_embeddings: bool = False,
         show_progress_bar: bool | None = None,
         truncate_dim: int | None = None,
+        max_tokens: int | None = None,
     ) -> np.ndarray:
-        """``(n, k)`` float32 embeddings of ``tokenize``'s output; batches by length, longest first."""
+        """``(n, k)`` float32 embeddings of ``tokenize``'s output; batches by length, longest first.
+
+        ``max_tokens``: also cut a batch before its padded size (texts x longest) would pass this many
+        tokens; a server embedding one mix of short and long requests wastes less compute on padding.
+        """
         dim = self._check_truncate_dim(truncate_dim)
-        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i].ids))  # longest first
         out = np.zeros((len(inputs), dim), dtype=np.float32)
         if show_progress_bar is None:
             show_progress_bar = len(inputs) > 4 * batch_size
+        batches = length_batches([len(it.ids) for it in inputs], batch_size, max_tokens)
         with tqdm(total=len(inputs), desc="encode", unit="text", disable=not show_progress_bar) as bar:
-            for b in range(0, len(order), batch_size):  # the bar shows texts/s
-                idx = order[b : b + batch_size]
+            for idx in batches:  # the bar shows texts/s
                 vecs = self._embed_batch([inputs[i] for i in idx])[:, :dim]
                 if normalize_embeddings:
                     vecs = torch.nn.functional.normalize(vecs, dim=-1)
@@ -322,6 +326,21 @@ class Encoder:
             **kwargs,
         )
         return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Indices of texts in batches, longest first: at most ``batch_size`` texts, and (if given) at most
+    ``max_tokens`` padded tokens (texts x the batch's longest, its first); a text over it goes alone."""
+    if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
+        raise ValueError(f"batch_size and max_tokens must be >= 1, got {batch_size}, {max_tokens}")
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        b = batches[-1] if batches else None
+        if b is None or len(b) == batch_size or (max_tokens and (len(b) + 1) * lengths[b[0]] > max_tokens):
+            batches.append([i])
+        else:
+            b.append(i)
+    return batches
 
 
 def _check_texts(texts: list) -> list[str]:

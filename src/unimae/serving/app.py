@@ -414,6 +414,7 @@ def create_app(encoder: Encoder, config: ServerConfig, rag_index=None) -> FastAP
         lambda inputs, dims: encoder.encode_tokenized(  # tokenized once, in the route
             inputs,
             batch_size=config.max_batch_size,
+            max_tokens=config.batch_max_tokens,  # length-sorted passes with little padding
             normalize_embeddings=config.normalize,
             truncate_dim=dims,  # OpenAI's `dimensions`: the first dims, renormalized
         ),

@@ -22,6 +22,11 @@ class ServerConfig:
     """Texts per embedding forward pass (1: one request at a time)."""
     batch_timeout_ms: float = 5.0
     """How long a lone embedding request waits for others to share its pass."""
+    batch_max_tokens: int | None = 256
+    """A collected batch is embedded in length-sorted passes of at most this many padded tokens (texts x
+    longest): one mix of short and long requests then wastes little compute on padding (None: one pass of
+    up to ``max_batch_size`` texts). 256 was the fastest of 48-768 on this project's 2-core CPU
+    (``benchmarks/batch_tokens.py``, docs/backends.md)."""
     max_inputs: int = 2048
     """Most texts in one embeddings request."""
     truncate: bool = True
@@ -50,6 +55,8 @@ class ServerConfig:
         ):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_max_tokens is not None and self.batch_max_tokens < 1:
+            raise UserError(f"batch_max_tokens must be >= 1, got {self.batch_max_tokens}")
         if self.batch_timeout_ms < 0:
             raise UserError("batch_timeout_ms must be >= 0")
         if not self.max_generation_seconds > 0:
