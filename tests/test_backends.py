@@ -95,6 +95,23 @@ def test_openvino_settings(exports):
     assert str(int8.compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")) == str(OPENVINO_INT8_GROUP_SIZE)
 
 
+def test_openvino_streams_split_a_batch_with_the_same_states(exports):
+    """With two threads a batch of 8 runs as two parts on two single-thread streams; the states match the
+    one-stream run (mixed lengths, left padding), and small batches stay on the one-stream model."""
+    from unimae.encoding.backends import OPENVINO_STREAM_MIN_ROWS, load_body, split_rows
+
+    assert split_rows(9, 2) == [slice(0, 4), slice(4, 9)] and split_rows(1, 2) == [slice(0, 1)]
+    one, two = (load_body(exports["llama", "openvino"], "openvino", threads=t) for t in (1, 2))
+    lengths = [3, 9, 5, 9, 2, 7, 8, 4]
+    assert len(lengths) >= OPENVINO_STREAM_MIN_ROWS * 2
+    mask = torch.tensor([[0] * (9 - n) + [1] * n for n in lengths])
+    ids = torch.randint(3, 100, mask.shape) * mask
+    expected = one(ids, mask)
+    np.testing.assert_allclose(two(ids, mask)[mask.bool()], expected[mask.bool()], atol=1e-4)
+    assert two._queue is not None  # the streams ran
+    np.testing.assert_allclose(two(ids[:2], mask[:2])[mask[:2].bool()], expected[:2][mask[:2].bool()], atol=1e-4)
+
+
 def test_graph_has_no_pooling_or_argmax(exports):
     """The trap of exports that put last-token pooling in the graph: ArgMax that ONNX Runtime rejects."""
     import onnx

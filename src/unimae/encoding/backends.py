@@ -33,6 +33,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from unimae.errors import UserError
@@ -134,17 +135,57 @@ def openvino_config(core, backend: str, threads: int | None) -> dict:
     return config
 
 
+# A batch of at least this many texts per thread is split over one OpenVINO stream per thread.
+OPENVINO_STREAM_MIN_ROWS = 4
+
+
+def split_rows(n: int, parts: int) -> list[slice]:
+    """``parts`` contiguous, nearly equal slices of ``range(n)`` (fewer when ``n < parts``)."""
+    parts = max(1, min(parts, n))
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
 class OpenVinoBody:
-    """An OpenVINO IR on the CPU plugin (settings: ``openvino_config``): same contract as ``OnnxRuntimeBody``."""
+    """An OpenVINO IR on the CPU plugin (settings: ``openvino_config``): same contract as ``OnnxRuntimeBody``.
+
+    With ``threads`` > 1, a batch of at least ``OPENVINO_STREAM_MIN_ROWS`` texts a thread is split into one
+    part a thread, run side by side on as many single-thread streams (a second compiled model, made on
+    first use): small matrix products use one core well and two cores poorly (batch 32 of short texts,
+    1.33x from the second core in one stream; docs/backends.md). Smaller batches run on all threads at once.
+    """
 
     def __init__(self, file: str | Path, threads: int | None = None, backend: str = "openvino"):
-        core = _require("openvino").Core()
-        self.config = openvino_config(core, backend, threads)
-        self.compiled = core.compile_model(str(file), "CPU", self.config)
+        self.ov = _require("openvino")
+        self.core, self.file = self.ov.Core(), str(file)
+        self.config = openvino_config(self.core, backend, threads)
+        self.compiled = self.core.compile_model(self.file, "CPU", self.config)
+        self.streams = int(self.config["INFERENCE_NUM_THREADS"])
+        self._queue = None  # the streams' compiled model and requests, made on first use
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         feed = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()}
+        if self.streams > 1 and len(input_ids) >= OPENVINO_STREAM_MIN_ROWS * self.streams:
+            return self._in_streams(feed)
         return torch.from_numpy(self.compiled(feed)[OUTPUT].copy())
+
+    def _in_streams(self, feed: dict) -> torch.Tensor:
+        if self._queue is None:
+            config = {**self.config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(self.streams)}
+            self._queue = self.ov.AsyncInferQueue(
+                self.core.compile_model(self.file, "CPU", config), self.streams
+            )
+        parts = split_rows(len(feed["input_ids"]), self.streams)
+        out: list = [None] * len(parts)
+
+        def done(request, i):
+            out[i] = request.get_tensor(OUTPUT).data.copy()
+
+        self._queue.set_callback(done)
+        for i, rows in enumerate(parts):
+            self._queue.start_async({k: v[rows] for k, v in feed.items()}, userdata=i)
+        self._queue.wait_all()
+        return torch.from_numpy(np.concatenate(out))
 
 
 def graph_file(folder: str | Path, backend: str) -> Path:
