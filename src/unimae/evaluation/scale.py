@@ -9,6 +9,7 @@ The report keeps these results out of its main tables (they are other base model
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from unimae.evaluation.results import BenchmarkSummary, LmEvalResult
@@ -65,30 +66,41 @@ def _scores(xs: list[tuple[int, float]]) -> str:
     return " / ".join(f"{100 * a:.2f}" for _, a in xs) if xs else "not run"
 
 
-def scale_rows(results: str | Path = "results") -> list[dict]:
-    """Per model size that has any result: offline averages (x 100), perplexity and choice accuracy."""
+@dataclass
+class ScaleRow:
+    """One model size: ``offline`` averages (0-1; None: not run) and seed-42 lm-eval results."""
+
+    model: str
+    poolings: dict[str, float | None]  # POOLINGS' labels
+    mntp: list[tuple[int, float]]  # (seed, average)
+    unimae: list[tuple[int, float]]
+    lm: dict[str, LmEvalResult | None]  # "base", "mntp-s42", "unimae-s42"
+
+
+def scale_rows(results: str | Path = "results") -> list[ScaleRow]:
+    """One row per model size that has any result."""
     results = Path(results)
     rows = []
     for model in MODELS:
         pool = {label: _average(results, model, key) for label, key in POOLINGS.items()}
         mntp, unimae = _seeds(results, model, "mntp"), _seeds(results, model, "unimae")
         lm = {k: _lm(results, model, k) for k in ("base", "mntp-s42", "unimae-s42")}
-        if not (any(v is not None for v in pool.values()) or mntp or unimae or any(lm.values())):
-            continue
-        rows.append({"model": model, "poolings": pool, "mntp": mntp, "unimae": unimae, "lm": lm})
+        if any(v is not None for v in pool.values()) or mntp or unimae or any(lm.values()):
+            rows.append(ScaleRow(model, pool, mntp, unimae, lm))
     return rows
 
 
-def _lead(row: dict) -> str:
-    others = [a for a in row["poolings"].values() if a is not None] + [a for _, a in row["mntp"]]
-    if not row["unimae"] or len(others) < len(POOLINGS) + 1:
+def _lead(row: ScaleRow) -> str:
+    """UniMAE's average minus the best of the training-free poolings and MNTP, per seed ("-": one missing)."""
+    others = [a for a in row.poolings.values() if a is not None] + [a for _, a in row.mntp]
+    if not row.unimae or len(others) < len(POOLINGS) + 1:
         return "-"
     best = max(others)
-    return " / ".join(f"{100 * (a - best):+.2f}" for _, a in row["unimae"])
+    return " / ".join(f"{100 * (a - best):+.2f}" for _, a in row.unimae)
 
 
-def _generation(row: dict) -> tuple[str, str]:
-    base, mntp, uni = (row["lm"][k] for k in ("base", "mntp-s42", "unimae-s42"))
+def _generation(row: ScaleRow) -> tuple[str, str]:
+    base, mntp, uni = (row.lm[k] for k in ("base", "mntp-s42", "unimae-s42"))
 
     def cell(r, fmt):
         return fmt(r) if r is not None else "not run"
@@ -117,8 +129,8 @@ def scale_table(results: str | Path = "results") -> list[str]:
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        pools = [f"{100 * a:.2f}" if a is not None else "not run" for a in r["poolings"].values()]
+        pools = [f"{100 * a:.2f}" if a is not None else "not run" for a in r.poolings.values()]
         ppl, acc = _generation(r)
-        cells = [f"`{r['model']}`", *pools, _scores(r["mntp"]), _scores(r["unimae"]), _lead(r), ppl, acc]
+        cells = [f"`{r.model}`", *pools, _scores(r.mntp), _scores(r.unimae), _lead(r), ppl, acc]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
