@@ -246,3 +246,7 @@ def test_report_scale_table_rows_by_size_kept_out_of_the_main_tables(results, tm
     assert (
         "gemma3-270m/unimae-s42/offline/summary.json" in text.split("## Commands")[1]
     )  # listed with the rest
+    runs = [str(results / "base-mean"), str(results / "unimae")]  # runs named without the scale folder
+    text = write_report(results, tmp_path / "R2.md", runs=runs).read_text()
+    assert "| 62.00 | 60.00 | 61.00 | 65.25 | +3.25 |" in text.split("## Model sizes")[1]
+    assert "gemma3-270m/unimae-s42/offline/summary.json" in text.split("## Commands")[1]

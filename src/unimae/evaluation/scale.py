@@ -43,6 +43,14 @@ def is_scale_result(path: Path | None, results: Path) -> bool:
         return False
 
 
+def scale_results(results: str | Path = "results") -> list[BenchmarkSummary | LmEvalResult]:
+    """Every result file under ``results/scale`` (their commands go into the report's list)."""
+    root = Path(results) / "scale"
+    return [BenchmarkSummary.load(p) for p in sorted(root.rglob("summary.json"))] + [
+        LmEvalResult.load(p) for p in sorted(root.rglob("lm_eval.json"))
+    ]
+
+
 def _folder(results: Path, model: str, key: str) -> Path:
     earlier = EARLIER.get(model, {}).get(key)
     return results / earlier if earlier else results / "scale" / model / key
