@@ -109,7 +109,9 @@ def test_openvino_streams_split_a_batch_with_the_same_states(exports):
     expected = one(ids, mask)
     np.testing.assert_allclose(two(ids, mask)[mask.bool()], expected[mask.bool()], atol=1e-4)
     assert two._queue is not None  # the streams ran
-    np.testing.assert_allclose(two(ids[:2], mask[:2])[mask[:2].bool()], expected[:2][mask[:2].bool()], atol=1e-4)
+    np.testing.assert_allclose(
+        two(ids[:2], mask[:2])[mask[:2].bool()], expected[:2][mask[:2].bool()], atol=1e-4
+    )
 
 
 def test_graph_has_no_pooling_or_argmax(exports):
