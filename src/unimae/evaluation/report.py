@@ -12,7 +12,7 @@ from pathlib import Path
 
 from unimae.evaluation.offline_tasks import CATEGORIES, SIZES
 from unimae.evaluation.results import REFERENCE_ENCODER, BenchmarkSummary, LmEvalResult, ModelInfo
-from unimae.evaluation.scale import is_scale_result, scale_results, scale_table
+from unimae.evaluation.scale import scale_results, scale_table
 from unimae.io import atomic_write_text
 
 SHORT = {"PairClassification": "PairClass."}
@@ -368,9 +368,10 @@ def write_report(
     """Write RESULTS.md; with lm-eval results of two or more models, first (re)draws Figure 3(b) into
     ``results/fig3b_lm_scores.png`` from them."""
     summaries, lm, _ = find_results(results, runs)
-    summaries = [s for s in summaries if not is_scale_result(s.path, Path(results))]  # other base models:
-    lm = [r for r in lm if not is_scale_result(r.path, Path(results))]  # their own table, whatever ``runs``
-    scale_records = scale_results(results)
+    scale_records = scale_results(results)  # other base models: their own table, whatever ``runs`` names
+    scale_files = {x.path.resolve() for x in scale_records}
+    summaries = [s for s in summaries if s.path.resolve() not in scale_files]
+    lm = [r for r in lm if r.path.resolve() not in scale_files]
     if len(lm) >= 2:
         from unimae.evaluation.figures import plot_lm_scores
 

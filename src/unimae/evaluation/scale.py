@@ -33,16 +33,6 @@ EARLIER = {
 }
 
 
-def is_scale_result(path: Path | None, results: Path) -> bool:
-    """Whether a result file lies under ``results/scale`` (the report's main tables leave it out)."""
-    if path is None:
-        return False
-    try:
-        return Path(path).resolve().relative_to(Path(results).resolve()).parts[0] == "scale"
-    except ValueError:
-        return False
-
-
 def scale_results(results: str | Path = "results") -> list[BenchmarkSummary | LmEvalResult]:
     """Every result file under ``results/scale`` (their commands go into the report's list)."""
     root = Path(results) / "scale"
@@ -108,13 +98,11 @@ def _lead(row: ScaleRow) -> str:
 
 
 def _generation(row: ScaleRow) -> tuple[str, str]:
-    base, mntp, uni = (row.lm[k] for k in ("base", "mntp-s42", "unimae-s42"))
-
-    def cell(r, fmt):
-        return fmt(r) if r is not None else "not run"
-
-    ppl = " / ".join(cell(r, lambda r: f"{r.perplexity.perplexity:.2f}") for r in (base, mntp, uni))
-    acc = " / ".join(cell(r, lambda r: f"{100 * r.choice_accuracy:.1f}") for r in (base, mntp, uni))
+    """(perplexity cell, choice-accuracy cell): base / MNTP / UniMAE, then UniMAE against the base."""
+    results = [row.lm[k] for k in ("base", "mntp-s42", "unimae-s42")]
+    base, uni = results[0], results[2]
+    ppl = " / ".join("not run" if r is None else f"{r.perplexity.perplexity:.2f}" for r in results)
+    acc = " / ".join("not run" if r is None else f"{100 * r.choice_accuracy:.1f}" for r in results)
     if base is not None and uni is not None:
         ppl += f" ({100 * (uni.perplexity.perplexity / base.perplexity.perplexity - 1):+.1f}%)"
         acc += f" ({100 * (uni.choice_accuracy - base.choice_accuracy):+.1f})"
