@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from unimae.evaluation.report import find_results, write_report
+from unimae.evaluation.scale import scale_table
 
 FIX = Path(__file__).parent / "fixtures" / "eval" / "results"
 
@@ -250,3 +251,17 @@ def test_report_scale_table_rows_by_size_kept_out_of_the_main_tables(results, tm
     text = write_report(results, tmp_path / "R2.md", runs=runs).read_text()
     assert "| 62.00 | 60.00 | 61.00 | 65.25 | +3.25 |" in text.split("## Model sizes")[1]
     assert "gemma3-270m/unimae-s42/offline/summary.json" in text.split("## Commands")[1]
+
+
+def test_scale_lead_over_the_baselines_measured_so_far_names_the_missing_one(results):
+    s = "base-mean/offline/summary.json"
+    q = "scale/qwen2.5-coder-0.5b"
+    _put(results, s, f"{q}/base-pcot/offline/summary.json", "qwen pcot", 0.64, "qwen2.5-coder-0.5b")
+    _put(results, s, f"{q}/base-prompteol/offline/summary.json", "qwen prompteol", 0.66, "qwen2.5-coder-0.5b")
+    _put(results, s, f"{q}/unimae-s42/offline/summary.json", "qwen unimae", 0.65, "runs/q/unimae")
+    row = _row("\n".join(scale_table(results)), "`qwen2.5-coder-0.5b`")
+    # UniMAE 65.00 against PromptEOL 66.00, the best measured; MNTP not run yet
+    assert "| 64.00 | 66.00 | not run | 65.00 | -1.00 (MNTP not run) |" in row
+    _put(results, s, f"{q}/mntp-s42/offline/summary.json", "qwen mntp", 0.67, "runs/q/mntp")
+    row = _row("\n".join(scale_table(results)), "`qwen2.5-coder-0.5b`")
+    assert "| 64.00 | 66.00 | 67.00 | 65.00 | -2.00 |" in row

@@ -328,7 +328,8 @@ def render_report(
             "",
             "`scripts/scale_study.sh MODEL` on each size, the default recipe unchanged (`configs/default.yaml` "
             "with `model=MODEL`; MNTP with the same optimizer). `offline` averages x 100; two numbers are "
-            "seeds 42 / 7. UniMAE - best other: against the best of the two training-free poolings and MNTP. "
+            "seeds 42 / 7. UniMAE - best other: against the best of the two training-free poolings and MNTP "
+            "(of those measured so far: a baseline not run yet is named). "
             "PPL and MC acc: seed 42, in brackets UniMAE against the base model. 135M results of the same "
             "recipe and seeds that predate the study are read where they are (`unimae.evaluation.scale.EARLIER`).",
             "",

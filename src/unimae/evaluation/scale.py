@@ -89,12 +89,18 @@ def scale_rows(results: str | Path = "results") -> list[ScaleRow]:
 
 
 def _lead(row: ScaleRow) -> str:
-    """UniMAE's average minus the best of the training-free poolings and MNTP, per seed ("-": one missing)."""
-    others = [a for a in row.poolings.values() if a is not None] + [a for _, a in row.mntp]
-    if not row.unimae or len(others) < len(POOLINGS) + 1:
+    """UniMAE's average minus the best of the training-free poolings and MNTP, per seed.
+
+    Over the baselines measured so far; those not run yet are named ("-": no UniMAE or no baseline).
+    """
+    others = {label: a for label, a in row.poolings.items()}
+    others["MNTP"] = max((a for _, a in row.mntp), default=None)
+    measured = [a for a in others.values() if a is not None]
+    if not row.unimae or not measured:
         return "-"
-    best = max(others)
-    return " / ".join(f"{100 * (a - best):+.2f}" for _, a in row.unimae)
+    lead = " / ".join(f"{100 * (a - max(measured)):+.2f}" for _, a in row.unimae)
+    missing = [label for label, a in others.items() if a is None]
+    return f"{lead} ({', '.join(missing)} not run)" if missing else lead
 
 
 def _generation(row: ScaleRow) -> tuple[str, str]:
