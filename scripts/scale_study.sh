@@ -4,7 +4,8 @@
 #   scripts/scale_study.sh MODEL [SEED] [STEP...]     # MODEL: smollm2-135m | gemma3-270m | qwen2.5-coder-0.5b
 #
 # STEP (default: all, in this order; each skipped once its result file exists, a killed training resumes
-# from its checkpoint, so the study can be spread over several sessions and two lanes):
+# from its checkpoint and a killed evaluation from its last finished task, so the study can be spread over
+# several sessions and two lanes):
 #   pooling-pcot pooling-prompteol    the two best training-free poolings at 135M, on the base model: pretended
 #                                     chain of thought (Zhang et al. 2024; best on offline-dev and offline-test,
 #                                     docs/method.md) and PromptEOL (RESULTS.md: offline 63.34)
@@ -36,7 +37,8 @@ lm_args=(--batch-size 16 --max-new-tokens 48 --n-examples 200 --n-sentences 500 
 evaluate() {  # MODEL_OR_PATH OUT LABEL [eval args...]
   local m=$1 out=$2 label=$3
   shift 3
-  [ -f "$out/summary.json" ] || "$unimae" eval "$m" --benchmark offline --threads 1 --label "$label" --output_dir "$out" "$@"
+  [ -f "$out/summary.json" ] ||  # --resume: the tasks a killed evaluation finished are read back
+    "$unimae" eval "$m" --benchmark offline --threads 1 --label "$label" --output_dir "$out" --resume true "$@"
 }
 lm_eval() {  # MODEL_OR_PATH OUT LABEL
   [ -f "$2/lm_eval.json" ] || "$unimae" lm-eval "$1" --label "$3" --output_dir "$2" "${lm_args[@]}"

@@ -216,3 +216,26 @@ def test_unimae_eval_end_to_end_is_deterministic(tiny_llama, tmp_path, capsys):
     assert loaded.model_info.pooling == "mean" and loaded.texts_encoded > 0
     mteb_files = list((tmp_path / "a" / "mteb" / "results").rglob("LeeSTS.json"))
     assert len(mteb_files) == 1 and (tmp_path / "a" / "summary.md").read_text().startswith("# Tiny")
+
+
+def test_unimae_eval_resume_reads_back_finished_tasks_and_runs_the_rest(tiny_llama, tmp_path):
+    from unimae.cli import main
+
+    out = tmp_path / "r"
+    args = ["eval", str(tiny_llama), "--pooling", "mean", "--tasks", "LeeSTS", "MiniNewsgroupsClustering"]
+    assert main([*args, "-o", str(out)]) == 0
+    full = json.loads((out / "summary.json").read_text())
+    assert "resumed" not in full
+    # an interrupted run: one task's mteb result is on disk, the other's is not
+    (clustering,) = (out / "mteb" / "results").rglob("MiniNewsgroupsClustering.json")
+    clustering.unlink()
+    assert main([*args, "-o", str(out), "--resume", "true"]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["resumed"] == ["LeeSTS"] and again["tasks"].keys() == full["tasks"].keys()
+    for name, task in full["tasks"].items():  # mteb's result files keep 6 decimals
+        assert again["tasks"][name]["score"] == pytest.approx(task["score"], abs=1e-6)
+    assert 0 < again["texts_encoded"] < full["texts_encoded"]  # only the clustering texts were encoded
+    assert "--resume" in again["command"]
+    # other settings (here the pooling) are another mteb revision: nothing is read back
+    assert main([*args[:3], "last", *args[4:], "-o", str(out), "--resume", "true"]) == 0
+    assert "resumed" not in json.loads((out / "summary.json").read_text())

@@ -312,7 +312,8 @@ EXAMPLES_EVAL = """examples:
   unimae eval runs/default/model --label UniMAE                    # pooling from unimae.json (eos)
   unimae eval all-MiniLM-L6-v2                                     # the supervised reference encoder
   unimae eval MODEL --benchmark mteb-15                            # needs the Hugging Face hub
-  unimae eval MODEL --tasks LeeSTS SquadRetrieval                  # a few tasks only"""
+  unimae eval MODEL --tasks LeeSTS SquadRetrieval                  # a few tasks only
+  unimae eval MODEL -o results/x --resume true                     # a killed run: finish the missing tasks"""
 
 
 def _run_evaluation(name: str, run, markdown, files: str, ns: Namespace) -> None:

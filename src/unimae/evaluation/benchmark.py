@@ -235,11 +235,16 @@ def evaluate_model(
     label: str | None = None,
     command: str | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> BenchmarkSummary:
     """Evaluate ``model`` on a named set; writes mteb's result files and summary.json/.md to ``output_dir``.
 
     Always recomputes (mteb's result cache lives inside ``output_dir`` and is overwritten), so a rerun never
-    reports stale scores. Returns the summary; its ``path`` is the summary.json written.
+    reports stale scores, unless ``resume``: then the tasks an interrupted run of the same model already
+    finished in ``output_dir`` are read back (mteb keys them by the model's revision: weights fingerprint,
+    pooling, length limit and prompt, so other weights or settings never match), the rest are run, and the
+    summary lists the read ones in ``resumed`` (its seconds and texts_encoded count this run only).
+    Returns the summary; its ``path`` is the summary.json written.
     ``prompt``: a template holding '{text}' around each text (eos or last pooling; default: the model's
     unimae.json). Benchmarks: offline (the ten tasks that chose the defaults), offline-dev and
     offline-test (issue 14's split of the widened set; see docs/evaluation.md), mteb-15, mteb-eng.
@@ -258,12 +263,19 @@ def evaluate_model(
         model, pooling, batch_size=batch_size, max_length=max_length, device=device, prompt=prompt
     )
     output_dir = Path(output_dir) if output_dir else default_output_dir(model, info.pooling, benchmark)
+    cache = mteb.ResultCache(cache_path=output_dir / "mteb")
+    # resuming needs the model's mteb revision: unimae encoders have one (the reference encoder recomputes)
+    meta = getattr(mteb_model, "mteb_model_meta", None) if resume else None
+    resume = meta is not None
+    resumed = [t.metadata.name for t in task_objs if resume and cache.load_task_result(t.metadata.name, meta)]
+    if resumed:
+        log.info("resuming: %d task(s) already done in %s: %s", len(resumed), output_dir, ", ".join(resumed))
     try:
         result = mteb.evaluate(
             mteb_model,
             task_objs,
-            cache=mteb.ResultCache(cache_path=output_dir / "mteb"),
-            overwrite_strategy="always",
+            cache=cache,
+            overwrite_strategy="only-missing" if resume else "always",
             encode_kwargs={"batch_size": batch_size},
             show_progress_bar=progress,
         )
@@ -302,6 +314,7 @@ def evaluate_model(
         seconds=seconds,
         cpu_seconds=cpu_seconds,
         texts_encoded=getattr(mteb_model, "n_encoded", None),
+        resumed=resumed or None,
         command=command or f"unimae eval {model} --benchmark {benchmark}",
         versions=package_versions(),
     )

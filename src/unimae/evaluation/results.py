@@ -265,6 +265,7 @@ class BenchmarkSummary(JsonRecord):
     seconds: float
     cpu_seconds: float | None = None  # this process only: on a shared machine, wall time overstates it
     texts_encoded: int | None = None
+    resumed: list[str] | None = _optional()  # tasks read back from an interrupted run (``eval --resume``)
     command: str
     versions: dict[str, str | None] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False, repr=False, metadata=_NOT_ON_DISK)
