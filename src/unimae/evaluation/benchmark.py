@@ -266,8 +266,7 @@ def evaluate_model(
     cache = mteb.ResultCache(cache_path=output_dir / "mteb")
     # resuming needs the model's mteb revision: unimae encoders have one (the reference encoder recomputes)
     meta = getattr(mteb_model, "mteb_model_meta", None) if resume else None
-    resume = meta is not None
-    resumed = [t.metadata.name for t in task_objs if resume and cache.load_task_result(t.metadata.name, meta)]
+    resumed = [t.metadata.name for t in task_objs if meta is not None and cache.load_task_result(t.metadata.name, meta)]
     if resumed:
         log.info("resuming: %d task(s) already done in %s: %s", len(resumed), output_dir, ", ".join(resumed))
     try:
@@ -275,7 +274,7 @@ def evaluate_model(
             mteb_model,
             task_objs,
             cache=cache,
-            overwrite_strategy="only-missing" if resume else "always",
+            overwrite_strategy="only-missing" if meta is not None else "always",
             encode_kwargs={"batch_size": batch_size},
             show_progress_bar=progress,
         )

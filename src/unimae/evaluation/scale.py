@@ -93,7 +93,7 @@ def _lead(row: ScaleRow) -> str:
 
     Over the baselines measured so far; those not run yet are named ("-": no UniMAE or no baseline).
     """
-    others = {label: a for label, a in row.poolings.items()}
+    others = dict(row.poolings)
     others["MNTP"] = max((a for _, a in row.mntp), default=None)
     measured = [a for a in others.values() if a is not None]
     if not row.unimae or not measured:
