@@ -266,7 +266,11 @@ def evaluate_model(
     cache = mteb.ResultCache(cache_path=output_dir / "mteb")
     # resuming needs the model's mteb revision: unimae encoders have one (the reference encoder recomputes)
     meta = getattr(mteb_model, "mteb_model_meta", None) if resume else None
-    resumed = [t.metadata.name for t in task_objs if meta is not None and cache.load_task_result(t.metadata.name, meta)]
+    resumed = [
+        t.metadata.name
+        for t in task_objs
+        if meta is not None and cache.load_task_result(t.metadata.name, meta)
+    ]
     if resumed:
         log.info("resuming: %d task(s) already done in %s: %s", len(resumed), output_dir, ", ".join(resumed))
     try:
