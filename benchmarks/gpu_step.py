@@ -58,7 +58,7 @@ def run(out: Path, config: str, overrides: list[str]) -> dict:
     summary = {
         "device": device,
         "precision": cfg.precision,
-        "lora": cfg.lora,
+        "lora": cfg.lora.enabled,
         "steps": len(lines),
         "median_step_s": step_time,
         "tokens_per_s": tokens_per_s,
@@ -69,7 +69,7 @@ def run(out: Path, config: str, overrides: list[str]) -> dict:
         )
         / 2**30,
         "peak_memory_kind": "cuda max_memory_allocated" if cuda else "process peak RSS",
-        "mfu": (4 if cfg.lora else 6) * n_params * tokens_per_s / (peak * 1e12) if peak else None,
+        "mfu": (4 if cfg.lora.enabled else 6) * n_params * tokens_per_s / (peak * 1e12) if peak else None,
         "step1": {k: lines[0][k] for k in ("mar_loss", "mrc_loss", "grad_norm") if k in lines[0]},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -92,7 +92,7 @@ def compare(reference: Path, other: Path, rtol: float) -> bool:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/default.yaml")
+    p.add_argument("--config", default="default")
     p.add_argument("--out", type=Path, help="run folder (its summary.json holds the figures)")
     p.add_argument("--device", choices=["auto", "cpu"], default="auto", help="cpu: force the CPU")
     p.add_argument(

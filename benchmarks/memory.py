@@ -15,7 +15,7 @@ it sees what torch allocates on the CPU (``tracemalloc`` does not); on a GPU use
     python benchmarks/memory.py --predict all                 # a table over every known shape
 
     # one real training run's peak RSS (2 steps, a child `unimae train`), next to the prediction
-    python benchmarks/memory.py --step --config configs/default.yaml --batch-size 16 --max-length 64
+    python benchmarks/memory.py --step --config default --batch-size 16 --max-length 64
 """
 
 from __future__ import annotations
@@ -391,7 +391,7 @@ def main() -> None:
     p.add_argument("--loss-chunk", type=int, default=-1, help="loss_chunk_size: -1 auto (default), 0 never")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="--predict: where the step runs")
-    p.add_argument("--config", default="configs/default.yaml", help="--step: the recipe to run")
+    p.add_argument("--config", default="default", help="--step: the recipe to run")
     p.add_argument("--shape", choices=list(SHAPES), default="smollm2-135m", help="--step: shape to predict")
     p.add_argument("--jsonl", type=Path, help="--step: append the measurement and prediction to this file")
     p.add_argument("override", nargs="*", help="--step: extra key=value overrides for unimae train")

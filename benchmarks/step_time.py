@@ -11,6 +11,7 @@ on a GPU, model FLOPs utilisation.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import statistics
 import time
@@ -18,10 +19,11 @@ import time
 import torch
 
 from unimae.data.corpus import load_texts
+from unimae.objective.config import ObjectiveConfig
 from unimae.objective.model import UniMAE
 from unimae.tokens import bos_id_if_added, eos_token_id, mask_token_id
 from unimae.training.build import make_optimizer
-from unimae.training.config import TrainConfig
+from unimae.training.config import DataConfig, OptimConfig, TrainConfig
 from unimae.training.data import batch_indices, collate, tokenize_corpus
 
 # Peak dense bf16 tensor throughput, for MFU.
@@ -58,13 +60,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--shape", choices=["llama-3.2-1b"], help="random model of this shape instead of --model")
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    p.add_argument("--max-length", type=int, default=TrainConfig.max_length)
+    p.add_argument("--batch-size", type=int, default=OptimConfig().batch_size)
+    p.add_argument("--max-length", type=int, default=DataConfig().max_length)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument(
         "--head-precision",
         choices=["fp32", "bf16"],
-        default=TrainConfig.head_precision,
+        default=ObjectiveConfig().head_precision,
         help="precision of the vocabulary-head matmuls (default: TrainConfig's)",
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -83,9 +85,11 @@ def main() -> None:
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     llm.to(device=device, dtype=dtype)
     cfg = TrainConfig(batch_size=args.batch_size, max_length=args.max_length)
-    model = UniMAE(
-        llm, mask_token_id(tok), max_length=args.max_length, seed=0, head_bf16=args.head_precision == "bf16"
-    ).to(device=device, dtype=dtype)
+    both = ObjectiveConfig(head_precision=args.head_precision)
+    mar_only = dataclasses.replace(both, mrc_weight=0.0)
+    model = UniMAE(llm, mask_token_id(tok), both, max_length=args.max_length, seed=0).to(
+        device=device, dtype=dtype
+    )
     optimizer = make_optimizer(model, cfg)
     eos = eos_token_id(tok)
     corpus = tokenize_corpus(load_texts("wiki"), tok, args.max_length, eos)
@@ -97,7 +101,7 @@ def main() -> None:
     tokens: dict[str, list[int]] = {k: [] for k in times}
     for i in range(2 * (args.steps + args.warmup)):
         variant = "MAR only" if i % 2 == 0 else "MAR + MRC"
-        model.mrc_weight = 0.0 if variant == "MAR only" else 1.0
+        model.cfg = mar_only if variant == "MAR only" else both
         step = i // 2  # both variants see the same batch
         idx = batch_indices(len(corpus), args.batch_size, 0, step)
         batch = collate([corpus[j] for j in idx], idx, tok.pad_token_id, bos_id_if_added(tok) is not None).to(

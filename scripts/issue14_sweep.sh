@@ -20,12 +20,12 @@ template='This sentence : "{text}" means in one word:"'
 export OMP_NUM_THREADS=1
 unimae=.venv/bin/unimae
 if [ ! -f "$run/model/unimae.json" ]; then
-  "$unimae" train --config configs/default.yaml output_dir="$run" seed="$seed" "$@"
+  "$unimae" train --config default output_dir="$run" seed="$seed" "$@"
 fi
 # trained with a prompt? (config.yaml's prompt; the export's unimae.json also records encode_prompt)
 prompted=$(.venv/bin/python -c "import yaml,sys; print(bool(yaml.safe_load(open(sys.argv[1])).get('prompt')))" "$run/config.yaml")
 if [ "$prompted" = False ] && [ "$bench" != offline-test ] && [ ! -f "$res/eos/$bench/summary.json" ]; then
-  # '{text}': the text alone, whatever prompt the export records (configs/default.yaml sets encode_prompt)
+  # '{text}': the text alone, whatever prompt the export records (the default recipe sets encode_prompt)
   "$unimae" eval "$run/model" --benchmark "$bench" --threads 1 --prompt '{text}' --label "$name s$seed (EOS)" \
     --output_dir "$res/eos/$bench"
 fi

@@ -12,13 +12,13 @@
 #   pooling-echo                      echo embeddings (offline 62.06 at 135M), not run unless named
 #   base-lm                           held-out perplexity and choice accuracy of the base model
 #   mntp                              MNTP with the default recipe's optimizer (LoRA r16, lr 2e-4), + offline + lm-eval
-#   unimae                            configs/default.yaml with model=MODEL, + offline (through its encode_prompt,
+#   unimae                            the default recipe with model=MODEL, + offline (through its encode_prompt,
 #                                     PromptEOL's template) + lm-eval; with EOS_REFERENCE=1, plain EOS too
 # Training-free rows do not depend on SEED. Runs go to runs/scale/MODEL/NAME-sSEED, results to
 # results/scale/MODEL/NAME[-sSEED]/{offline,lm-eval}; `unimae report` reads them (README "Results").
 # Each job uses one thread (OMP_NUM_THREADS=1); on 2 cores run two steps side by side, e.g.
 #   scripts/scale_study.sh gemma3-270m 42 unimae &  scripts/scale_study.sh gemma3-270m 42 mntp pooling-prompteol &
-# Nothing here is adapted per size: configs/default.yaml's batch 16 x 64 tokens fits every size on a CPU
+# Nothing here is adapted per size: the default recipe's batch 16 x 64 tokens fits every size on a CPU
 # (peak memory per size: README), and the vocabulary head is chunked automatically (loss_chunk_size -1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +49,7 @@ train() {  # RUN_DIR key=value...
   [ -f "$run/model/unimae.json" ] && return
   local resume=()
   [ -d "$run/checkpoint" ] && resume=(--resume true)
-  "$unimae" train --config configs/default.yaml model="$model" seed="$seed" output_dir="$run" "${resume[@]}" "$@"
+  "$unimae" train --config default model="$model" seed="$seed" output_dir="$run" "${resume[@]}" "$@"
 }
 
 for step in "${steps[@]}"; do

@@ -63,8 +63,22 @@ def test_train_options_overrides_and_config(captured_train, tmp_path):
     assert main(["train", "--config", str(config), "steps=7", "--max-texts", "9", f"output_dir={out}"]) == 0
     assert main(["train", "--config", str(config), "--steps", "7", "--no-lora", "--output-dir", out]) == 0
     (a, _), (b, _) = captured_train
-    assert (a.steps, a.lr, a.lora, a.max_texts, a.output_dir) == (7, 1e-3, True, 9, out)
-    assert (b.steps, b.lora) == (7, False)
+    assert (a.optim.steps, a.optim.lr, a.lora.enabled, a.data.max_texts, a.output_dir) == (
+        7,
+        1e-3,
+        True,
+        9,
+        out,
+    )
+    assert (b.optim.steps, b.lora.enabled) == (7, False)
+    # today's spellings: dotted overrides and options, nested config files
+    config.write_text("optim:\n  steps: 5\n  lr: 1e-3\nlora:\n  enabled: true\n")
+    assert (
+        main(["train", "--config", str(config), "optim.steps=8", "--lora.r", "4", "--data.max-texts", "3"])
+        == 0
+    )
+    c = captured_train[2][0]
+    assert (c.optim.steps, c.optim.lr, c.lora.enabled, c.lora.r, c.data.max_texts) == (8, 1e-3, True, 4, 3)
 
 
 def test_resume_without_config_reads_the_run_config(captured_train, tmp_path):
@@ -73,18 +87,18 @@ def test_resume_without_config_reads_the_run_config(captured_train, tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump({"steps": 11, "output_dir": str(run)}))
     assert main(["train", "--resume", "--output-dir", str(run), "lr=2e-4"]) == 0
     cfg, resume = captured_train[0]
-    assert resume and cfg.steps == 11 and cfg.lr == 2e-4
+    assert resume and cfg.optim.steps == 11 and cfg.optim.lr == 2e-4
 
 
 BAD_TRAIN = [  # (argv tail, words the one-line message must hold)
-    (["steps=abc"], "--steps: expected int, got 'abc'"),
-    (["steps=1.5"], "--steps: expected int"),
-    (["--steps", "0"], "steps must be in [1, inf)"),
-    (["lora=maybe"], "--lora: expected bool"),
-    (["max_texts=all"], "--max_texts: expected int"),
-    (["lr=fast"], "--lr: expected float"),
-    (["mar_mask_ratio=2"], "mar_mask_ratio must be in [0, 1]"),
-    (["precision=fp8"], "precision must be one of"),
+    (["steps=abc"], "--optim.steps: expected int, got 'abc'"),
+    (["steps=1.5"], "--optim.steps: expected int"),
+    (["--steps", "0"], "optim.steps: input should be greater than or equal to 1, got 0"),
+    (["lora=maybe"], "--lora.enabled: expected bool"),
+    (["max_texts=all"], "--data.max_texts: expected int"),
+    (["lr=fast"], "--optim.lr: expected float"),
+    (["mar_mask_ratio=2"], "objective.mar_mask_ratio: input should be less than or equal to 1"),
+    (["precision=fp8"], "--precision: expected one of fp32, bf16, fp16, got 'fp8'"),
     (["extra=3"], "--extra: expected dict"),
     (["stepz=3"], "stepz"),
 ]
@@ -192,7 +206,7 @@ def test_serve_defaults_come_from_the_library(monkeypatch):
 
 
 README_COMMANDS = [
-    "train --config configs/default.yaml steps=200 lr=5e-5",
+    "train --config default steps=200 lr=5e-5",
     "train model=my/hf-model data=texts.jsonl lora=true output_dir=runs/mine",
     "train --resume --output-dir runs/mine",
     "export runs/mine -o exported/",

@@ -8,14 +8,13 @@ import torch
 from conftest import random_sentences
 
 from unimae.encoding.loading import load_causal_lm
-from unimae.errors import UserError
-from unimae.objective.decoder import rotary
+from unimae.objective.config import DecoderConfig
+from unimae.objective.decoder import final_norm_weight, rotary
 from unimae.objective.losses import IGNORE
-from unimae.objective.model import UniMAE, decoder_stats, final_norm_weight, most_frequent_token_hits
+from unimae.objective.model import UniMAE, decoder_stats, most_frequent_token_hits
 from unimae.tokens import bos_id_if_added, eos_token_id, mask_token_id
 from unimae.training.config import ConfigError, TrainConfig, load_config
 from unimae.training.data import collate, tokenize_corpus
-from unimae.training.loop import check_objective_options
 from unimae.training.metrics import StepMetrics, bar_postfix, step_record
 
 PROMPT = "the king says {text} and the queen"
@@ -32,8 +31,9 @@ def _setup(path, **kw):
     llm, tok = load_causal_lm(str(path))
     corpus = tokenize_corpus(random_sentences(8, seed=1), tok, 24, eos_token_id(tok))
     batch = collate(corpus, list(range(len(corpus))), tok.pad_token_id, bos_id_if_added(tok) is not None)
+    cfg = TrainConfig(**kw)  # the options by their flat names (TrainConfig's LEGACY table)
     torch.manual_seed(0)
-    return UniMAE(llm, mask_token_id(tok), max_length=24, **kw), batch
+    return UniMAE(llm, mask_token_id(tok), cfg.objective, cfg.decoder, max_length=24), batch
 
 
 def test_defaults_add_no_parameters(tiny_llama):
@@ -70,7 +70,7 @@ def test_output_norm_from_the_llm(tiny_model):
     body = model.hf.get_decoder() if hasattr(model.hf, "get_decoder") else model.hf.base_model
     final = getattr(body, "norm", None) or body.ln_f
     torch.testing.assert_close(model.decoder.norm_out.weight, final.weight.detach())
-    with pytest.raises(ValueError, match="ones' or 'llm"):
+    with pytest.raises(ConfigError, match="decoder.output_norm_init"):
         _setup(tiny_model, decoder_output_norm_init="zeros")
 
 
@@ -194,7 +194,7 @@ def test_text_only_keeps_the_text_inside_the_prompt(tiny_model):
     for i, ids in enumerate(plain):
         text = batch.input_ids[i][batch.content_mask[i]].tolist()
         assert text == ids[int(bos is not None) : -1]  # exactly the text's tokens
-    model = UniMAE(llm, mask_token_id(tok), max_length=64, prompt=PROMPT)
+    model = UniMAE(llm, mask_token_id(tok), TrainConfig(prompt=PROMPT).objective, max_length=64)
     out = model(batch, step=0)
     assert out.mrc.count == sum(len(ids) - 1 - int(bos is not None) for ids in plain)
     assert model.embedding_spec(max_length=64).prompt == PROMPT
@@ -226,32 +226,26 @@ def test_prompted_training_run_exports_its_prompt(tiny_llama, corpus_file, tmp_p
     assert spec.prompt == PROMPT and spec.pooling == "eos"
 
 
-def test_options_that_do_not_reach_the_objective_are_refused():
-    cfg = TrainConfig(decoder_rope=True)
-    ignored = types.SimpleNamespace(options={**cfg.unimae_options(), "decoder_rope": False})
-    with pytest.raises(UserError, match="decoder_rope did not reach"):
-        check_objective_options(ignored, cfg)
-    check_objective_options(types.SimpleNamespace(options=cfg.unimae_options()), cfg)
-    with pytest.raises(UserError, match="prompt did not reach the mntp"):
-        check_objective_options(object(), TrainConfig(objective="mntp", prompt=PROMPT))
-    check_objective_options(object(), TrainConfig(objective="mntp"))
+def test_options_of_the_unimae_objective_are_refused_for_mntp():
+    """MNTP has no tiny decoder and no prompt: such settings are refused, never silently ignored."""
+    with pytest.raises(ConfigError, match="decoder section is for objective unimae"):
+        TrainConfig(objective="mntp", decoder_rope=True)
+    with pytest.raises(ConfigError, match="prompt and encode_prompt are for objective unimae"):
+        TrainConfig(objective="mntp", prompt=PROMPT)
+    assert TrainConfig(objective="mntp").decoder == DecoderConfig()
 
 
 def test_config_checks_the_new_fields():
     with pytest.raises(ConfigError, match="exactly once"):
         TrainConfig(prompt="no text here")
-    with pytest.raises(ConfigError, match="decoder_output_norm_init"):
+    with pytest.raises(ConfigError, match="decoder.output_norm_init"):
         TrainConfig(decoder_output_norm_init="zeros")
-    with pytest.raises(ConfigError, match="decoder_pos_lr_mult"):
+    with pytest.raises(ConfigError, match="decoder.pos_lr_mult"):
         TrainConfig(decoder_pos_lr_mult=0.0)
-    assert TrainConfig().unimae_options() == dict(
-        decoder_input_norm=False,
-        decoder_input_proj=False,
-        decoder_output_norm_init="ones",
-        decoder_rope=False,
-        decoder_pos_lr_mult=1.0,
-        prompt=None,
+    assert TrainConfig().decoder == DecoderConfig(
+        input_norm=False, input_proj=False, output_norm_init="ones", rope=False, pos_lr_mult=1.0
     )
+    assert TrainConfig().objective.prompt is None
 
 
 def test_encode_prompt_is_what_the_export_records(tiny_llama, corpus_file, tmp_path):
@@ -274,5 +268,5 @@ def test_encode_prompt_is_what_the_export_records(tiny_llama, corpus_file, tmp_p
 def test_encode_prompt_is_checked():
     with pytest.raises(ConfigError, match="encode_prompt must hold"):
         TrainConfig(encode_prompt="no text")
-    with pytest.raises(ConfigError, match="encode_prompt is for objective=unimae"):
+    with pytest.raises(ConfigError, match="prompt and encode_prompt are for objective unimae"):
         TrainConfig(objective="mntp", encode_prompt=PROMPT)

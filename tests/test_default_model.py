@@ -26,7 +26,7 @@ def test_short_unimae_run_on_default_model(tmp_path):
     from unimae.training.config import load_config
 
     cfg = load_config(
-        "configs/default.yaml", {"output_dir": str(tmp_path / "run"), "steps": 2, "batch_size": 4}
+        "default", {"output_dir": str(tmp_path / "run"), "steps": 2, "batch_size": 4}
     )
     run = train_and_export(cfg)
     m = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

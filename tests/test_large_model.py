@@ -105,7 +105,7 @@ def test_auto_loss_chunk_size():
 
 
 def test_build_resolves_auto_chunk_and_keeps_explicit(tiny_llama, caplog):
-    assert load_config(None, {}).loss_chunk_size == -1  # auto by default
+    assert load_config(None, {}).objective.loss_chunk_size == -1  # auto by default
     with caplog.at_level(logging.INFO, logger="unimae.training.build"):
         auto = build(_cfg(tiny_llama)).model
     vocab = auto.hf.get_output_embeddings().out_features
@@ -133,7 +133,7 @@ def test_model_dtype_bf16_keeps_trainable_parameters_fp32(tiny_llama, share):
 
 
 def test_model_dtype_needs_lora(tiny_llama):
-    with pytest.raises(ConfigError, match="model_dtype=bf16 needs lora=true"):
+    with pytest.raises(ConfigError, match="model_dtype=bf16 needs lora.enabled=true"):
         _cfg(tiny_llama, model_dtype="bf16")
 
 

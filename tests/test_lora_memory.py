@@ -106,7 +106,7 @@ def test_bf16_lora_run_exports_merged_weights(tiny_llama, corpus_file, tmp_path)
         prefix = next(k for k in state if k.endswith(name.replace(".weight", ".lora_A.default.weight")))
         a, b = state[prefix], state[prefix.replace("lora_A", "lora_B")]  # fp32 (r, d_in), (d_out, r)
         assert b.abs().sum() > 0  # B starts at zero: the steps trained it
-        want = base.get_parameter(name).float() + b @ a * (cfg.lora_alpha / cfg.lora_r)
+        want = base.get_parameter(name).float() + b @ a * (cfg.lora.alpha / cfg.lora.r)
         torch.testing.assert_close(w.float(), want, rtol=1e-2, atol=1e-3, msg=name)  # bf16 rounding
         checked += 1
     assert checked == 14  # 2 blocks x (q, k, v, o, gate, up, down)

@@ -5,6 +5,7 @@ from conftest import random_sentences
 from unimae.encoding.loading import load_causal_lm
 from unimae.objective.model import UniMAE
 from unimae.tokens import bos_id_if_added, eos_token_id, mask_token_id
+from unimae.training.config import TrainConfig
 from unimae.training.data import collate, tokenize_corpus
 
 
@@ -13,8 +14,9 @@ def _setup(path, **kw):
     eos = eos_token_id(tok)
     corpus = tokenize_corpus(random_sentences(8, seed=1), tok, 24, eos)
     batch = collate(corpus, list(range(len(corpus))), tok.pad_token_id, bos_id_if_added(tok) is not None)
+    cfg = TrainConfig(**kw)  # objective and decoder options by their flat names
     torch.manual_seed(0)
-    return UniMAE(llm, mask_token_id(tok), max_length=24, **kw), batch, tok
+    return UniMAE(llm, mask_token_id(tok), cfg.objective, cfg.decoder, max_length=24), batch, tok
 
 
 def test_h_eos_is_the_state_at_the_appended_eos(tiny_model):

@@ -39,7 +39,7 @@ def test_three_steps_checkpoint_resume(tiny_model, corpus_file, tmp_path, monkey
     assert checkpoint_step(find_checkpoint(full)) == 3
     assert not (full / "model").exists()  # training checkpoints; exporting is unimae.pipeline's
     saved = load_config(full / "config.yaml")
-    assert saved.steps == 3 and saved.model == str(tiny_model)
+    assert saved.optim.steps == 3 and saved.model == str(tiny_model)
     m_full = _metrics(full)
     assert [m["step"] for m in m_full] == [1, 2, 3]
     assert all(

@@ -62,6 +62,7 @@ class Command:
     bools: set[str] = field(default_factory=set)
     lists: set[str] = field(default_factory=set)
     overrides: str | None = None  # "key=value" tokens become --key=value (train) or --overrides.key=value
+    renames: dict[str, str] = field(default_factory=dict)  # older option names -> today's (train: LEGACY)
 
 
 def _parser(help: str, epilog: str | None = None) -> ArgumentParser:
@@ -70,16 +71,22 @@ def _parser(help: str, epilog: str | None = None) -> ArgumentParser:
     return p
 
 
-def _hints(target: Callable | type) -> dict[str, Any]:
-    fn = (
-        target.__init__
-        if isinstance(target, type) and not hasattr(target, "__dataclass_fields__")
-        else target
-    )
+def _hints(target: Callable | type, prefix: str = "") -> dict[str, Any]:
+    """Option name -> type hint of ``target``'s parameters, or of a dataclass's fields (a nested
+    dataclass's fields as ``section.field``)."""
+    dataclass_ = isinstance(target, type) and hasattr(target, "__dataclass_fields__")
+    fn = target.__init__ if isinstance(target, type) and not dataclass_ else target
     try:
-        return typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn)
     except Exception:  # an annotation that cannot be resolved here: no flag spellings for it
         return {}
+    out: dict[str, Any] = {}
+    for name, hint in hints.items():
+        if dataclass_ and isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
+            out.update(_hints(hint, f"{prefix}{name}."))
+        else:
+            out[prefix + name] = hint
+    return out
 
 
 def _add(
@@ -111,17 +118,19 @@ def _normalize(argv: list[str], cmd: Command) -> list[str]:
         token = argv[i]
         i += 1
         key, eq, value = token.partition("=")
-        if cmd.overrides and eq and re.fullmatch(r"[A-Za-z_]\w*", key):
-            out.append(f"{cmd.overrides}{key}={value}")
+        if cmd.overrides and eq and re.fullmatch(r"[A-Za-z_][\w.]*", key):
+            out.append(f"{cmd.overrides}{cmd.renames.get(key, key)}={value}")
             continue
         if not token.startswith("-") or token == "--":
             out.append(token)
             continue
         key = ALIASES.get(key, key)
         key = "--" + key[2:].replace("-", "_") if key.startswith("--") else key
-        name = key[2:]
-        if name.startswith("no_") and name[3:] in cmd.bools and not eq:
-            out.append(f"--{name[3:]}=false")
+        name = cmd.renames.get(key[2:], key[2:])
+        key = "--" + name if key.startswith("--") else key
+        negated = cmd.renames.get(name[3:], name[3:])
+        if name.startswith("no_") and negated in cmd.bools and not eq:
+            out.append(f"--{negated}=false")
         elif name in cmd.bools and not eq and (i == len(argv) or argv[i].lower() not in ("true", "false")):
             out.append(f"{key}=true")
         elif name in cmd.lists and not eq and i < len(argv) and not argv[i].startswith(("[", "-")):
@@ -167,11 +176,11 @@ def _threads(cmd: Command) -> None:
 
 EXAMPLES_TRAIN = """examples:
   unimae train                                    # default model, default corpus, the config's defaults
-  unimae train --config configs/default.yaml steps=200 lr=5e-5
-  unimae train --config configs/default.yaml --steps 200 --lr 5e-5   # the same
+  unimae train --config default steps=200 lr=5e-5
+  unimae train --config default --steps 200 --lr 5e-5   # the same
   unimae train model=path/to/hf_model data=my_texts.jsonl lora=true output_dir=runs/mine
   unimae train --resume --output-dir runs/mine    # continue a killed run from its last checkpoint
-  accelerate launch --num_processes 2 -m unimae.cli train --config configs/default.yaml
+  accelerate launch --num_processes 2 -m unimae.cli train --config default
 fields: every option below is a TrainConfig field (src/unimae/training/config.py), also settable in YAML"""
 
 
@@ -188,9 +197,9 @@ def _train(ns: Namespace) -> None:
 
 def train_command(help: str) -> Command:
     from unimae.pipeline import train_and_export
-    from unimae.training.config import TrainConfig
+    from unimae.training.config import LEGACY, TrainConfig
 
-    cmd = Command(_parser(help, EXAMPLES_TRAIN), _train, overrides="--")
+    cmd = Command(_parser(help, EXAMPLES_TRAIN), _train, overrides="--", renames=LEGACY)
     cmd.parser.add_argument("--config", action=ActionConfigFile, help="YAML file of TrainConfig fields")
     _add(cmd, TrainConfig)
     _add(cmd, train_and_export, skip={"cfg"})
@@ -367,9 +376,9 @@ def lm_eval_command(help: str) -> Command:
 
 
 EXAMPLES_SWEEP = """examples:
-  unimae sweep --config configs/default.yaml --name sweep                      # full offline set per point
-  unimae sweep --config configs/default.yaml --name sweep --tasks LeeSTS SquadRetrieval   # cheaper
-  unimae sweep --config configs/default.yaml --ratios '[0.2, 0.5]' --variants '[both]' steps=50
+  unimae sweep --config default --name sweep                      # full offline set per point
+  unimae sweep --config default --name sweep --tasks LeeSTS SquadRetrieval   # cheaper
+  unimae sweep --config default --ratios '[0.2, 0.5]' --variants '[both]' steps=50
 key=value: training config overrides for every run of the sweep"""
 
 
@@ -620,7 +629,7 @@ def rag_search_command(help: str) -> Command:
 # --- the command ----------------------------------------------------------------------------------------
 
 ROOT_EXAMPLES = """examples:
-  unimae train --config configs/default.yaml --demo     # train, export to runs/default/model, try it
+  unimae train --config default --demo     # train, export to runs/default/model, try it
   unimae encode runs/default/model "a text" -o vecs.npy
   unimae eval runs/default/model --label UniMAE
   unimae serve runs/default/model
@@ -718,17 +727,35 @@ def parse(argv: list[str]) -> tuple[list[str], Command | None, Namespace]:
 
 
 def _with_saved_config(argv: list[str], at: int, cmd: Command) -> list[str]:
-    """``train --resume`` without --config: the run's saved config.yaml first, the other options over it."""
-    from unimae.training.config import load_config
-
-    for i, token in enumerate(argv[:-1]):  # a config file's errors name the file (ConfigError)
-        if token == "--config":
-            load_config(argv[i + 1])
+    """``train --resume`` without --config: the run's saved config.yaml first, the other options over it.
+    Every config file is read here (any spelling, older flat files too) and handed on as its content."""
+    argv = _config_contents(argv)
     ns = build_parser(["train"], cmd).parse_args(argv).train
     saved = Path(ns.output_dir) / "config.yaml"
-    if ns.resume and not ns.config and saved.is_file():
-        return argv[:at] + ["--config", str(saved)] + argv[at:]
+    if ns.resume and not any(ns.config or []) and saved.is_file():
+        return _config_contents(argv[:at] + ["--config", str(saved)] + argv[at:])
     return argv
+
+
+def _config_contents(argv: list[str]) -> list[str]:
+    """``--config FILE`` as ``--config=<its values in today's nested form, as JSON>``, checked first so
+    that a file's errors name the file (ConfigError)."""
+    from unimae.training.config import load_config, read_config_file, upgrade
+
+    out, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        path = argv[i + 1] if token == "--config" and i + 1 < len(argv) else None
+        if token.startswith("--config="):
+            path = token.partition("=")[2]
+        if path is None or path.lstrip().startswith("{"):
+            out.append(token)
+            i += 1
+            continue
+        load_config(path)  # the file's errors, naming it
+        out.append("--config=" + json.dumps(upgrade(read_config_file(path))))
+        i += 1 if token.startswith("--config=") else 2
+    return out
 
 
 def _one_line(error: Exception) -> str:
@@ -740,6 +767,10 @@ def _one_line(error: Exception) -> str:
         name, value, rule = restricted.groups()
         return f"--{key.group(1)}: expected {name} ({rule.strip()}), got {value.strip()!r}"
     got = re.search(r"(?:Given|Got) value: (.*)", text)
+    literal = re.search(r"Expected a typing.Literal\[(.*)\]", text)
+    if key and got and literal:
+        choices = ", ".join(c.strip().strip("'") for c in literal.group(1).split(","))
+        return f"--{key.group(1)}: expected one of {choices}, got {got.group(1).strip()!r}"
     if key and got:
         expected = re.findall(r"Expected an? <class '(\w+)'>|Not of type (\w+)|Subtypes: \[(.*)\]", text)
         wanted = next((x for group in expected for x in group if x), "another type")

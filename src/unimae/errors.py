@@ -9,3 +9,7 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """Bad input from the user: the message says what is wrong, names the file or field, and what to do."""
+
+
+class ConfigError(UserError):
+    """A config field of the wrong type or out of range, an unknown field, or a config file that is not a mapping."""

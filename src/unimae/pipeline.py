@@ -1,7 +1,7 @@
 """Train, then export: what ``unimae train`` runs.
 
     from unimae.pipeline import train_and_export
-    run_dir = train_and_export(load_config("configs/default.yaml"))   # run_dir/model when cfg.export
+    run_dir = train_and_export(load_config("default"))   # run_dir/model when cfg.export
 
 Training writes checkpoints only; the export rebuilds the model from the last checkpoint, the same path
 ``unimae export RUN`` takes, so a sharded or resumed run exports exactly like a plain one.

@@ -1,19 +1,24 @@
 """How a model embeds: the one typed record written by every export and read by ``Encoder``.
 
 Saved as ``unimae.json`` beside the weights. A plain causal-LM folder without it embeds with the
-defaults below (EOS pooling, causal attention, the tokenizer's EOS).
+defaults below (EOS pooling, causal attention, the tokenizer's EOS). A pydantic record (unimae.records):
+every field is checked when it is built or read; keys it does not know (written by a newer version) are
+dropped, so old readers keep working.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import field_validator
+from pydantic.dataclasses import dataclass
 
 from unimae.errors import UserError
 from unimae.io import atomic_write_json
+from unimae.records import Field, StrictBool, StrictInt, StrictStr, record_config, user_errors
 
 SPEC_FILE = "unimae.json"
 POOLINGS = ("eos", "mean", "last", "echo", "prompteol", "tokenprepend")
@@ -36,43 +41,38 @@ def split_prompt(prompt: str) -> tuple[str, str]:
     return prefix, suffix
 
 
-@dataclass(frozen=True)
+@user_errors(SpecError)
+@dataclass(frozen=True, config=record_config(extra="ignore"))  # unknown keys: newer writers
 class EmbeddingSpec:
-    pooling: str = "eos"
+    pooling: Literal[POOLINGS] = "eos"
     """Which hidden states become the embedding: eos (the appended EOS), mean, last, echo, prompteol, tokenprepend."""
-    attention: str = "causal"
+    attention: Literal[ATTENTIONS] = "causal"
     """causal (the model as trained for generation) or bidirectional (MNTP)."""
-    eos_token: str | None = None
+    eos_token: StrictStr | None = None
     """Token appended to every text (None: the tokenizer's EOS)."""
-    eos_token_id: int | None = None
+    eos_token_id: StrictInt | None = None
     """Its id, recorded so a loader can check the tokenizer agrees."""
-    add_bos: bool = False
+    add_bos: StrictBool = False
     """Whether the tokenizer's BOS precedes the text."""
-    normalize: bool = True
+    normalize: StrictBool = True
     """L2-normalize embeddings by default."""
-    max_length: int | None = None
+    max_length: Annotated[StrictInt, Field(ge=2)] | None = None
     """Longest input (tokens incl. EOS) the model was trained on; None: the model's context."""
-    trained_from: str | None = None
+    trained_from: StrictStr | None = None
     """The base model of a trained run."""
-    objective: str | None = None
+    objective: StrictStr | None = None
     """unimae, mntp, or None for an untrained model."""
-    steps: int | None = None
+    steps: StrictInt | None = None
     """Optimizer steps of the exported checkpoint."""
-    prompt: str | None = None
+    prompt: StrictStr | None = None
     """Template around the text (holding '{text}' once; eos and last pooling), as trained; None: the text alone."""
 
-    def __post_init__(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise SpecError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.attention not in ATTENTIONS:
-            raise SpecError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
-        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
-            raise SpecError(f"max_length must be an integer >= 2, got {self.max_length!r}")
-        if self.prompt is not None:
-            try:
-                split_prompt(self.prompt)
-            except ValueError as e:
-                raise SpecError(str(e)) from None
+    @field_validator("prompt")
+    @classmethod
+    def _one_text_slot(cls, prompt: str | None) -> str | None:
+        if prompt is not None:
+            split_prompt(prompt)  # PromptError (a ValueError) names the template
+        return prompt
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -88,10 +88,9 @@ class EmbeddingSpec:
     def from_dict(cls, data: dict[str, Any], source: str = "unimae.json") -> EmbeddingSpec:
         if not isinstance(data, dict):
             raise SpecError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
         try:
-            return cls(**{k: v for k, v in data.items() if k in known})  # unknown keys: newer writers
-        except (SpecError, TypeError) as e:
+            return cls(**data)  # unknown keys are dropped: files of newer versions still load
+        except SpecError as e:
             raise SpecError(f"{source}: {e}") from None
 
     @classmethod

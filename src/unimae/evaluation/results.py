@@ -206,7 +206,9 @@ def run_info(model: str) -> dict:
                 return {}
             if not isinstance(cfg, dict):
                 return {}
-            training = {k: v for k, v in cfg.items() if k not in RUN_ONLY}
+            from unimae.training.config import flat_names  # results are flat records (older runs' names)
+
+            training = {k: v for k, v in flat_names(cfg).items() if k not in RUN_ONLY}
             return {"training": training, "training_config": str(config)}
     return {}
 

@@ -5,7 +5,7 @@ benchmark (``results/<sweep>/<name>/<benchmark>``). Finished runs and evaluation
 interrupted sweep continues where it stopped. The figure is the paper's Figure 3(a): benchmark
 average against ``mar_mask_ratio``.
 
-    unimae sweep --config configs/default.yaml --name sweep
+    unimae sweep --config default --name sweep
     unimae sweep --tasks LeeSTS PangLeePolarityClassification ...   # a cheaper task subset
 
 The "both" variant is the mask-ratio point at the config's own ``mar_mask_ratio`` when that ratio is swept,
@@ -34,7 +34,7 @@ def sweep_points(
     results_root: str = "results",
 ) -> list[SweepPoint]:
     """The runs of a sweep: one per mask ratio (both losses) plus one per variant (at the config's ratio)."""
-    base_ratio = load_config(config).mar_mask_ratio
+    base_ratio = load_config(config).objective.mar_mask_ratio
     points = []
     for r in ratios:
         tag = f"mar{r:g}"

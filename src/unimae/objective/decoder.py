@@ -27,9 +27,13 @@ rows land where the tied head expects them. None of this touches the exported em
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from unimae.objective.config import DecoderConfig
 
 
 class TinyDecoder(nn.Module):
@@ -89,6 +93,39 @@ class TinyDecoder(nn.Module):
         self.in_proj = None if input_proj_scale is None else nn.Linear(d, d, bias=False)
         self.input_proj_scale = input_proj_scale
         self.reset_parameters(pos_init_std=pos_init_std)
+
+    @classmethod
+    def from_llm(cls, hf: nn.Module, cfg: DecoderConfig, max_positions: int) -> TinyDecoder:
+        """The tiny decoder of ``cfg`` sized for the Hugging Face causal LM ``hf`` (width d, heads), with
+        ``max_positions`` positions; every scale it derives from the LLM is derived here:
+
+        * positions start as large as token embeddings (std of the input embedding table), so rows can
+          tell them apart, unless ``cfg.pos_init_std`` is set;
+        * ``input_norm`` starts its scalar at the embedding table's RMS; ``input_proj`` starts at the
+          identity times 1 (after input_norm) or embedding RMS / final-norm weight RMS;
+        * ``output_norm_init='llm'`` starts the output norm at the LLM's final-norm weight.
+        """
+        text = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
+        emb_weight = hf.get_input_embeddings().weight
+        pos_init_std = full_stat(emb_weight, torch.std) if cfg.pos_init_std is None else cfg.pos_init_std
+        emb_rms = full_stat(emb_weight, rms) if cfg.input_norm or cfg.input_proj else None
+        proj_scale = None
+        if cfg.input_proj:  # h_eos brought to the embeddings' scale (already there after input_norm)
+            proj_scale = 1.0 if cfg.input_norm else emb_rms / rms(final_norm_weight(hf)).item()
+        decoder = cls(
+            text.hidden_size,
+            cfg.heads or getattr(text, "num_attention_heads", 1),
+            max_positions=max_positions,
+            mlp_ratio=cfg.mlp_ratio,
+            pos_init_std=pos_init_std,
+            input_norm_scale=emb_rms if cfg.input_norm else None,
+            input_proj_scale=proj_scale,
+            rope=cfg.rope,
+            pos_lr_mult=cfg.pos_lr_mult,
+        )
+        if cfg.output_norm_init == "llm":
+            decoder.init_output_norm(final_norm_weight(hf))
+        return decoder
 
     def reset_parameters(self, std: float = 0.02, pos_init_std: float = 0.02) -> None:
         for m in self.modules():
@@ -164,6 +201,38 @@ class TinyDecoder(nn.Module):
         x = h1 + self.wo(a.transpose(1, 2).reshape(B, L, d))  # residual on the query stream
         x = x + self.mlp(self.norm_mlp(x))
         return self.norm_out(x)
+
+
+def full_stat(weight: torch.Tensor, stat: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """``stat`` of a whole weight, also when DeepSpeed ZeRO-3 has partitioned it (then gathered for
+    the read; ``deepspeed.zero.Init`` leaves each process only its shard)."""
+    if hasattr(weight, "ds_id"):  # a ZeRO-3 partitioned parameter
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([weight]):
+            return stat(weight.detach().float()).item()
+    return stat(weight.detach().float()).item()
+
+
+def rms(x: torch.Tensor) -> torch.Tensor:
+    return x.pow(2).mean().sqrt()
+
+
+FINAL_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "norm_f")
+
+
+def final_norm_weight(hf: nn.Module) -> torch.Tensor:
+    """``(d,)`` effective scale of the LLM's final norm (Llama/Qwen ``model.norm``, GPT-2 ``ln_f``...).
+
+    Gemma's RMSNorm multiplies by ``1 + weight``, so its effective scale is ``weight + 1``.
+    """
+    body = hf.get_decoder() if hasattr(hf, "get_decoder") else hf.base_model
+    for name in FINAL_NORM_NAMES:
+        norm = getattr(body, name, None)
+        if norm is not None and getattr(norm, "weight", None) is not None:
+            w = norm.weight.detach().float()
+            return w + 1 if type(norm).__name__.startswith("Gemma") else w
+    raise ValueError(f"cannot find the final norm of {type(hf).__name__} (looked for {FINAL_NORM_NAMES})")
 
 
 def rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unimae.llm import last_hidden_states, unwrap_causal_lm
+from unimae.objective.config import DecoderConfig, ObjectiveConfig
 from unimae.objective.decoder import TinyDecoder
 from unimae.objective.losses import IGNORE, TokenLoss, mar_loss, mrc_loss
 from unimae.objective.masking import example_keys, mar_mask, mrc_visibility
@@ -111,43 +112,6 @@ def in_dtype_of(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda h: module(h.to(dtype))
 
 
-def full_stat(weight: torch.Tensor, stat: Callable[[torch.Tensor], torch.Tensor]) -> float:
-    """``stat`` of a whole weight, also when DeepSpeed ZeRO-3 has partitioned it (then gathered for
-    the read; ``deepspeed.zero.Init`` leaves each process only its shard)."""
-    if hasattr(weight, "ds_id"):  # a ZeRO-3 partitioned parameter
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters([weight]):
-            return stat(weight.detach().float()).item()
-    return stat(weight.detach().float()).item()
-
-
-def full_std(weight: torch.Tensor) -> float:
-    """Standard deviation of a whole (maybe ZeRO-3 partitioned) weight."""
-    return full_stat(weight, torch.std)
-
-
-def rms(x: torch.Tensor) -> torch.Tensor:
-    return x.pow(2).mean().sqrt()
-
-
-FINAL_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "norm_f")
-
-
-def final_norm_weight(hf: nn.Module) -> torch.Tensor:
-    """``(d,)`` effective scale of the LLM's final norm (Llama/Qwen ``model.norm``, GPT-2 ``ln_f``...).
-
-    Gemma's RMSNorm multiplies by ``1 + weight``, so its effective scale is ``weight + 1``.
-    """
-    body = hf.get_decoder() if hasattr(hf, "get_decoder") else hf.base_model
-    for name in FINAL_NORM_NAMES:
-        norm = getattr(body, name, None)
-        if norm is not None and getattr(norm, "weight", None) is not None:
-            w = norm.weight.detach().float()
-            return w + 1 if type(norm).__name__.startswith("Gemma") else w
-    raise ValueError(f"cannot find the final norm of {type(hf).__name__} (looked for {FINAL_NORM_NAMES})")
-
-
 def mar_target_mask(batch: UniMAEBatch, predict_eos: bool) -> torch.Tensor:
     """``(B, L)`` bool: tokens that MAR must predict (the text, plus the appended EOS if predict_eos)."""
     target_mask = batch.content_mask.clone()
@@ -176,100 +140,41 @@ class UniMAE(LLMObjective):
     Args:
         llm: a Hugging Face causal LM (optionally wrapped by peft).
         mask_token_id: id that replaces masked MAR inputs.
-        mar_mask_ratio, mrc_mask_ratio, alpha, mrc_weight, mar_predict_eos: see TrainConfig.
+        cfg: the objective section (mask ratios, loss weights, EOS target, prompt, head precision).
+        decoder: the tiny decoder's section (``TinyDecoder.from_llm`` sizes it from the LLM).
         max_length: longest training sequence (sizes the decoder's position table).
-        decoder_input_norm, decoder_input_proj, decoder_output_norm_init, decoder_rope,
-        decoder_pos_lr_mult: the tiny decoder's conditioning options (TrainConfig; decoder.py).
-        prompt: the template the training texts were wrapped in (recorded in the embedding spec; the
-            batches' ``content_mask`` already excludes its tokens, see ``UniMAEBatch.text_only``).
+        loss_chunk_size: vocabulary-logit chunk in target tokens, resolved (0: all at once).
+        seed: keys the random masks (with the step and example ids).
     """
 
     def __init__(
         self,
         llm: nn.Module,
         mask_token_id: int,
+        cfg: ObjectiveConfig | None = None,
+        decoder: DecoderConfig | None = None,
         *,
-        mar_mask_ratio: float = 0.5,
-        mrc_mask_ratio: float = 0.5,
-        alpha: float = 1.0,
-        mrc_weight: float = 1.0,
-        mar_predict_eos: bool = True,
         max_length: int = 512,
-        decoder_heads: int | None = None,
-        decoder_mlp_ratio: float = 4.0,
-        decoder_share_embeddings: bool = True,
-        decoder_pos_init_std: float | None = None,
-        decoder_input_norm: bool = False,
-        decoder_input_proj: bool = False,
-        decoder_output_norm_init: str = "ones",
-        decoder_rope: bool = False,
-        decoder_pos_lr_mult: float = 1.0,
-        prompt: str | None = None,
         loss_chunk_size: int = 0,
-        head_bf16: bool = False,
         seed: int = 0,
     ):
         super().__init__()
-        self.llm = llm
-        self.mask_token_id = mask_token_id
-        self.mar_mask_ratio, self.mrc_mask_ratio = mar_mask_ratio, mrc_mask_ratio
-        self.alpha, self.mrc_weight = alpha, mrc_weight
-        self.mar_predict_eos = mar_predict_eos
-        self.loss_chunk_size = loss_chunk_size
-        self.head_bf16 = head_bf16
-        self.seed = seed
-        self.prompt = prompt
-        # The options as given, so a caller can check that a config reached the objective.
-        self.options = dict(
-            decoder_input_norm=decoder_input_norm,
-            decoder_input_proj=decoder_input_proj,
-            decoder_output_norm_init=decoder_output_norm_init,
-            decoder_rope=decoder_rope,
-            decoder_pos_lr_mult=decoder_pos_lr_mult,
-            prompt=prompt,
-        )
-        hf = unwrap_causal_lm(llm)
-        cfg = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
-        d = cfg.hidden_size
-        heads = decoder_heads or getattr(cfg, "num_attention_heads", 1)
-        emb_weight = hf.get_input_embeddings().weight
-        if (
-            decoder_pos_init_std is None
-        ):  # positions as large as token embeddings, so rows can tell them apart
-            decoder_pos_init_std = full_std(emb_weight)
-        emb_rms = full_stat(emb_weight, rms) if decoder_input_norm or decoder_input_proj else None
-        proj_scale = None
-        if decoder_input_proj:  # h_eos brought to the embeddings' scale (already there after input_norm)
-            proj_scale = 1.0 if decoder_input_norm else emb_rms / rms(final_norm_weight(hf)).item()
-        self.decoder = TinyDecoder(
-            d,
-            heads,
-            max_positions=max_length + 1,
-            mlp_ratio=decoder_mlp_ratio,
-            pos_init_std=decoder_pos_init_std,
-            input_norm_scale=emb_rms if decoder_input_norm else None,
-            input_proj_scale=proj_scale,
-            rope=decoder_rope,
-            pos_lr_mult=decoder_pos_lr_mult,
-        )
-        if decoder_output_norm_init == "llm":
-            self.decoder.init_output_norm(final_norm_weight(hf))
-        elif decoder_output_norm_init != "ones":
-            raise ValueError(
-                f"decoder_output_norm_init must be 'ones' or 'llm', got {decoder_output_norm_init!r}"
-            )
-        if decoder_share_embeddings:
-            self.dec_embed, self.dec_head = None, None
-        else:  # the decoder's own copies, initialised from the LLM's; trained, so fp32 over a bf16 LLM
-            self.dec_embed = copy.deepcopy(hf.get_input_embeddings()).float()
-            self.dec_head = copy.deepcopy(hf.get_output_embeddings()).float()
+        self.llm, self.mask_token_id = llm, mask_token_id
+        self.cfg = cfg or ObjectiveConfig()
+        self.loss_chunk_size, self.seed = loss_chunk_size, seed
+        decoder = decoder or DecoderConfig()
+        self.decoder = TinyDecoder.from_llm(self.hf, decoder, max_positions=max_length + 1)
+        self.dec_embed, self.dec_head = None, None  # shared with the LLM (as RetroMAE)
+        if not decoder.share_embeddings:  # own copies, initialised from the LLM's; trained, so fp32
+            self.dec_embed = copy.deepcopy(self.hf.get_input_embeddings()).float()
+            self.dec_head = copy.deepcopy(self.hf.get_output_embeddings()).float()
 
     # --- the pieces -------------------------------------------------------------------------------
 
     @property
     def find_unused_parameters(self) -> bool:
         """Whether DDP must expect parameters without gradients: the tiny decoder when MRC is off."""
-        return self.mrc_weight == 0
+        return self.cfg.mrc_weight == 0
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by optimizer group: ``llm`` (all weights or LoRA adapters) and ``decoder``
@@ -287,7 +192,7 @@ class UniMAE(LLMObjective):
 
         fields: the rest of the record (eos_token, max_length, steps...).
         """
-        return EmbeddingSpec(pooling="eos", attention="causal", prompt=self.prompt, **fields)
+        return EmbeddingSpec(pooling="eos", attention="causal", prompt=self.cfg.prompt, **fields)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """LLM vocabulary head: ``(T, d) -> (T, V)``."""
@@ -305,7 +210,7 @@ class UniMAE(LLMObjective):
         token_emb = embed(batch.input_ids)  # (B, L, d) e(x) of the CLEAN tokens
         slot0 = batch.content_mask.new_ones((len(batch), 1))
         key_valid = torch.cat([slot0, batch.content_mask], dim=1)  # (B, L+1); slot 0 is h_eos
-        visible = mrc_visibility(keys, key_valid, self.mrc_mask_ratio)  # (B, L+1, L+1)
+        visible = mrc_visibility(keys, key_valid, self.cfg.mrc_mask_ratio)  # (B, L+1, L+1)
         decoded = self.decoder(h_eos, token_emb, visible)  # (B, L+1, d)
         targets = batch.input_ids.masked_fill(~batch.content_mask, IGNORE)  # row i predicts x_i
         targets = torch.cat([targets.new_full((len(batch), 1), IGNORE), targets], dim=1)  # (B, L+1)
@@ -313,18 +218,18 @@ class UniMAE(LLMObjective):
             stats.update(
                 decoder_stats(decoded, targets, self.decoder.positions(targets.shape[1], h_eos.device))
             )
-        return mrc_loss(decoded, targets, in_dtype_of(head), self.loss_chunk_size, self.head_bf16)
+        return mrc_loss(decoded, targets, in_dtype_of(head), self.loss_chunk_size, self.cfg.head_bf16)
 
     # --- the method ---------------------------------------------------------------------------------
 
     def target_counts(self, batch: UniMAEBatch, step: int) -> dict[str, int]:
         """Target tokens of each active loss term (to normalise losses over a global batch)."""
         counts = {}
-        if self.alpha > 0:
+        if self.cfg.alpha > 0:
             counts["mar"] = int(
-                mar_target_mask(batch, self.mar_predict_eos)[:, 1:].sum()
+                mar_target_mask(batch, self.cfg.mar_predict_eos)[:, 1:].sum()
             )  # position 0 is never predicted
-        if self.mrc_weight > 0:
+        if self.cfg.mrc_weight > 0:
             counts["mrc"] = int(batch.content_mask.sum())
         return counts
 
@@ -334,22 +239,22 @@ class UniMAE(LLMObjective):
         counts: ``target_counts`` of the global batch this one is a slice of (None: of this batch).
         """
         keys = example_keys(self.seed, step, batch.example_ids)  # (B,)
-        masked = mar_mask(keys, batch.content_mask, self.mar_mask_ratio)  # (B, L) 1 = replace
+        masked = mar_mask(keys, batch.content_mask, self.cfg.mar_mask_ratio)  # (B, L) 1 = replace
         x_tilde = batch.input_ids.masked_fill(masked, self.mask_token_id)
         hidden = last_hidden_states(self.llm, x_tilde, batch.attention_mask)  # (B, L, d)
         h_eos = hidden[torch.arange(len(batch), device=hidden.device), batch.eos_index]  # (B, d)
 
         terms, weights = {}, {}
         stats = {"h_eos_norm": _per_text(h_eos.detach().float().norm(dim=-1))}
-        if self.alpha > 0:
-            target_mask = mar_target_mask(batch, self.mar_predict_eos)
+        if self.cfg.alpha > 0:
+            target_mask = mar_target_mask(batch, self.cfg.mar_predict_eos)
             terms["mar"] = mar_loss(
-                hidden, batch.input_ids, target_mask, self.head, self.loss_chunk_size, self.head_bf16
+                hidden, batch.input_ids, target_mask, self.head, self.loss_chunk_size, self.cfg.head_bf16
             )
-            weights["mar"] = self.alpha
-        if self.mrc_weight > 0:
+            weights["mar"] = self.cfg.alpha
+        if self.cfg.mrc_weight > 0:
             terms["mrc"] = self.forward_decoder(h_eos, batch, keys, stats)
-            weights["mrc"] = self.mrc_weight
+            weights["mrc"] = self.cfg.mrc_weight
         return TrainOutput(weighted_loss(terms, weights, counts), terms, weights, h_eos, stats)
 
 

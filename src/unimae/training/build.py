@@ -42,18 +42,20 @@ def build(cfg: TrainConfig) -> Setup:
     set_seed(cfg.seed)
     llm, tokenizer = load_causal_lm(cfg.model, dtype=cfg.model_dtype)
     context = context_length(llm)
-    if context is not None and cfg.max_length > context:
-        raise ValueError(f"max_length={cfg.max_length} exceeds the model's context of {context} tokens")
-    if cfg.objective == "mntp":
+    if context is not None and cfg.data.max_length > context:
+        raise ValueError(
+            f"data.max_length={cfg.data.max_length} exceeds the model's context of {context} tokens"
+        )
+    if cfg.objective.name == "mntp":
         require_mask_honouring_attention(llm, "objective mntp")
     if cfg.gradient_checkpointing:
         # Non-reentrant: works under DDP/FSDP and with frozen inputs (LoRA) without enable_input_require_grads.
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.lora:
+    if cfg.lora.enabled:
         llm = with_lora(llm, cfg)
     logit_bytes = auto_logit_bytes(cfg.model_dtype)
-    chunk = resolve_chunk_size(cfg.loss_chunk_size, vocab_size(llm), logit_bytes)
-    if cfg.loss_chunk_size < 0:
+    chunk = resolve_chunk_size(cfg.objective.loss_chunk_size, vocab_size(llm), logit_bytes)
+    if cfg.objective.loss_chunk_size < 0:
         log.info(
             "loss_chunk_size auto: vocabulary logits at most %d target tokens at a time (vocabulary %d, "
             "%d bytes a logit in a %s model, <= %d MiB); set loss_chunk_size to override",
@@ -63,11 +65,13 @@ def build(cfg: TrainConfig) -> Setup:
             cfg.model_dtype,
             LOGIT_BUDGET_BYTES // 2**20,
         )
-    model = make_objective(cfg, llm, mask_token_id(tokenizer, cfg.mask_token), chunk)
+    model = make_objective(cfg, llm, mask_token_id(tokenizer, cfg.objective.mask_token), chunk)
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:  # peft casts adapters already; be sure
             p.data = p.data.float()
-    return Setup(model, tokenizer, eos_token_id(tokenizer, cfg.eos_token), bos_id_if_added(tokenizer))
+    return Setup(
+        model, tokenizer, eos_token_id(tokenizer, cfg.objective.eos_token), bos_id_if_added(tokenizer)
+    )
 
 
 def with_lora(llm: nn.Module, cfg: TrainConfig) -> nn.Module:
@@ -79,10 +83,10 @@ def with_lora(llm: nn.Module, cfg: TrainConfig) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.lora_target_modules,
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
         task_type="CAUSAL_LM",
     )
     llm = get_peft_model(llm, lora, autocast_adapter_dtype=True)
@@ -101,40 +105,30 @@ def vocab_size(llm: nn.Module) -> int:
 
 
 def make_objective(cfg: TrainConfig, llm: nn.Module, mask_id: int, loss_chunk_size: int) -> UniMAE | MNTP:
-    """The configured objective around ``llm``."""
-    head_bf16 = cfg.head_precision == "bf16"
-    if cfg.objective == "mntp":
+    """The configured objective around ``llm`` (``loss_chunk_size`` resolved: no -1)."""
+    if cfg.objective.name == "mntp":
         return MNTP(
             llm,
             mask_id,
-            mask_ratio=cfg.mntp_mask_ratio,
+            mask_ratio=cfg.objective.mntp_mask_ratio,
             loss_chunk_size=loss_chunk_size,
-            head_bf16=head_bf16,
+            head_bf16=cfg.objective.head_bf16,
             seed=cfg.seed,
         )
     return UniMAE(
         llm,
         mask_id,
-        mar_mask_ratio=cfg.mar_mask_ratio,
-        mrc_mask_ratio=cfg.mrc_mask_ratio,
-        alpha=cfg.alpha,
-        mrc_weight=cfg.mrc_weight,
-        mar_predict_eos=cfg.mar_predict_eos,
-        max_length=cfg.max_length,
-        decoder_heads=cfg.decoder_heads,
-        decoder_mlp_ratio=cfg.decoder_mlp_ratio,
-        decoder_share_embeddings=cfg.decoder_share_embeddings,
-        decoder_pos_init_std=cfg.decoder_pos_init_std,
+        cfg.objective,
+        cfg.decoder,
+        max_length=cfg.data.max_length,
         loss_chunk_size=loss_chunk_size,
-        head_bf16=head_bf16,
         seed=cfg.seed,
-        **cfg.unimae_options(),  # decoder conditioning options and the training prompt
     )
 
 
 def make_optimizer(model: UniMAE | MNTP, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over the objective's named groups: ``llm`` at ``lr``, the tiny ``decoder`` (from scratch)
     at ``decoder_lr``. Empty groups (MNTP has no decoder) are left out."""
-    lrs = {"llm": cfg.lr, "decoder": cfg.decoder_lr}
+    lrs = {"llm": cfg.optim.lr, "decoder": cfg.optim.decoder_lr}
     groups = [{"params": params, "lr": lrs[name]} for name, params in model.param_groups().items() if params]
-    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=cfg.optim.weight_decay)

@@ -6,8 +6,8 @@ N processes with the same ``batch_size`` compute the same losses as one. The obj
 (``out.loss``); this file only moves batches, gradients, metrics and checkpoints. Training writes
 checkpoints, never an exported model: ``unimae.pipeline.train_and_export`` exports from the checkpoint.
 
-    unimae train --config configs/default.yaml steps=100
-    accelerate launch --num_processes 2 -m unimae.cli train --config configs/default.yaml
+    unimae train --config default steps=100
+    accelerate launch --num_processes 2 -m unimae.cli train --config default
 """
 
 from __future__ import annotations
@@ -37,25 +37,11 @@ from unimae.training.metrics import StepMetrics, bar_postfix, non_finite_losses,
 log = logging.getLogger(__name__)
 
 # Fields that may differ between a run and its resumption.
-RESUMABLE_CHANGES = {"steps", "save_every", "log_every", "export", "output_dir"}
+RESUMABLE_CHANGES = {"optim.steps", "save_every", "log_every", "export", "output_dir"}
 
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
-
-
-def check_objective_options(objective, cfg: TrainConfig) -> None:
-    """UserError unless the built objective took the config's decoder options and prompt (so that a
-    setting is never silently ignored); MNTP takes none of them."""
-    options = cfg.unimae_options()
-    got = getattr(objective, "options", None)
-    defaults = {f: TrainConfig.__dataclass_fields__[f].default for f in options}
-    if (got is None and options != defaults) or (got is not None and got != options):
-        changed = sorted(k for k in options if options[k] != (got or defaults).get(k))
-        raise UserError(
-            f"{', '.join(changed)} did not reach the {cfg.objective} objective: these options apply to "
-            "objective unimae, passed by training.build.make_objective (**cfg.unimae_options())"
-        )
 
 
 def resolve_resume(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None:
@@ -70,8 +56,8 @@ def resolve_resume(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None
     saved_path = run_dir / "config.yaml"
     if ckpt is None or not saved_path.exists():
         raise FileNotFoundError(f"--resume: no complete checkpoint in {run_dir}")
-    saved = load_config(saved_path).to_dict()
-    changed = sorted(k for k, v in cfg.to_dict().items() if saved[k] != v and k not in RESUMABLE_CHANGES)
+    saved = load_config(saved_path).flat()
+    changed = sorted(k for k, v in cfg.flat().items() if saved[k] != v and k not in RESUMABLE_CHANGES)
     if changed:
         raise ValueError(
             f"--resume with a config that differs from the run's in {changed}; resume with the saved config.yaml"
@@ -93,15 +79,16 @@ class Recipe:
     def setup(self) -> None:
         """Data, objective, optimizer and scheduler, prepared by Accelerate; restores a checkpoint."""
         cfg = self.cfg
-        texts = load_texts(cfg.data, split="train", text_field=cfg.text_field, max_texts=cfg.max_texts)
+        data = cfg.data
+        texts = load_texts(data.source, split="train", text_field=data.text_field, max_texts=data.max_texts)
         built = build(cfg)
         self.objective, self.tokenizer = built.model, built.tokenizer  # the objective, never DDP-wrapped
-        check_objective_options(self.objective, cfg)
-        self.corpus = tokenize_corpus(texts, self.tokenizer, cfg.max_length, built.eos_id)
-        self.prompt = None if cfg.prompt is None else PromptTokens.of(self.tokenizer, cfg.prompt)
+        self.corpus = tokenize_corpus(texts, self.tokenizer, data.max_length, built.eos_id)
+        prompt = cfg.objective.prompt
+        self.prompt = None if prompt is None else PromptTokens.of(self.tokenizer, prompt)
         if self.prompt is not None:  # the prompt's tokens are context: text_only() drops them as targets
             self.corpus = prompted_corpus(
-                self.corpus, self.prompt, cfg.max_length, built.eos_id, built.bos_id
+                self.corpus, self.prompt, data.max_length, built.eos_id, built.bos_id
             )
         self.has_bos = built.bos_id is not None
         self.pad_id = pad_token_id(self.tokenizer, built.eos_id)
@@ -119,15 +106,16 @@ class Recipe:
                 "DeepSpeed is not supported by unimae's training loop (its engine rescales and steps the "
                 "accumulated gradients itself); use DDP or FSDP (configs/accelerate/), see docs/large-models.md"
             )
-        micro_total = acc.num_processes * cfg.grad_accum_steps
-        if cfg.batch_size % micro_total:
+        opt = cfg.optim
+        micro_total = acc.num_processes * opt.grad_accum_steps
+        if opt.batch_size % micro_total:
             raise ValueError(
-                f"batch_size={cfg.batch_size} must be divisible by processes x grad_accum_steps = {micro_total}"
+                f"batch_size={opt.batch_size} must be divisible by processes x grad_accum_steps = {micro_total}"
             )
-        self.micro = cfg.batch_size // micro_total
+        self.micro = opt.batch_size // micro_total
         optimizer = make_optimizer(self.objective, cfg)
         self.scheduler = get_scheduler(
-            cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
+            opt.lr_scheduler, optimizer, num_warmup_steps=opt.warmup_steps, num_training_steps=opt.steps
         )
         self.model, self.optimizer = acc.prepare(self.objective, optimizer)
         acc.register_for_checkpointing(self.scheduler)
@@ -139,7 +127,7 @@ class Recipe:
             trim_metrics(self.run_dir / "metrics.jsonl", self.start)
         acc.wait_for_everyone()
         acc.print(
-            f"{len(self.corpus)} training texts, {cfg.steps} steps x {cfg.batch_size} texts, "
+            f"{len(self.corpus)} training texts, {cfg.optim.steps} steps x {cfg.optim.batch_size} texts, "
             f"{acc.num_processes} process(es)"
             + ("" if acc.distributed_type.value == "NO" else f", {acc.distributed_type.value}")
         )
@@ -161,10 +149,10 @@ class Recipe:
 
     def train(self) -> None:
         """Steps ``start .. steps-1``: one optimizer step, a metrics line, a checkpoint when due."""
-        cfg = self.cfg
+        cfg, steps = self.cfg, self.cfg.optim.steps
         self.model.train()
         self.bar = tqdm(
-            total=cfg.steps,
+            total=steps,
             initial=self.start,
             desc="unimae",
             disable=not self.accelerator.is_main_process,
@@ -172,7 +160,7 @@ class Recipe:
         )
         t_last = time.perf_counter()
         for step, batch in step_batches(
-            self.corpus, cfg.batch_size, cfg.seed, self.start, cfg.steps, self.pad_id, self.has_bos
+            self.corpus, cfg.optim.batch_size, cfg.seed, self.start, steps, self.pad_id, self.has_bos
         ):
             if self.prompt is not None:
                 batch = batch.text_only(len(self.prompt.prefix), len(self.prompt.suffix))
@@ -181,12 +169,12 @@ class Recipe:
             record["step_time"], t_last = now - t_last, now
             self.log(record)
             done = step + 1
-            if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
+            if (cfg.save_every and done % cfg.save_every == 0) or done == steps:
                 self.save(done)
 
     def step(self, step: int, batch: UniMAEBatch) -> dict:
         """One optimizer step on this process's slice of the global ``batch``; returns its metrics line."""
-        acc, cfg = self.accelerator, self.cfg
+        acc, cfg = self.accelerator, self.cfg.optim
         counts = self.objective.target_counts(batch, step)  # global normalisers, known on every process
         per_process = self.micro * cfg.grad_accum_steps
         local = batch.slice(acc.process_index * per_process, (acc.process_index + 1) * per_process)
@@ -227,7 +215,7 @@ class Recipe:
         if not self.accelerator.is_main_process:
             return
         done = record["step"]
-        if done % self.cfg.log_every == 0 or done == self.cfg.steps:
+        if done % self.cfg.log_every == 0 or done == self.cfg.optim.steps:
             append_jsonl(self.run_dir / "metrics.jsonl", record)
         self.bar.set_postfix(bar_postfix(record))
         self.bar.update(1)

@@ -52,11 +52,12 @@ def load_trained(run_dir: str | Path) -> tuple[nn.Module, object, EmbeddingSpec]
         eos_token=setup.tokenizer.convert_ids_to_tokens(setup.eos_id),
         eos_token_id=setup.eos_id,
         add_bos=setup.bos_id is not None,
-        max_length=cfg.max_length,
+        max_length=cfg.data.max_length,
         trained_from=cfg.model,
-        objective=cfg.objective,
+        objective=cfg.objective.name,
         steps=steps,
     )
-    if cfg.encode_prompt is not None:  # read the weights through another template than the training one
-        spec = spec.replace(prompt=None if cfg.encode_prompt == "{text}" else cfg.encode_prompt)
+    encode_prompt = cfg.objective.encode_prompt
+    if encode_prompt is not None:  # read the weights through another template than the training one
+        spec = spec.replace(prompt=None if encode_prompt == "{text}" else encode_prompt)
     return llm.eval(), setup.tokenizer, spec
