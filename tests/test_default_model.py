@@ -25,9 +25,7 @@ def test_short_unimae_run_on_default_model(tmp_path):
     from unimae.pipeline import train_and_export
     from unimae.training.config import load_config
 
-    cfg = load_config(
-        "default", {"output_dir": str(tmp_path / "run"), "steps": 2, "batch_size": 4}
-    )
+    cfg = load_config("default", {"output_dir": str(tmp_path / "run"), "steps": 2, "batch_size": 4})
     run = train_and_export(cfg)
     m = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(m) == 2 and all(np.isfinite([x["mar_loss"], x["mrc_loss"]]).all() for x in m)
