@@ -67,3 +67,19 @@ def test_two_processes_match_one(tiny_llama, corpus_file, tmp_path):
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
     ckpt = find_checkpoint(tmp_path / "two")  # written once, by the main process, and complete
     assert verify_checkpoint(ckpt) == 3
+
+
+def test_contrastive_negatives_are_gathered_so_two_processes_match_one(tiny_llama, corpus_file, tmp_path):
+    """Each process scores its texts against the candidates of every process (all_gather with gradients),
+    so the contrastive loss of 2 x 4 texts is the loss of 8 texts in one process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    extra = ("contrastive.weight=1.0", "encode_prompt=say {text} now")
+    try:
+        one = _run(1, tiny_llama, corpus_file, tmp_path / "one", env, *extra)
+        two = _run(2, tiny_llama, corpus_file, tmp_path / "two", env, *extra)
+    except subprocess.CalledProcessError as e:
+        pytest.fail(e.stderr.decode()[-3000:])
+    for a, b in zip(one, two, strict=True):
+        assert a["contrastive_loss"] == pytest.approx(b["contrastive_loss"], rel=1e-4)
+        assert a["mar_loss"] == pytest.approx(b["mar_loss"], rel=1e-4)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)

@@ -20,8 +20,9 @@ from mteb.mocks import (  # noqa: E402  (mteb's own mock tasks: 2-4 examples eac
 )
 from mteb.models.cache_wrappers import CachedEmbeddingWrapper  # noqa: E402
 
-from unimae.evaluation.mteb_model import MtebEncoder, weights_fingerprint  # noqa: E402
+from unimae.evaluation.mteb_model import MtebEncoder  # noqa: E402
 from unimae.evaluation.results import BenchmarkSummary  # noqa: E402
+from unimae.llm import weights_fingerprint  # noqa: E402
 
 # The texts of mteb's mock tasks, grouped so that one vector per group answers every task right: STS and
 # pair pairs that match share a group, classification and clustering labels are groups, and each query is

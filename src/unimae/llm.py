@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import torch
@@ -79,3 +80,26 @@ def require_mask_honouring_attention(model: nn.Module, why: str) -> None:
     if hf.config._attn_implementation not in MASK_HONOURING_ATTENTION:
         raise UserError(f"{hint}, and the model cannot switch to sdpa; load it with eager or sdpa attention")
     log.warning("%s: attention '%s' ignores a bidirectional mask; switched the model to sdpa", why, impl)
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of every parameter and buffer (names, shapes, dtypes and values)."""
+    return state_fingerprint(model.state_dict())
+
+
+def base_weights_fingerprint(model: torch.nn.Module) -> str:
+    """``weights_fingerprint`` of the base model under any LoRA adapters (peft's adapter weights left out,
+    its ``base_layer`` names read as the plain model's), so a LoRA run and a full fine-tune of the same
+    model agree."""
+    state = unwrap_causal_lm(model).state_dict()
+    return state_fingerprint({k.replace(".base_layer", ""): v for k, v in state.items() if "lora_" not in k})
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """A short hash of named tensors (names, shapes, dtypes and values)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name, tensor in sorted(state.items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()

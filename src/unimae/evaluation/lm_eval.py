@@ -228,7 +228,7 @@ def run_lm_eval(
     (``result.path``)."""
     from unimae.encoding.encoder import Encoder
     from unimae.evaluation.benchmark import model_slug
-    from unimae.evaluation.mteb_model import weights_fingerprint
+    from unimae.llm import weights_fingerprint
 
     tasks = list(tasks or DEFAULT_MC_TASKS)
     unknown = [t for t in tasks if t not in MC_TASKS]

@@ -17,19 +17,10 @@ import re
 from typing import Any
 
 import numpy as np
-import torch
+
+from unimae.llm import weights_fingerprint
 
 log = logging.getLogger(__name__)
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of every parameter and buffer (names, shapes, dtypes and values)."""
-    digest = hashlib.blake2b(digest_size=8)
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 def _slug(text: str) -> str:

@@ -75,6 +75,13 @@ class ObjectiveConfig:
     def head_bf16(self) -> bool:
         return self.head_precision == "bf16"
 
+    @property
+    def read_prompt(self) -> str | None:
+        """The template the export records for encoding (None: the text alone): ``encode_prompt`` where
+        set ('{text}' meaning none), else the training ``prompt``."""
+        prompt = self.encode_prompt if self.encode_prompt is not None else self.prompt
+        return None if prompt == "{text}" else prompt
+
 
 @user_errors(ConfigError)
 @dataclass(config=record_config(extra="forbid"))
@@ -104,3 +111,47 @@ class DecoderConfig:
     """Rotary positions on the tiny decoder's queries and keys: a position signal the size of h_eos cannot drown (the absolute positions stay)."""
     pos_lr_mult: Positive = 1.0
     """Multiplies the learning rate of the tiny decoder's position table (under Adam, by storing p = mult * theta; same initial p)."""
+
+
+PRETENDED_COT_PROMPT = 'After thinking step by step , this sentence : "{text}" means in one word:"'
+"""Pretended chain of thought (Zhang et al. 2024), read at the last token: the best training-free pooling
+of the base models on offline-dev and offline-test (docs/method.md)."""
+
+
+@user_errors(ConfigError)
+@dataclass(config=record_config(extra="forbid"))
+class ContrastiveConfig:
+    """A contrastive term on the embedding state (beyond the paper; docs/method.md): InfoNCE between the
+    EOS state of the MAR-masked training input and a second view of the same text, in-batch negatives
+    gathered over processes. Off unless ``weight`` > 0."""
+
+    weight: NonNegative = 0.0
+    """Weight of the contrastive term in the trained loss; 0 turns it off (no extra forward pass)."""
+    view: Literal["read", "masked"] = "read"
+    """The second view: 'read', the clean text in the template the export records (the state that is read at inference, so what is trained is what is embedded; one more LLM forward per step); 'masked', the training input under a second, independent MAR mask (GEM-style token dropping)."""
+    temperature: Positive = 0.05
+    """Softmax temperature of the cosine similarities (SimCSE: 0.05)."""
+    learn_temperature: StrictBool = False
+    """Learn the temperature (as a log, from ``temperature``, at decoder_lr); the export drops it."""
+
+
+@user_errors(ConfigError)
+@dataclass(config=record_config(extra="forbid"))
+class DistillConfig:
+    """Distillation from a prompt (beyond the paper; docs/method.md): the read state is pulled toward the
+    frozen base model's embedding of the same text through ``prompt``, computed once per corpus and cached
+    (``unimae.training.teacher``). Off unless ``weight`` > 0."""
+
+    weight: NonNegative = 0.0
+    """Weight of the distillation term; 0 turns it off."""
+    prompt: StrictStr = PRETENDED_COT_PROMPT
+    """The teacher's template (holding '{text}' once), read at its last token by the base model."""
+    loss: Literal["cosine", "mse"] = "cosine"
+    """'cosine' (1 - cos) or 'mse' (squared error of the L2-normalised vectors)."""
+    head: StrictBool = False
+    """A d x d linear map (identity at start) between the student state and the loss, trained with the tiny decoder and dropped by the export: the student need not match the teacher exactly."""
+
+    @model_validator(mode="after")
+    def _prompt(self) -> DistillConfig:
+        check_prompt("distill.prompt", self.prompt)
+        return self

@@ -70,6 +70,12 @@ def example_keys(seed: int, step: int, example_ids: torch.Tensor) -> torch.Tenso
     return _mix32(base ^ _mix32(example_ids.to(torch.int64) + 7))
 
 
+def second_keys(keys: torch.Tensor) -> torch.Tensor:
+    """An independent key per example ``(B,)`` from its first one: a second mask of the same step that
+    does not repeat the first (the contrastive term's 'masked' view)."""
+    return _mix32(keys ^ 0x9E3779B9)
+
+
 def _keep_lowest(noise: torch.Tensor, candidates: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """Select exactly ``count`` candidates per row, the ones with the lowest noise.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -21,10 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from unimae.llm import last_hidden_states, unwrap_causal_lm
-from unimae.objective.config import DecoderConfig, ObjectiveConfig
+from unimae.objective.config import ContrastiveConfig, DecoderConfig, DistillConfig, ObjectiveConfig
+from unimae.objective.contrastive import distill_loss, symmetric_info_nce
 from unimae.objective.decoder import TinyDecoder
 from unimae.objective.losses import IGNORE, TokenLoss, mar_loss, mrc_loss
-from unimae.objective.masking import example_keys, mar_mask, mrc_visibility
+from unimae.objective.masking import example_keys, mar_mask, mrc_visibility, second_keys
 from unimae.spec import EmbeddingSpec
 
 
@@ -58,6 +60,12 @@ class UniMAEBatch:
     content_mask:  ``(B, L)`` bool, True for text tokens x_1..x_N only
     eos_index:     ``(B,)`` position of the appended EOS
     example_ids:   ``(B,)`` dataset index of each example (keys the random masks)
+
+    Only when a term on the read state is trained (contrastive view 'read', distillation):
+    read_ids, read_mask: ``(B, L')`` the clean text in the template the export records, ``[BOS]? prefix x
+                   suffix EOS pad..`` (the layout ``Encoder`` embeds)
+    read_eos:      ``(B,)`` position of its EOS
+    teacher:       ``(B, d_t)`` the distillation target of each text
     """
 
     input_ids: torch.Tensor
@@ -65,10 +73,15 @@ class UniMAEBatch:
     content_mask: torch.Tensor
     eos_index: torch.Tensor
     example_ids: torch.Tensor
+    read_ids: torch.Tensor | None = None
+    read_mask: torch.Tensor | None = None
+    read_eos: torch.Tensor | None = None
+    teacher: torch.Tensor | None = None
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> UniMAEBatch:
-        """The same batch with ``fn`` applied to every tensor."""
-        return UniMAEBatch(*(fn(getattr(self, f.name)) for f in fields(self)))
+        """The same batch with ``fn`` applied to every tensor (absent ones stay None)."""
+        values = (getattr(self, f.name) for f in fields(self))
+        return UniMAEBatch(*(None if v is None else fn(v) for v in values))
 
     def to(self, device) -> UniMAEBatch:
         return self._map(lambda t: t.to(device))
@@ -142,6 +155,7 @@ class UniMAE(LLMObjective):
         mask_token_id: id that replaces masked MAR inputs.
         cfg: the objective section (mask ratios, loss weights, EOS target, prompt, head precision).
         decoder: the tiny decoder's section (``TinyDecoder.from_llm`` sizes it from the LLM).
+        contrastive, distill: terms on the embedding state beyond the paper (contrastive.py); off at weight 0.
         max_length: longest training sequence (sizes the decoder's position table).
         loss_chunk_size: vocabulary-logit chunk in target tokens, resolved (0: all at once).
         seed: keys the random masks (with the step and example ids).
@@ -153,6 +167,8 @@ class UniMAE(LLMObjective):
         mask_token_id: int,
         cfg: ObjectiveConfig | None = None,
         decoder: DecoderConfig | None = None,
+        contrastive: ContrastiveConfig | None = None,
+        distill: DistillConfig | None = None,
         *,
         max_length: int = 512,
         loss_chunk_size: int = 0,
@@ -168,6 +184,8 @@ class UniMAE(LLMObjective):
         if not decoder.share_embeddings:  # own copies, initialised from the LLM's; trained, so fp32
             self.dec_embed = copy.deepcopy(self.hf.get_input_embeddings()).float()
             self.dec_head = copy.deepcopy(self.hf.get_output_embeddings()).float()
+        self.contrastive, self.distill = contrastive or ContrastiveConfig(), distill or DistillConfig()
+        self.log_temperature, self.distill_head = extra_parameters(self.hf, self.contrastive, self.distill)
 
     # --- the pieces -------------------------------------------------------------------------------
 
@@ -231,6 +249,10 @@ class UniMAE(LLMObjective):
             )  # position 0 is never predicted
         if self.cfg.mrc_weight > 0:
             counts["mrc"] = int(batch.content_mask.sum())
+        if self.contrastive.weight > 0:
+            counts["contrastive"] = 2 * len(batch)  # both directions of every text
+        if self.distill.weight > 0:
+            counts["distill"] = len(batch)
         return counts
 
     def forward(self, batch: UniMAEBatch, step: int, counts: dict[str, int] | None = None) -> TrainOutput:
@@ -255,7 +277,65 @@ class UniMAE(LLMObjective):
         if self.cfg.mrc_weight > 0:
             terms["mrc"] = self.forward_decoder(h_eos, batch, keys, stats)
             weights["mrc"] = self.cfg.mrc_weight
+        self.forward_embedding_terms(h_eos, batch, step, terms, weights)
         return TrainOutput(weighted_loss(terms, weights, counts), terms, weights, h_eos, stats)
+
+    # --- beyond the paper: terms on the embedding state (contrastive.py; off by default) ----------------
+
+    def forward_embedding_terms(
+        self, h_eos: torch.Tensor, batch: UniMAEBatch, step: int, terms: dict, weights: dict
+    ) -> None:
+        """Add the contrastive and distillation terms (those with weight > 0) to ``terms``/``weights``."""
+        c, t = self.contrastive, self.distill
+        needs_read = (c.weight > 0 and c.view == "read") or t.weight > 0
+        h_read = self.read_state(batch) if needs_read else None  # (B, d) the state that is embedded
+        if c.weight > 0:
+            other = h_read if c.view == "read" else self.second_masked_state(batch, step)
+            terms["contrastive"] = symmetric_info_nce(h_eos, other, self.temperature())
+            weights["contrastive"] = c.weight
+        if t.weight > 0:
+            student = h_read if self.distill_head is None else self.distill_head(h_read)
+            terms["distill"] = distill_loss(student, batch.teacher, t.loss)
+            weights["distill"] = t.weight
+
+    def read_state(self, batch: UniMAEBatch) -> torch.Tensor:
+        """``(B, d)`` last-layer EOS state of the clean text in the read template (as ``Encoder`` embeds)."""
+        if batch.read_ids is None:
+            raise ValueError("this objective trains the read state: the batch needs read_ids (training.data)")
+        hidden = last_hidden_states(self.llm, batch.read_ids, batch.read_mask)  # (B, L', d)
+        return hidden[torch.arange(len(batch), device=hidden.device), batch.read_eos]
+
+    def second_masked_state(self, batch: UniMAEBatch, step: int) -> torch.Tensor:
+        """``(B, d)`` EOS state of the training input under a second MAR mask, drawn independently of the
+        first (``masking.second_keys``)."""
+        keys = second_keys(example_keys(self.seed, step, batch.example_ids))
+        masked = mar_mask(keys, batch.content_mask, self.cfg.mar_mask_ratio)
+        hidden = last_hidden_states(
+            self.llm, batch.input_ids.masked_fill(masked, self.mask_token_id), batch.attention_mask
+        )
+        return hidden[torch.arange(len(batch), device=hidden.device), batch.eos_index]
+
+    def temperature(self) -> torch.Tensor | float:
+        if self.log_temperature is None:
+            return self.contrastive.temperature
+        return self.log_temperature.exp()
+
+
+def extra_parameters(
+    hf: nn.Module, contrastive: ContrastiveConfig, distill: DistillConfig
+) -> tuple[nn.Parameter | None, nn.Linear | None]:
+    """The training-only parameters of the terms beyond the paper (dropped by the export, trained at
+    ``decoder_lr``): a learned log-temperature, and distillation's d x d head (identity at start)."""
+    log_t = None
+    if contrastive.weight > 0 and contrastive.learn_temperature:
+        log_t = nn.Parameter(torch.tensor(math.log(contrastive.temperature)))
+    head = None
+    if distill.weight > 0 and distill.head:
+        d = hf.get_input_embeddings().weight.shape[1]
+        head = nn.Linear(d, d, bias=False)
+        with torch.no_grad():
+            head.weight.copy_(torch.eye(d))
+    return log_t, head
 
 
 # --- diagnostics ------------------------------------------------------------------------------------

@@ -120,6 +120,8 @@ def make_objective(cfg: TrainConfig, llm: nn.Module, mask_id: int, loss_chunk_si
         mask_id,
         cfg.objective,
         cfg.decoder,
+        cfg.contrastive,
+        cfg.distill,
         max_length=cfg.data.max_length,
         loss_chunk_size=loss_chunk_size,
         seed=cfg.seed,

@@ -7,6 +7,7 @@
       decoder:   DecoderConfig    the training-only tiny decoder (unimae.objective.config)
       optim:     OptimConfig      steps, batch, learning rates, schedule, clipping
       lora:      LoraConfig       LoRA adapters instead of a full fine-tune
+      contrastive, distill        terms on the embedding state beyond the paper (off by default)
 
 A run reads a YAML file (optional), applies ``key=value`` overrides, validates, and saves the resolved
 config as ``config.yaml`` in its run folder. Every field's type and range is checked on construction,
@@ -33,7 +34,7 @@ from pydantic_core import ArgsKwargs
 
 from unimae.errors import ConfigError
 from unimae.io import atomic_write_text
-from unimae.objective.config import DecoderConfig, ObjectiveConfig
+from unimae.objective.config import ContrastiveConfig, DecoderConfig, DistillConfig, ObjectiveConfig
 from unimae.records import Field, Real, StrictBool, StrictInt, StrictStr, record_config, user_errors
 
 __all__ = [
@@ -123,6 +124,8 @@ SECTIONS = {
     "decoder": DecoderConfig,
     "optim": OptimConfig,
     "lora": LoraConfig,
+    "contrastive": ContrastiveConfig,
+    "distill": DistillConfig,
 }
 
 # The flat names of older configs and result files -> the field's place now (one table, both ways).
@@ -188,6 +191,10 @@ class TrainConfig:
     """Steps, batch and optimizer."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA adapters."""
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    """A contrastive term on the embedding state (off by default; not in the paper)."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """Distillation from the base model's prompt embedding (off by default; not in the paper)."""
     precision: Precision = "fp32"
     """fp32, bf16 or fp16 (mixed precision through Accelerate)."""
     model_dtype: Precision = "fp32"
@@ -219,6 +226,8 @@ class TrainConfig:
             )
         if self.objective.name == "mntp" and self.decoder != DecoderConfig():
             raise ConfigError("the decoder section is for objective unimae: MNTP has no tiny decoder")
+        if self.objective.name == "mntp" and (self.contrastive.weight or self.distill.weight):
+            raise ConfigError("contrastive and distill are terms of objective unimae (weight 0 for mntp)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -51,6 +53,37 @@ def batch_indices(n_examples: int, batch_size: int, seed: int, step: int) -> lis
     return out
 
 
+@dataclass
+class ReadView:
+    """What the terms on the read state need besides the training input: each example's clean text in the
+    read template (``read_corpus``, aligned with the training corpus) and its teacher vector (or None)."""
+
+    corpus: list[list[int]]
+    teacher: torch.Tensor | None = None  # (n_examples, d_t)
+
+    def add_to(self, batch: UniMAEBatch, idx: Sequence[int], pad_id: int) -> UniMAEBatch:
+        ids, mask = pad_batch([self.corpus[i] for i in idx], pad_id, side="right")
+        teacher = None if self.teacher is None else self.teacher[list(idx)]
+        return dataclasses.replace(
+            batch, read_ids=ids, read_mask=mask, read_eos=mask.sum(-1) - 1, teacher=teacher
+        )
+
+
+def read_corpus(
+    corpus: list[list[int]], prompt: PromptTokens | None, max_length: int, eos_id: int, bos_id: int | None
+) -> list[list[int]]:
+    """The training sequences as the export embeds them: in the read template, or as they are."""
+    return corpus if prompt is None else prompted_corpus(corpus, prompt, max_length, eos_id, bos_id)
+
+
+def needed_examples(n_examples: int, batch_size: int, seed: int, start_step: int, steps: int) -> list[int]:
+    """The example indices steps ``start_step .. steps-1`` will read, each once, in first-seen order."""
+    seen: dict[int, None] = {}
+    for step in range(start_step, steps):
+        seen.update(dict.fromkeys(batch_indices(n_examples, batch_size, seed, step)))
+    return list(seen)
+
+
 def collate(
     examples: Sequence[Sequence[int]], example_ids: Sequence[int], pad_id: int, has_bos: bool
 ) -> UniMAEBatch:
@@ -73,8 +106,10 @@ def step_batches(
     steps: int,
     pad_id: int,
     has_bos: bool,
+    read: ReadView | None = None,
 ) -> Iterator[tuple[int, UniMAEBatch]]:
-    """``(step, global batch)`` for steps ``start_step .. steps-1``."""
+    """``(step, global batch)`` for steps ``start_step .. steps-1`` (with the read view, if given)."""
     for step in range(start_step, steps):
         idx = batch_indices(len(corpus), batch_size, seed, step)
-        yield step, collate([corpus[i] for i in idx], idx, pad_id, has_bos)
+        batch = collate([corpus[i] for i in idx], idx, pad_id, has_bos)
+        yield step, batch if read is None else read.add_to(batch, idx, pad_id)

@@ -17,6 +17,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
@@ -26,13 +27,22 @@ from unimae.data.corpus import load_texts
 from unimae.encoding.pooling import PromptTokens
 from unimae.errors import UserError
 from unimae.io import append_jsonl
+from unimae.llm import base_weights_fingerprint
 from unimae.objective.model import UniMAEBatch
 from unimae.tokens import pad_token_id
 from unimae.training.build import build, make_optimizer
 from unimae.training.checkpoint import find_checkpoint, rng_state_problem, save_checkpoint, verify_checkpoint
 from unimae.training.config import TrainConfig, load_config
-from unimae.training.data import prompted_corpus, step_batches, tokenize_corpus
+from unimae.training.data import (
+    ReadView,
+    needed_examples,
+    prompted_corpus,
+    read_corpus,
+    step_batches,
+    tokenize_corpus,
+)
 from unimae.training.metrics import StepMetrics, bar_postfix, non_finite_losses, step_record, trim_metrics
+from unimae.training.teacher import TeacherKey, teacher_vectors
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +94,7 @@ class Recipe:
         built = build(cfg)
         self.objective, self.tokenizer = built.model, built.tokenizer  # the objective, never DDP-wrapped
         self.corpus = tokenize_corpus(texts, self.tokenizer, data.max_length, built.eos_id)
+        plain = self.corpus
         prompt = cfg.objective.prompt
         self.prompt = None if prompt is None else PromptTokens.of(self.tokenizer, prompt)
         if self.prompt is not None:  # the prompt's tokens are context: text_only() drops them as targets
@@ -113,6 +124,8 @@ class Recipe:
                 f"batch_size={opt.batch_size} must be divisible by processes x grad_accum_steps = {micro_total}"
             )
         self.micro = opt.batch_size // micro_total
+        with acc.main_process_first():  # the main process fills the teacher cache, the others read it
+            self.read = self.read_view(plain, built)
         optimizer = make_optimizer(self.objective, cfg)
         self.scheduler = get_scheduler(
             opt.lr_scheduler, optimizer, num_warmup_steps=opt.warmup_steps, num_training_steps=opt.steps
@@ -131,6 +144,32 @@ class Recipe:
             f"{acc.num_processes} process(es)"
             + ("" if acc.distributed_type.value == "NO" else f", {acc.distributed_type.value}")
         )
+
+    def read_view(self, plain: list[list[int]], built) -> ReadView | None:
+        """The clean texts in the read template and their teacher vectors, when a term on the read state
+        is trained (contrastive view 'read', distillation); None otherwise."""
+        cfg, c = self.cfg, self.cfg.contrastive
+        if not ((c.weight > 0 and c.view == "read") or cfg.distill.weight > 0):
+            return None
+        prompt = cfg.objective.read_prompt
+        tokens = None if prompt is None else PromptTokens.of(self.tokenizer, prompt)
+        read = ReadView(read_corpus(plain, tokens, cfg.data.max_length, built.eos_id, built.bos_id))
+        if cfg.distill.weight > 0:
+            read.teacher = self.teacher(plain, built)
+        return read
+
+    def teacher(self, plain: list[list[int]], built) -> torch.Tensor:
+        """``(n_examples, d)`` teacher vectors, filled for the examples this run reads (cached)."""
+        cfg = self.cfg
+        llm = built.model.llm
+        key = TeacherKey(cfg.model, base_weights_fingerprint(llm), cfg.distill.prompt, cfg.data.max_length)
+        needed = needed_examples(len(plain), cfg.optim.batch_size, cfg.seed, 0, cfg.optim.steps)
+        vectors = teacher_vectors(
+            llm, self.tokenizer, [plain[i] for i in needed], key, built.bos_id is not None
+        )
+        teacher = torch.zeros(len(plain), vectors.shape[1])
+        teacher[needed] = torch.from_numpy(vectors)
+        return teacher
 
     def _restore(self, ckpt: Path) -> None:
         """Resume from a checkpoint after verifying its manifest (CheckpointError names a bad file)."""
@@ -160,7 +199,14 @@ class Recipe:
         )
         t_last = time.perf_counter()
         for step, batch in step_batches(
-            self.corpus, cfg.optim.batch_size, cfg.seed, self.start, steps, self.pad_id, self.has_bos
+            self.corpus,
+            cfg.optim.batch_size,
+            cfg.seed,
+            self.start,
+            steps,
+            self.pad_id,
+            self.has_bos,
+            self.read,
         ):
             if self.prompt is not None:
                 batch = batch.text_only(len(self.prompt.prefix), len(self.prompt.suffix))

@@ -15,7 +15,16 @@ COUNT_SUFFIX = "/n"  # the count a diagnostic's sum is divided by (never written
 
 # What the progress bar shows: losses, MRC accuracy beside its most-frequent-token baseline, and the
 # decoder rows' mean cosine (a bag-of-words MRC shows as mrc_acc ~ mrc_acc_mft and mrc_row_cos ~ 1).
-BAR_KEYS = ("mar_loss", "mrc_loss", "mntp_loss", "mrc_acc", "mrc_acc_mft", "mrc_row_cos")
+BAR_KEYS = (
+    "mar_loss",
+    "mrc_loss",
+    "mntp_loss",
+    "contrastive_loss",
+    "distill_loss",
+    "mrc_acc",
+    "mrc_acc_mft",
+    "mrc_row_cos",
+)
 
 
 class StepMetrics:

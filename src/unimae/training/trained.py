@@ -57,7 +57,6 @@ def load_trained(run_dir: str | Path) -> tuple[nn.Module, object, EmbeddingSpec]
         objective=cfg.objective.name,
         steps=steps,
     )
-    encode_prompt = cfg.objective.encode_prompt
-    if encode_prompt is not None:  # read the weights through another template than the training one
-        spec = spec.replace(prompt=None if encode_prompt == "{text}" else encode_prompt)
+    if cfg.objective.encode_prompt is not None:  # read through another template than the training one
+        spec = spec.replace(prompt=cfg.objective.read_prompt)
     return llm.eval(), setup.tokenizer, spec
