@@ -23,7 +23,7 @@ print("unimae from the wheel:", where)
 PY
 "$work/venv/bin/unimae" train --help >/dev/null
 "$work/venv/bin/unimae" train --config default --print_config | grep -q "lr: 0.0002"
-"$work/venv/bin/unimae" train --config paper --print_config | grep -q "mar_mask_ratio: 0.5"
+"$work/venv/bin/unimae" train --config paper --print_config | grep -q "output_dir: runs/paper"
 UNIMAE_CACHE="$work/cache" "$work/venv/bin/python" - "$repo/tests" <<'PY'
 import sys
 from pathlib import Path
