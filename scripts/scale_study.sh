@@ -9,13 +9,17 @@
 #   pooling-pcot pooling-prompteol    the two best training-free poolings at 135M, on the base model: pretended
 #                                     chain of thought (Zhang et al. 2024; best on offline-dev and offline-test,
 #                                     docs/method.md) and PromptEOL (RESULTS.md: offline 63.34)
+#   pooling-tokenprepend              Token Prepending (Fu et al. 2024) on the base model, not run unless named
 #   pooling-echo                      echo embeddings (offline 62.06 at 135M), not run unless named
 #   base-lm                           held-out perplexity and choice accuracy of the base model
-#   mntp                              MNTP with the default recipe's optimizer (LoRA r16, lr 2e-4), + offline + lm-eval
-#   unimae                            the default recipe with model=MODEL, + offline (through its encode_prompt,
+#   mntp                              MNTP with the paper recipe's optimizer (LoRA r16, lr 2e-4), + offline + lm-eval
+#   unimae                            the paper recipe (MAR + MRC alone; `unimae train --config paper`, until now
+#                                     also the default) with model=MODEL, + offline (through its encode_prompt,
 #                                     PromptEOL's template) + lm-eval; with EOS_REFERENCE=1, plain EOS too
 # Training-free rows do not depend on SEED. Runs go to runs/scale/MODEL/NAME-sSEED, results to
-# results/scale/MODEL/NAME[-sSEED]/{offline,lm-eval}; `unimae report` reads them (README "Results").
+# results/scale/MODEL/NAME[-sSEED]/{BENCHMARK,lm-eval}; `unimae report` reads them (RESULTS.md).
+# BENCHMARK (environment; default offline): the task set every evaluation runs, e.g. BENCHMARK=offline-v2-test
+# re-scores the same trained runs on another set (training and lm-eval are skipped once their files exist).
 # Each job uses one thread (OMP_NUM_THREADS=1); on 2 cores run two steps side by side, e.g.
 #   scripts/scale_study.sh gemma3-270m 42 unimae &  scripts/scale_study.sh gemma3-270m 42 mntp pooling-prompteol &
 # Nothing here is adapted per size: the default recipe's batch 16 x 64 tokens fits every size on a CPU
@@ -31,6 +35,7 @@ export OMP_NUM_THREADS=1
 unimae=${UNIMAE:-.venv/bin/unimae}  # UNIMAE=echo prints the commands without running them
 runs=runs/scale/$model
 res=results/scale/$model
+bench=${BENCHMARK:-offline}
 pcot='After thinking step by step , this sentence : "{text}" means in one word:"'
 lm_args=(--batch-size 16 --max-new-tokens 48 --n-examples 200 --n-sentences 500 --threads 1)
 
@@ -38,41 +43,41 @@ evaluate() {  # MODEL_OR_PATH OUT LABEL [eval args...]
   local m=$1 out=$2 label=$3
   shift 3
   [ -f "$out/summary.json" ] ||  # --resume: the tasks a killed evaluation finished are read back
-    "$unimae" eval "$m" --benchmark offline --threads 1 --label "$label" --output_dir "$out" --resume true "$@"
+    "$unimae" eval "$m" --benchmark "$bench" --threads 1 --label "$label" --output_dir "$out" --resume true "$@"
 }
 lm_eval() {  # MODEL_OR_PATH OUT LABEL
   [ -f "$2/lm_eval.json" ] || "$unimae" lm-eval "$1" --label "$3" --output_dir "$2" "${lm_args[@]}"
 }
-train() {  # RUN_DIR key=value...
-  local run=$1
-  shift
+train() {  # RECIPE RUN_DIR key=value...
+  local recipe=$1 run=$2
+  shift 2
   [ -f "$run/model/unimae.json" ] && return
   local resume=()
   [ -d "$run/checkpoint" ] && resume=(--resume true)
-  "$unimae" train --config default model="$model" seed="$seed" output_dir="$run" "${resume[@]}" "$@"
+  "$unimae" train --config "$recipe" model="$model" seed="$seed" output_dir="$run" "${resume[@]}" "$@"
 }
 
 for step in "${steps[@]}"; do
   case $step in
-    pooling-prompteol | pooling-echo)
+    pooling-prompteol | pooling-echo | pooling-tokenprepend)
       p=${step#pooling-}
-      evaluate "$model" "$res/base-$p/offline" "$model base ($p)" --pooling "$p" ;;
+      evaluate "$model" "$res/base-$p/$bench" "$model base ($p)" --pooling "$p" ;;
     pooling-pcot)
-      evaluate "$model" "$res/base-pcot/offline" "$model base (pretended CoT)" --pooling last --prompt "$pcot" ;;
+      evaluate "$model" "$res/base-pcot/$bench" "$model base (pretended CoT)" --pooling last --prompt "$pcot" ;;
     base-lm)
       lm_eval "$model" "$res/base/lm-eval" "$model base" ;;
     mntp)
-      train "$runs/mntp-s$seed" objective=mntp encode_prompt=null
-      evaluate "$runs/mntp-s$seed/model" "$res/mntp-s$seed/offline" "$model MNTP (LoRA), seed $seed"
+      train paper "$runs/mntp-s$seed" objective=mntp encode_prompt=null
+      evaluate "$runs/mntp-s$seed/model" "$res/mntp-s$seed/$bench" "$model MNTP (LoRA), seed $seed"
       lm_eval "$runs/mntp-s$seed/model" "$res/mntp-s$seed/lm-eval" "$model MNTP (LoRA), seed $seed" ;;
     unimae)
-      train "$runs/unimae-s$seed"
-      evaluate "$runs/unimae-s$seed/model" "$res/unimae-s$seed/offline" "$model UniMAE default, seed $seed"
-      [ "${EOS_REFERENCE:-0}" = 1 ] && evaluate "$runs/unimae-s$seed/model" "$res/unimae-s$seed-eos/offline" \
+      train paper "$runs/unimae-s$seed"
+      evaluate "$runs/unimae-s$seed/model" "$res/unimae-s$seed/$bench" "$model UniMAE default, seed $seed"
+      [ "${EOS_REFERENCE:-0}" = 1 ] && evaluate "$runs/unimae-s$seed/model" "$res/unimae-s$seed-eos/$bench" \
         "$model UniMAE default, plain EOS, seed $seed" --prompt '{text}'
       lm_eval "$runs/unimae-s$seed/model" "$res/unimae-s$seed/lm-eval" "$model UniMAE default, seed $seed" ;;
     *)
-      echo "unknown step $step (pooling-pcot pooling-prompteol pooling-echo base-lm mntp unimae)" >&2
+      echo "unknown step $step (pooling-pcot pooling-prompteol pooling-tokenprepend pooling-echo base-lm mntp unimae)" >&2
       exit 2 ;;
   esac
 done
