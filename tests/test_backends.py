@@ -73,9 +73,12 @@ def test_int8_graph_is_quantized_and_close(exports, fmt):
     if fmt == "onnx-int8":
         import onnx
 
-        ops = {n.op_type for n in onnx.load(str(folder / "onnx" / "model.onnx")).graph.node}
-        assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops  # int8 MatMuls (tiny: the
-        # embedding table, left fp32, outweighs them, so the file is not smaller here)
+        nodes = onnx.load(str(folder / "onnx" / "model.onnx")).graph.node
+        nbits = [n for n in nodes if n.op_type == "MatMulNBits"]  # int8 MatMuls (tiny: the embedding
+        # table, left fp32, outweighs them, so the file is not smaller here)
+        assert len(nbits) == 14  # 2 layers x (q, k, v, o, gate, up, down)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nbits[0].attribute}
+        assert attrs["bits"] == 8 and attrs["accuracy_level"] == 4  # int8 weights, int8 compute
     else:
         fp32 = (exports["llama", "openvino"] / "openvino" / "openvino_model.bin").stat().st_size
         assert (folder / "openvino" / "openvino_model.bin").stat().st_size < fp32 / 2
