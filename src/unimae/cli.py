@@ -283,7 +283,7 @@ EXAMPLES_EXPORT = """examples:
 def _export(ns: Namespace) -> None:
     from unimae.export import export
 
-    out = export(ns.source, ns.output, format=ns.format)
+    out = export(**_plain(ns))  # every option of export's signature
     loader = {"causal-lm": "AutoModelForCausalLM", "sentence-transformers": "SentenceTransformer"}.get(
         ns.format, f'SentenceTransformer(..., backend="{ns.format.removesuffix("-int8")}") and Encoder'
     )

@@ -20,7 +20,7 @@ from unimae.encoding.encoder import Encoder
 from unimae.encoding.loading import resolve_model_path
 from unimae.errors import UserError
 from unimae.export.causal_lm import save_causal_lm
-from unimae.export.onnx import BACKEND_FORMATS, backend_writer
+from unimae.export.onnx import BACKEND_FORMATS, INT8_MIN_COSINE, backend_writer, check_min_cosine
 from unimae.export.sentence_transformers import export_sentence_transformers, write_sentence_transformers
 from unimae.spec import EmbeddingSpec
 from unimae.training.checkpoint import find_checkpoint
@@ -35,22 +35,31 @@ FORMATS: dict[str, Callable[..., Path]] = {
 }
 
 
-def export(source: str | Path, output: str | Path | None = None, format: str = "causal-lm") -> Path:
+def export(
+    source: str | Path,
+    output: str | Path | None = None,
+    format: str = "causal-lm",
+    min_cosine: float = INT8_MIN_COSINE,
+) -> Path:
     """Export ``source`` in ``format``; returns the folder written.
 
     ``source``: a run folder (its latest checkpoint is rebuilt, LoRA merged, decoder dropped) or any model
     (folder, .gguf, packaged alias, hub id). ``output`` defaults to ``RUN/model`` for a run's causal-lm
-    export and is required otherwise.
+    export and is required otherwise. ``min_cosine``: int8 formats only: refuse the export (nothing
+    written) when its min cosine against PyTorch fp32 on a few built-in sentences is below this; 0 writes
+    it whatever the figure (``export/onnx.py``).
     """
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    check_min_cosine(min_cosine)
     run = _is_run(source)
     if output is None:
         if not (run and format == "causal-lm"):
             raise UserError(f"give -o/--output: where to write the {format} folder")
         output = Path(source) / "model"
     llm, tokenizer, spec = load_trained(source) if run else _load_model(str(source))
-    return FORMATS[format](llm, tokenizer, Path(output), spec)
+    checks = {"min_cosine": min_cosine} if format.endswith("-int8") else {}
+    return FORMATS[format](llm, tokenizer, Path(output), spec, **checks)
 
 
 def _is_run(source: str | Path) -> bool:
