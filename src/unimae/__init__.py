@@ -1,8 +1,27 @@
-"""UniMAE: train a decoder-only LLM so that its EOS state is a sentence embedding, while it still generates."""
+"""UniMAE: train a decoder-only LLM so that its EOS state is a sentence embedding, while it still generates.
 
-from unimae.encoding.encoder import Encoder
-from unimae.encoding.loading import DEFAULT_MODEL, ModelLoadError, load_causal_lm
-from unimae.training.config import TrainConfig, load_config
+The names below load on first use (PEP 562), so ``import unimae.cli`` does not import torch: the command
+line sets its OpenMP defaults (``unimae.cli.apply_thread_defaults``) before the OpenMP runtime loads.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from unimae.encoding.encoder import Encoder
+    from unimae.encoding.loading import DEFAULT_MODEL, ModelLoadError, load_causal_lm
+    from unimae.training.config import TrainConfig, load_config
+
+_LAZY = {
+    "Encoder": "unimae.encoding.encoder",
+    "DEFAULT_MODEL": "unimae.encoding.loading",
+    "ModelLoadError": "unimae.encoding.loading",
+    "load_causal_lm": "unimae.encoding.loading",
+    "TrainConfig": "unimae.training.config",
+    "load_config": "unimae.training.config",
+}
 
 __all__ = [
     "Encoder",
@@ -14,6 +33,15 @@ __all__ = [
     "train",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``unimae.Encoder`` and the other public names, imported from their module on first use."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'unimae' has no attribute {name!r}")
 
 
 def train(config: TrainConfig, resume: bool = False):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import re
 import shlex
 import sys
@@ -44,8 +45,8 @@ BACKEND_HELP = "what computes embeddings: torch, onnx, onnx-int8, openvino, open
 ALIASES = {"-o": "--output", "-i": "--input", "-k": "--k", "--index": "--index_dir"}
 RESUME_HINT = "interrupted; `unimae train --resume` continues from the last checkpoint"
 THREADS_HELP = (
-    "CPU threads for torch (default: torch's choice, all cores); on a machine shared with other jobs, 1 "
-    "avoids thread oversubscription, which was measured to slow encoding 5x"
+    "CPU threads for torch, ONNX Runtime and OpenVINO (default: OMP_NUM_THREADS, else one a core); idle "
+    "threads sleep rather than spin unless OMP_WAIT_POLICY is set (docs/backends.md, 'beside a busy neighbour')"
 )
 
 
@@ -161,7 +162,28 @@ def command_line(name: str, ns: Namespace, positional: list[str], skip: tuple[st
     return " ".join(parts)
 
 
+# --- threads: defaults that hold beside busy neighbours (docs/backends.md) ------------------------------
+
+# OpenMP threads that wait at a barrier sleep instead of spinning: on cores shared with other busy
+# processes, spinning threads took the CPU the working ones needed (encode at 2 threads collapsed to a
+# fraction of its 1-thread rate; benchmarks/neighbour_threads.py).
+THREAD_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def apply_thread_defaults(environ: dict | None = None) -> None:
+    """Set ``THREAD_ENV_DEFAULTS`` in ``environ`` (default ``os.environ``) where the user set nothing.
+
+    Call before torch (and its OpenMP runtime) is imported: OpenMP reads its environment once, when it
+    loads. ``unimae.cli`` imports no torch, so ``main`` calls this first.
+    """
+    environ = os.environ if environ is None else environ
+    for key, value in THREAD_ENV_DEFAULTS.items():
+        environ.setdefault(key, value)
+
+
 def _set_threads(ns: Namespace) -> None:
+    """``--threads N``, where the command has it and it was given: torch's intra-op threads (graph backends
+    take torch's count)."""
     if ns.get("threads"):
         import torch
 
@@ -255,6 +277,7 @@ def encode_command(help: str) -> Command:
 
     cmd = Command(_parser(help, EXAMPLES_ENCODE), _encode)
     _encoder_options(cmd)
+    _threads(cmd)
     _add(cmd, encode_to_file, skip={"encoder", "texts"}, positional=False)
     cmd.parser.add_argument("texts", nargs="*", help="texts to embed (or use --input)")
     cmd.parser.add_argument(
@@ -327,7 +350,6 @@ EXAMPLES_EVAL = """examples:
 
 def _run_evaluation(name: str, run, markdown, files: str, ns: Namespace) -> None:
     """Run an evaluation function with the parsed options, print its table and where it wrote."""
-    _set_threads(ns)
     args = {k: v for k, v in ns.as_dict().items() if k not in ("threads", "__path__")}
     result = run(**args, command=command_line(name, ns, ["model"]))
     print(markdown(result))
@@ -387,7 +409,6 @@ def _sweep(ns: Namespace) -> None:
 
     from unimae.evaluation.sweep import plot_mask_ratio, run_sweep
 
-    _set_threads(ns)
     args = {k: v for k, v in ns.as_dict().items() if k not in ("threads", "__path__")}
     # key=value overrides arrive as text; TrainConfig checks the parsed values' types
     overrides = args.pop("overrides") or {}
@@ -506,11 +527,13 @@ def serve_command(help: str) -> Command:
     _add(cmd, serve)
     named = set(inspect.signature(serve).parameters)
     _add(cmd, _server_config(), skip=named)
+    _threads(cmd)
     return cmd
 
 
 def _plain(ns: Namespace) -> dict[str, Any]:
-    return {k: v for k, v in ns.as_dict().items() if k != "__path__"}
+    """The parsed options as keyword arguments (``--threads`` is applied by ``main``, not passed on)."""
+    return {k: v for k, v in ns.as_dict().items() if k not in ("__path__", "threads")}
 
 
 EXAMPLES_RAG = """examples:
@@ -596,6 +619,7 @@ def _rag_common(cmd: Command, k_of: Callable | None = None) -> None:
     if k_of is not None:
         p.add_argument("--index_dir", required=True, help="index folder (`unimae rag index`)")
         p.add_argument("--k", type=PositiveInt, default=default_of(k_of, "k"), help="chunks to retrieve")
+    _threads(cmd)
 
 
 def rag_index_command(help: str) -> Command:
@@ -781,6 +805,7 @@ def _one_line(error: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_thread_defaults()  # before any command imports torch
     argv = list(sys.argv[1:] if argv is None else argv)
     names = _chosen(argv)
     try:
@@ -796,6 +821,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
+        _set_threads(ns)
         cmd.run(ns)
     except (UserError, FileNotFoundError, FileExistsError) as e:
         print(f"{' '.join(['unimae', *names])}: error: {e}", file=sys.stderr)
