@@ -113,3 +113,23 @@ def test_serve_rag_and_eval_take_threads(monkeypatch, tiny_gpt2, tmp_path, threa
     with pytest.raises(Stop):
         main(["eval", "some-model", "--threads", "4"])
     assert thread_calls == [2, 3, 1, 4]
+
+
+@pytest.mark.parametrize("policy, spins", [("PASSIVE", "0"), ("ACTIVE", None), (None, None)])
+def test_onnx_runtime_threads_follow_the_wait_policy(tiny_llama, tmp_path, monkeypatch, policy, spins):
+    pytest.importorskip("onnxruntime")
+    from unimae.encoding.backend_build import export_onnx
+    from unimae.encoding.backends import OnnxRuntimeBody
+    from unimae.encoding.loading import load_causal_lm
+
+    file = tmp_path / "model.onnx"
+    export_onnx(load_causal_lm(str(tiny_llama))[0], file)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    if policy:
+        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+    options = OnnxRuntimeBody(file, threads=2).session.get_session_options()
+    try:
+        entry = options.get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # not set: ONNX Runtime's default, spinning
+        entry = None
+    assert entry == spins

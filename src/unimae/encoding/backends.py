@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -99,14 +100,25 @@ def _require(module: str):
         raise UserError(f"this backend needs the '{module}' package: {INSTALL_HINT}") from None
 
 
+def passive_wait() -> bool:
+    """Whether idle threads should sleep rather than spin: ``OMP_WAIT_POLICY=PASSIVE``, which the command
+    line sets by default (``unimae.cli.apply_thread_defaults``); ONNX Runtime's own pool follows it."""
+    return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+
+
 class OnnxRuntimeBody:
-    """An ONNX graph in ONNX Runtime: ``(ids, mask)`` ``(B, L)`` int64 tensors -> ``(B, L, d)`` float32."""
+    """An ONNX graph in ONNX Runtime: ``(ids, mask)`` ``(B, L)`` int64 tensors -> ``(B, L, d)`` float32.
+
+    Threads: ``threads``, else torch's count; they spin while idle unless ``passive_wait()``.
+    """
 
     def __init__(self, file: str | Path, threads: int | None = None):
         ort = _require("onnxruntime")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()  # as torch: OMP_NUM_THREADS
         options.inter_op_num_threads = 1
+        if passive_wait():
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
