@@ -9,7 +9,7 @@ the machine's own background load reaches every setting alike; the script prints
 
 Settings: ``BACKEND:THREADS:POLICY``; POLICY is OMP_WAIT_POLICY (``unset``: libgomp's default, a short spin
 before sleeping; ``passive``; ``active``) and ``cli`` takes whatever ``unimae``'s command line chooses
-(``unimae.cli.apply_thread_defaults``) with THREADS as its default (0: the CLI's own default).
+(``unimae.cli.apply_thread_defaults``), THREADS as ``--threads`` (0: none given, the CLI's default).
 
     OMP_NUM_THREADS=1 MALLOC_MMAP_THRESHOLD_=1048576 nice -n 5 python benchmarks/neighbour_threads.py \
         --model smollm2-135m --neighbours 1 --rounds 2
@@ -52,11 +52,14 @@ def worker_env(threads: int, policy: str) -> dict[str, str]:
 
 def run_worker(spec: dict) -> None:
     """In the worker process: embed ``spec['texts']`` for ``spec['seconds']``; print ``{"rate": texts/s}``."""
-    if spec["policy"] == "cli":  # as `unimae encode --threads T` (T = 0: no --threads) would set them
+    if spec["policy"] == "cli":  # as `unimae encode` sets them, before torch loads
         from unimae.cli import apply_thread_defaults
 
-        apply_thread_defaults(spec["threads"] or None)
+        apply_thread_defaults()
     import torch
+
+    if spec["policy"] == "cli" and spec["threads"]:  # as `--threads T` does
+        torch.set_num_threads(spec["threads"])
 
     from unimae.encoding.encoder import Encoder
 

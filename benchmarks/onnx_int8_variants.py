@@ -3,20 +3,25 @@
 Every variant is built from the same fp32 graph (``unimae.encoding.backend_build.export_onnx``) and run in
 ONNX Runtime on the same texts: 64 short Wikipedia texts (about 12 tokens) at batch 32 and 16 of them at
 batch 1, 32 paragraphs (about 120 tokens) at batch 32, and the export check's built-in sentences
-(``unimae.export.onnx.PARITY_TEXTS``, alone and in one batch). Speed: rounds that time torch and every
+(``unimae.encoding.backend_build.PARITY_TEXTS``, alone and in one batch). Speed: rounds that time torch and every
 variant in turn (each loaded afresh), best of ``--repeats`` passes each; ratios are against torch.
 
 Variants (``--variants``):
   dynamic            ONNX Runtime ``quantize_dynamic``: int8 MatMul weights per channel, activations per
                      tensor at run time (the old ``onnx-int8``)
   dynamic-fp32-down  the same with the 30 ``mlp.down_proj`` MatMuls left in fp32
-  smoothquant-A      SmoothQuant with alpha A (activation outliers moved into the weights, folded into the
-                     norms, ``up_proj`` and ``v_proj``, from 128 calibration texts), then ``dynamic``
+  smoothquant-A      SmoothQuant with alpha A (``unimae.encoding.smoothquant``: activation outliers moved
+                     into the weights, folded into the norms, ``up_proj`` and ``v_proj``; calibrated on 128
+                     held-out sentences, as the export does), then ``dynamic``
   nbits8-B           ``MatMulNBitsQuantizer``: int8 weights in blocks of B along the input (symmetric),
                      ``accuracy_level`` 4: activations quantized per row and block of B at run time and
                      int8 dot products (B in 16, 32, 64, 128)
   nbits8-32-fp32     the same weights with fp32 compute (``accuracy_level`` 0)
   hybrid             ``dynamic`` for q/k/o/gate projections, ``nbits8-32`` for v/up/down
+  [smoothquant-A-]mix-P+P   ``nbits8-32`` for the projections named (``down``, ``up``, ``v``...), ``dynamic``
+                     for the others, on the fp32 or the SmoothQuant graph.
+                     ``smoothquant-0.8-mix-down+v`` is what ``unimae export --format onnx-int8`` builds for
+                     Llama-style models, ``nbits8-32`` what it falls back to (``backend_build``)
 
     OMP_NUM_THREADS=1 MALLOC_MMAP_THRESHOLD_=1048576 nice -n 5 python benchmarks/onnx_int8_variants.py \
         --model smollm2-135m --threads 1
@@ -29,6 +34,7 @@ import gc
 import json
 import sys
 import time
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +43,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from encode_backends import texts_of  # noqa: E402
 
-from unimae.encoding.backend_build import export_onnx  # noqa: E402
+from unimae.encoding.backend_build import CALIBRATION_TEXTS, PARITY_TEXTS, export_onnx  # noqa: E402
 from unimae.encoding.backends import OnnxRuntimeBody  # noqa: E402
 from unimae.encoding.encoder import Encoder  # noqa: E402
-from unimae.export.onnx import PARITY_TEXTS  # noqa: E402
+from unimae.encoding.smoothquant import input_peaks, smooth  # noqa: E402
 
 DEFAULT_VARIANTS = ["dynamic", "dynamic-fp32-down", "smoothquant-0.5", "nbits8-32", "nbits8-64", "hybrid"]
 
@@ -84,62 +90,24 @@ def nbits(src: Path, dst: Path, block: int, level: int = 4, exclude: list[str] |
     return dst
 
 
-def hybrid(src: Path, dst: Path) -> Path:
-    """nbits8-32 for the sensitive projections (v, up, down), then ``dynamic`` for the other MatMuls."""
-    sensitive = [n for part in ("v_proj", "up_proj", "down_proj") for n in matmul_names(src, part)]
-    others = [n for n in matmul_names(src) if n not in sensitive]  # (nodes_to_include would add, not limit)
-    middle = nbits(src, dst.with_name("hybrid-stage.onnx"), 32, exclude=others)
+def mix(src: Path, dst: Path, parts: list[str]) -> Path:
+    """nbits8-32 for the MatMuls of ``parts`` (``["v_proj", "down_proj"]``), then ``dynamic`` for the others."""
+    chosen = [n for part in parts for n in matmul_names(src, part)]
+    others = [n for n in matmul_names(src) if n not in chosen]  # (nodes_to_include would add, not limit)
+    middle = nbits(src, dst.with_name(dst.stem + "-stage.onnx"), 32, exclude=others)
     return dynamic(middle, dst)
 
 
-@torch.no_grad()
-def smooth(enc: Encoder, texts: list[str], alpha: float = 0.5) -> None:
-    """SmoothQuant on ``enc``'s Llama-style model, in place: each projection's input channel j divided by
-    ``s_j = max|x_j|^alpha / max|W_:j|^(1-alpha)`` (its weight column multiplied by it), the division folded
-    into what writes that input: the RMSNorm weights (q/k/v, gate/up), ``up_proj``'s rows (down) and
-    ``v_proj``'s rows (o: one scale per kv channel, the largest over the query heads of its group).
-    ``max|x_j|``: over ``texts`` embedded one at a time."""
-    peaks: dict[str, torch.Tensor] = {}
+def smoothed_graph(enc: Encoder, alpha: float, dst: Path) -> Path:
+    """The fp32 graph of a SmoothQuant copy of ``enc``'s model with ``alpha``, calibrated as the export does
+    (``unimae.encoding.backend_build.smoothed_copy``: held-out sentences, not the measured texts)."""
+    from unimae.data.wiki import wiki_sentences
 
-    def record(name):
-        def hook(module, args):
-            x = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(0)
-            peaks[name] = torch.maximum(peaks.get(name, x), x)
-
-        return hook
-
-    layers = enc.model.model.layers
-    watched = (("self_attn", "q_proj"), ("self_attn", "o_proj"), ("mlp", "gate_proj"), ("mlp", "down_proj"))
-    hooks = [
-        getattr(getattr(layer, part), proj).register_forward_pre_hook(record(f"{i}.{proj}"))
-        for i, layer in enumerate(layers)
-        for part, proj in watched
-    ]
-    vectors(enc, texts, 1)
-    for h in hooks:
-        h.remove()
-
-    def scales(x_peak, *linears):
-        w_peak = torch.stack([lin.weight.abs().amax(0) for lin in linears]).amax(0)
-        return (x_peak.clamp(min=1e-5) ** alpha / w_peak.clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
-
-    for i, layer in enumerate(layers):
-        attn, mlp = layer.self_attn, layer.mlp
-        s = scales(peaks[f"{i}.q_proj"], attn.q_proj, attn.k_proj, attn.v_proj)
-        layer.input_layernorm.weight.div_(s)
-        for lin in (attn.q_proj, attn.k_proj, attn.v_proj):
-            lin.weight.mul_(s)
-        s = scales(peaks[f"{i}.gate_proj"], mlp.gate_proj, mlp.up_proj)
-        layer.post_attention_layernorm.weight.div_(s)
-        for lin in (mlp.gate_proj, mlp.up_proj):
-            lin.weight.mul_(s)
-        s = scales(peaks[f"{i}.down_proj"], mlp.down_proj)
-        mlp.up_proj.weight.div_(s[:, None])
-        mlp.down_proj.weight.mul_(s)
-        groups, head_dim = attn.num_key_value_groups, attn.head_dim
-        s = scales(peaks[f"{i}.o_proj"], attn.o_proj).view(-1, groups, head_dim).amax(1)  # (kv heads, hd)
-        attn.v_proj.weight.div_(s.reshape(-1)[:, None])
-        attn.o_proj.weight.mul_(s[:, None, :].expand(-1, groups, -1).reshape(-1))
+    texts = wiki_sentences("heldout")[:CALIBRATION_TEXTS]
+    peaks = input_peaks(enc.model, lambda: vectors(enc, texts, 1))
+    copy = deepcopy(enc.model)
+    smooth(copy, peaks, alpha)
+    return export_onnx(copy, dst)
 
 
 def build(variant: str, fp32: Path, work: Path) -> Path:
@@ -153,7 +121,11 @@ def build(variant: str, fp32: Path, work: Path) -> Path:
     if variant == "dynamic-fp32-down":
         return dynamic(fp32, dst, matmul_names(fp32, "down_proj"))
     if variant == "hybrid":
-        return hybrid(fp32, dst)
+        return mix(fp32, dst, ["v_proj", "up_proj", "down_proj"])
+    if "mix-" in variant:  # [smoothquant-A-]mix-PART+PART: nbits8-32 for those projections, dynamic elsewhere
+        smoothed, parts = variant.split("mix-")
+        src = work / smoothed.rstrip("-") / "model.onnx" if smoothed else fp32
+        return mix(src, dst, [f"{part}_proj" for part in parts.split("+")])
     if variant == "nbits8-32-fp32":
         return nbits(fp32, dst, 32, level=0)
     if variant.startswith("nbits8-"):
@@ -226,14 +198,9 @@ def main() -> None:
     if not fp32.exists():
         export_onnx(enc.model, fp32)
     for variant in args.variants:
-        smoothed = work / variant / "model.onnx"
+        smoothed = work / variant.split("-mix-")[0] / "model.onnx"
         if variant.startswith("smoothquant-") and not smoothed.exists():
-            alpha = float(variant.split("-")[1])
-            smooth(enc, texts_of(enc.tokenizer, 3 * args.n, 40)[args.n :], alpha)  # not the measured texts
-            export_onnx(enc.model, smoothed)
-            del enc
-            gc.collect()
-            enc = Encoder.from_pretrained(args.model, device="cpu", backend="torch")  # unsmoothed again
+            smoothed_graph(enc, float(variant.split("-")[1]), smoothed)
     files = {v: build(v, fp32, work) for v in args.variants}
     sets = Sets(enc, args.n)
     rows = {"torch": {"variant": "torch fp32", "cos": None}}

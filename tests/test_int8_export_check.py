@@ -9,16 +9,17 @@ figure on the default model is in docs/backends.md.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import make_tiny_llama
 
 from unimae.cli import main
+from unimae.encoding.backend_build import PARITY_TEXTS, parity
 from unimae.encoding.backends import BACKEND_FILE
 from unimae.encoding.encoder import Encoder
 from unimae.errors import UserError
 from unimae.export import export
-from unimae.export.onnx import PARITY_TEXTS, parity
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -29,15 +30,15 @@ GRAPH_DIR = {"onnx-int8": "onnx", "openvino-int8": "openvino"}
 @pytest.fixture
 def damaged(monkeypatch):
     """Graphs loaded by the check give their states plus a fixed error that depends on the token ids."""
-    from unimae.export import onnx as onnx_export
+    from unimae.encoding import backend_build
 
-    real = onnx_export.load_body
+    real = backend_build.load_body
 
     def load(folder, backend):
         body = real(folder, backend)
         return lambda ids, mask: body(ids, mask) + 0.3 * (ids[..., None] % 3 - 1)
 
-    monkeypatch.setattr(onnx_export, "load_body", load)
+    monkeypatch.setattr(backend_build, "load_body", load)
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +67,10 @@ def test_floor_above_the_figure_refuses_and_below_writes(tiny, tmp_path, fmt, da
     above = (figures["min_cosine"] + 1) / 2
     with pytest.raises(UserError) as info:
         export(tiny, tmp_path / "refused", format=fmt, min_cosine=above)
-    message = str(info.value)
-    assert f"{figures['min_cosine']:.4f}" in message and "--min-cosine" in message
-    assert "\n" not in message
+    message = str(info.value)  # the figure of the last recipe tried (onnx-int8 falls back to another)
+    figure = float(re.search(r"fp32 is ([0-9.]+) on 12 built-in sentences", message).group(1))
+    assert figure < above and figure == pytest.approx(figures["min_cosine"], abs=0.01)
+    assert f"below --min-cosine {above:g}" in message and "\n" not in message
     assert not (tmp_path / "refused").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".refused")]  # no staged folder left
     below = export(tiny, tmp_path / "written", format=fmt, min_cosine=figures["min_cosine"] - 1e-4)
@@ -100,3 +102,14 @@ def test_cli_refusal_is_one_line_and_exit_2(tiny, tmp_path, capsys, damaged):
     assert not out.exists()
     assert main(["export", str(tiny), "--format", "onnx-int8", "-o", str(out), "--min-cosine", "1.5"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_onnx_export_leaves_the_model_in_eval_mode(tmp_path):
+    """The parity check's PyTorch reference runs after the export: dropout must stay off (GPT-2 has it)."""
+    from conftest import make_tiny_gpt2
+
+    from unimae.encoding.backend_build import export_onnx
+
+    enc = Encoder.from_pretrained(str(make_tiny_gpt2(tmp_path / "g")), device="cpu")
+    export_onnx(enc.model, tmp_path / "model.onnx")
+    assert not any(m.training for m in enc.model.modules())

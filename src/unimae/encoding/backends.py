@@ -50,7 +50,8 @@ GRAPH_FILES = {"onnx": ("onnx", "model.onnx"), "openvino": ("openvino", "openvin
 BACKEND_FILE = "unimae_backend.json"  # beside the graph: which backend it is
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "last_hidden_state"
-INSTALL_HINT = "pip install 'unimae[fast]' (onnxruntime, onnx, openvino, nncf)"
+INSTALL_HINT = "pip install 'unimae[fast]' (onnxruntime, onnx, onnx-ir, openvino, nncf)"
+INT8_MIN_COSINE = 0.99  # the default floor of an int8 graph's min cosine against PyTorch fp32
 
 
 def check_backend(backend: str) -> str:
@@ -220,20 +221,27 @@ def _cache_key(model_path: str, attention: str) -> str:
     return hashlib.sha256(f"{path}:{attention}:{stats}".encode()).hexdigest()[:16]
 
 
-def cached_graph(llm: torch.nn.Module, model_path: str, backend: str, attention: str = "causal") -> Path:
-    """The folder holding ``backend``'s graph of ``llm`` (loaded from ``model_path``), built on first use."""
-    from unimae.encoding.backend_build import build_graph
+def cached_graph(encoder, model_path: str, backend: str) -> Path:
+    """The folder holding ``backend``'s graph of ``encoder``'s model (loaded from ``model_path``), built on
+    first use. An int8 graph below ``INT8_MIN_COSINE`` against PyTorch is refused (``UserError``), not
+    cached."""
+    from unimae.encoding.backend_build import build_checked_graph
 
-    target = (
-        cache_dir() / "backends" / f"{Path(model_path).name}-{_cache_key(model_path, attention)}" / backend
-    )
+    key = _cache_key(model_path, encoder.attention)
+    target = cache_dir() / "backends" / f"{Path(model_path).name}-{key}" / backend
     if graph_file(target, backend).is_file():
         return target
     log.warning(
         "building the %s graph of %s once (about a minute); cached in %s", backend, model_path, target
     )
     with atomic_dir(target) as tmp:
-        build_graph(llm, tmp, backend, attention)
+        figures = build_checked_graph(encoder, tmp, backend, INT8_MIN_COSINE)
+        if figures and figures["min_cosine"] < INT8_MIN_COSINE:
+            raise UserError(
+                f"the {backend} graph of {model_path} has min cosine {figures['min_cosine']:.4f} against "
+                f"PyTorch fp32 on built-in sentences (below {INT8_MIN_COSINE}); use backend "
+                f"{runtime_of(backend)!r} or openvino-int8"
+            )
     return target
 
 
@@ -252,9 +260,5 @@ def load_runtime(encoder, model_path: str, backend: str | None):
         return backend, None
     if encoder.pooling == "tokenprepend":
         raise UserError("tokenprepend pooling rewrites states inside the model: use the torch backend")
-    folder = (
-        model_path
-        if backend in found
-        else cached_graph(encoder.model, model_path, backend, encoder.attention)
-    )
+    folder = model_path if backend in found else cached_graph(encoder, model_path, backend)
     return backend, load_body(folder, backend)
