@@ -4,7 +4,7 @@ Each is the sentence-transformers folder (``export/sentence_transformers.py``: t
 ``lasttoken`` pooling, Normalize) plus the model body as a graph where sentence-transformers' backends
 look for it, and ``unimae.json``:
 
-    onnx/model.onnx                  onnx, onnx-int8 (int8: ONNX Runtime MatMulNBits, 8-bit blocks)
+    onnx/model.onnx                  onnx, onnx-int8 (int8: SmoothQuant + ONNX Runtime int8, backend_build)
     openvino/openvino_model.xml/.bin openvino, openvino-int8 (int8: NNCF weight compression)
     <graph folder>/unimae_backend.json   which of the four it is, how it was made, its measured parity
 
