@@ -38,7 +38,16 @@ from unimae.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-BENCHMARKS = ("offline", "offline-dev", "offline-test", "mteb-15", "mteb-eng")
+BENCHMARKS = (
+    "offline",
+    "offline-dev",
+    "offline-test",
+    "offline-v2",
+    "offline-v2-dev",
+    "offline-v2-test",
+    "mteb-15",
+    "mteb-eng",
+)
 MTEB_ENG = "MTEB(eng, v1)"
 MTEB_15 = (
     "SciFact",
@@ -88,6 +97,10 @@ def benchmark_tasks(benchmark: str, task_names: list[str] | None = None) -> list
         return offline_tasks(task_names)
     if benchmark in ("offline-dev", "offline-test"):
         return offline_tasks(task_names, split=benchmark.removeprefix("offline-"))
+    if benchmark.startswith("offline-v2"):
+        from unimae.evaluation.offline_v2 import offline_v2_tasks
+
+        return offline_v2_tasks(task_names, split=benchmark.removeprefix("offline-v2").lstrip("-") or None)
     if benchmark not in BENCHMARKS:
         raise UserError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
     import mteb
@@ -247,7 +260,8 @@ def evaluate_model(
     Returns the summary; its ``path`` is the summary.json written.
     ``prompt``: a template holding '{text}' around each text (eos or last pooling; default: the model's
     unimae.json). Benchmarks: offline (the ten tasks that chose the defaults), offline-dev and
-    offline-test (issue 14's split of the widened set; see docs/evaluation.md), mteb-15, mteb-eng.
+    offline-test (issue 14's split of the widened set; see docs/evaluation.md), offline-v2 and its parts
+    offline-v2-dev / offline-v2-test (issue 24: every category in both parts), mteb-15, mteb-eng.
     """
     import mteb
 
@@ -306,7 +320,7 @@ def evaluate_model(
                 category=types[name],
                 main_score=metric[name],
                 score=scores[name],
-                size=SIZES.get(name, "mteb default"),
+                size=task_size(name, benchmark),
             )
             for name in (t.metadata.name for t in task_objs)
             if name in scores
@@ -324,6 +338,15 @@ def evaluate_model(
     summary.save(output_dir / "summary.json")
     atomic_write_text(output_dir / "summary.md", summary_markdown(summary))
     return summary
+
+
+def task_size(name: str, benchmark: str) -> str:
+    """How a task's data is drawn (``SIZES`` / ``V2_SIZES``), or 'mteb default' for a hub task."""
+    if benchmark.startswith("offline-v2"):
+        from unimae.evaluation.offline_v2 import V2_SIZES
+
+        return V2_SIZES[name]
+    return SIZES.get(name, "mteb default")
 
 
 def _categories_of(tasks) -> tuple[str, ...]:
