@@ -217,6 +217,24 @@ def test_unimae_eval_end_to_end_is_deterministic(tiny_llama, tmp_path, capsys):
     assert loaded.model_info.pooling == "mean" and loaded.texts_encoded > 0
     mteb_files = list((tmp_path / "a" / "mteb" / "results").rglob("LeeSTS.json"))
     assert len(mteb_files) == 1 and (tmp_path / "a" / "summary.md").read_text().startswith("# Tiny")
+    # intervals (issue 24): per task, per category and for the average, from the kept embeddings
+    for task in loaded.tasks.values():
+        assert task.ci_low <= task.score <= task.ci_high and task.n_items > 0 and task.replicates
+    assert loaded.average_ci_low <= loaded.average <= loaded.average_ci_high
+    assert loaded.categories["STS"].ci_low is not None and loaded.bootstrap.n_replicates == 1000
+    assert (
+        loaded.tasks["LeeSTS"].n_items == 1225
+        and len(loaded.tasks["MiniNewsgroupsClustering"].replicates) == 200
+    )
+    from unimae.evaluation.rescore import load_task_embeddings
+
+    stored = load_task_embeddings(tmp_path / "a", "LeeSTS")
+    assert (
+        len(stored.texts) == 50
+        and stored.vectors.shape[0] == 50
+        and stored.revision == loaded.model_info.revision
+    )
+    assert "95% interval" in (tmp_path / "a" / "summary.md").read_text()
 
 
 def test_unimae_eval_resume_reads_back_finished_tasks_and_runs_the_rest(tiny_llama, tmp_path):
@@ -237,6 +255,7 @@ def test_unimae_eval_resume_reads_back_finished_tasks_and_runs_the_rest(tiny_lla
         assert again["tasks"][name]["score"] == pytest.approx(task["score"], abs=1e-6)
     assert 0 < again["texts_encoded"] < full["texts_encoded"]  # only the clustering texts were encoded
     assert "--resume" in again["command"]
+    assert again["tasks"]["LeeSTS"]["replicates"] == full["tasks"]["LeeSTS"]["replicates"]  # from its npz
     # other settings (here the pooling) are another mteb revision: nothing is read back
     assert main([*args[:3], "last", *args[4:], "-o", str(out), "--resume", "true"]) == 0
     assert "resumed" not in json.loads((out / "summary.json").read_text())

@@ -265,3 +265,19 @@ def test_scale_lead_over_the_baselines_measured_so_far_names_the_missing_one(res
     _put(results, s, f"{q}/mntp-s42/offline/summary.json", "qwen mntp", 0.67, "runs/q/mntp")
     row = _row("\n".join(scale_table(results)), "`qwen2.5-coder-0.5b`")
     assert "| 64.00 | 66.00 | 67.00 | 65.00 | -2.00 |" in row
+
+
+def test_report_shows_the_interval_beside_an_average_that_has_one(results, tmp_path):
+    import json
+
+    path = results / "unimae" / "offline" / "summary.json"
+    data = json.loads(path.read_text())
+    plain = _row(write_report(results, tmp_path / "before.md").read_text(), "UniMAE")
+    data["average_ci_low"], data["average_ci_high"] = data["average"] - 0.01, data["average"] + 0.02
+    path.write_text(json.dumps(data))
+    text = write_report(results, tmp_path / "after.md").read_text()
+    row = _row(text, "UniMAE")
+    low, high = 100 * data["average_ci_low"], 100 * data["average_ci_high"]
+    assert f"({low:.2f}-{high:.2f})" in row and row.replace(f" ({low:.2f}-{high:.2f})", "") == plain
+    assert "95% bootstrap interval of the average" in text
+    assert "(" not in _row(text, "Base (mean)").split("**")[2].split("|")[0]  # old results: as before

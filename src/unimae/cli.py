@@ -456,6 +456,28 @@ def report_command(help: str) -> Command:
     return cmd
 
 
+def _compare(ns: Namespace) -> None:
+    from unimae.evaluation.compare import compare_summaries, comparison_markdown, load_summary
+    from unimae.io import atomic_write_json
+
+    comparison = compare_summaries(load_summary(ns.a), load_summary(ns.b))
+    print(comparison_markdown(comparison))
+    if ns.json:
+        print(f"wrote {atomic_write_json(ns.json, comparison.to_dict())}")
+
+
+def compare_command(help: str) -> Command:
+    examples = """examples:
+  unimae compare results/unimae/offline-v2-test results/mntp/offline-v2-test
+  unimae compare A B --json results/compare/unimae-vs-mntp.json
+the difference is A - B; its 95% interval comes from the replicate scores both summary.json files keep"""
+    cmd = Command(_parser(help, examples), _compare)
+    cmd.parser.add_argument("a", help="result folder (or summary.json) A")
+    cmd.parser.add_argument("b", help="result folder (or summary.json) B, on the same tasks")
+    cmd.parser.add_argument("--json", type=str | None, default=None, help="also write the comparison here")
+    return cmd
+
+
 def _tsne(ns: Namespace) -> None:
     from unimae.evaluation.tsne import tsne_figure
 
@@ -647,6 +669,7 @@ COMMANDS: dict[str, Any] = {  # name: (one-line help, the function that declares
     "eval": ("MTEB-style evaluation (mteb) on a named task set", eval_command),
     "lm-eval": ("is generation kept? perplexity, multiple-choice accuracy, generations", lm_eval_command),
     "report": ("regenerate RESULTS.md from result folders", report_command),
+    "compare": ("paired difference of two eval results with 95% bootstrap intervals", compare_command),
     "tsne": ("t-SNE of a clustering task's embeddings, one panel per model", tsne_command),
     "sweep": ("ablations: train + eval over mar_mask_ratio and MAR-only/MRC-only/both", sweep_command),
     "data": {

@@ -22,12 +22,23 @@ from urllib.parse import urlparse
 import numpy as np
 
 from unimae.errors import UserError
+from unimae.evaluation.bootstrap import (
+    LEVEL,
+    N_REPLICATES,
+    N_REPLICATES_CLUSTERING,
+    SEED,
+    TaskInterval,
+    mean_replicates,
+    percentile_interval,
+)
 from unimae.evaluation.offline_tasks import CATEGORIES, SIZES, TASK_CLASSES, offline_tasks
+from unimae.evaluation.rescore import TOLERANCE, EmbeddingRecorder, load_task_embeddings, rescore_task
 from unimae.evaluation.results import (
     NO_DATA_NOTE,
     REFERENCE_ENCODER,
     SUBSET_NOTE,
     BenchmarkSummary,
+    BootstrapSettings,
     CategoryScore,
     ModelInfo,
     TaskScore,
@@ -177,7 +188,11 @@ def _reference_encoder(batch_size: int, device: str | None) -> tuple[object, Mod
 
 
 def summarize(
-    scores: dict[str, float], task_types: dict[str, str], categories=CATEGORIES, left_out=()
+    scores: dict[str, float],
+    task_types: dict[str, str],
+    categories=CATEGORIES,
+    left_out=(),
+    replicates: dict[str, list[float]] | None = None,
 ) -> tuple[dict[str, CategoryScore], float | None, float | None]:
     """(per-category averages, overall average, mean of category averages); the overall average is the
     mean over tasks (MTEB's convention).
@@ -190,8 +205,15 @@ def summarize(
     for task, score in scores.items():
         by_cat.setdefault(task_types[task], []).append(score)
     cats = {}
+    replicates = replicates or {}
     for cat, values in by_cat.items():
-        if values:
+        members = [t for t in scores if task_types[t] == cat]
+        if values and members and all(t in replicates for t in members):
+            low, high = percentile_interval(mean_replicates({t: replicates[t] for t in members}))
+            cats[cat] = CategoryScore(
+                score=float(np.mean(values)), n_tasks=len(values), ci_low=low, ci_high=high
+            )
+        elif values:
             cats[cat] = CategoryScore(score=float(np.mean(values)), n_tasks=len(values))
         else:
             note = SUBSET_NOTE if cat in left_out else NO_DATA_NOTE
@@ -202,11 +224,22 @@ def summarize(
     return cats, average, float(np.mean([c.score for c in cats.values() if c.score is not None]))
 
 
+def _interval_text(low: float | None, high: float | None) -> str:
+    return "-" if low is None or high is None else f"{100 * low:.2f}-{100 * high:.2f}"
+
+
 def summary_markdown(summary: BenchmarkSummary) -> str:
-    """summary.json as markdown: one row per task, then the categories and the average (scores x 100)."""
+    """summary.json as markdown: one row per task, then the categories and the average (scores x 100),
+    each with its 95% bootstrap interval where the summary has them (older ones render as they did)."""
 
     def fmt(x):
         return "-" if x is None else f"{100 * x:.2f}"
+
+    ci = summary.average_ci_low is not None or any(t.ci_low is not None for t in summary.tasks.values())
+    col, sep = (" 95% interval |", "---|") if ci else ("", "")
+
+    def iv(low, high) -> str:
+        return f" {_interval_text(low, high)} |" if ci else ""
 
     m = summary.model_info
     lines = [
@@ -215,18 +248,21 @@ def summary_markdown(summary: BenchmarkSummary) -> str:
         f"model `{m.model}`, pooling `{m.pooling}`, max_length {m.max_length}, revision `{m.revision}`; "
         f"{summary.seconds:.0f} s wall ({summary.cpu_seconds or 0:.0f} s CPU) on {m.device or '?'}",
         "",
-        "| task | category | main score | metric |",
-        "|---|---|---|---|",
+        f"| task | category | main score |{col} metric |",
+        f"|---|---|---|{sep}---|",
     ]
     for task, t in summary.tasks.items():
-        lines.append(f"| {task} | {t.category} | {fmt(t.score)} | {t.main_score} |")
-    lines += ["", "| category | tasks | average |", "|---|---|---|"]
+        lines.append(f"| {task} | {t.category} | {fmt(t.score)} |{iv(t.ci_low, t.ci_high)} {t.main_score} |")
+    lines += ["", f"| category | tasks | average |{col}", f"|---|---|---|{sep}"]
     for cat, c in summary.categories.items():
-        lines.append(f"| {cat} | {c.n_tasks} | {fmt(c.score) if c.score is not None else c.note} |")
+        score = fmt(c.score) if c.score is not None else c.note
+        lines.append(f"| {cat} | {c.n_tasks} | {score} |{iv(c.ci_low, c.ci_high)}")
+    interval = _interval_text(summary.average_ci_low, summary.average_ci_high)
     lines += [
         "",
         f"**Average over {len(summary.tasks)} tasks: {fmt(summary.average)}** "
-        f"(mean of category averages: {fmt(summary.category_average)})",
+        + (f"(95% interval {interval}; " if interval != "-" else "(")
+        + f"mean of category averages: {fmt(summary.category_average)})",
         "",
         f"command: `{summary.command}`",
         "",
@@ -249,6 +285,7 @@ def evaluate_model(
     command: str | None = None,
     progress: bool = True,
     resume: bool = False,
+    intervals: bool = True,
 ) -> BenchmarkSummary:
     """Evaluate ``model`` on a named set; writes mteb's result files and summary.json/.md to ``output_dir``.
 
@@ -262,6 +299,9 @@ def evaluate_model(
     unimae.json). Benchmarks: offline (the ten tasks that chose the defaults), offline-dev and
     offline-test (issue 14's split of the widened set; see docs/evaluation.md), offline-v2 and its parts
     offline-v2-dev / offline-v2-test (issue 24: every category in both parts), mteb-15, mteb-eng.
+    ``intervals``: keep each task's embeddings in ``output_dir/embeddings/<Task>.npz`` and give every
+    main score, category and the average a seeded 95% bootstrap interval (``unimae.evaluation.rescore``);
+    the time this takes is in ``seconds``.
     """
     import mteb
 
@@ -287,9 +327,14 @@ def evaluate_model(
     ]
     if resumed:
         log.info("resuming: %d task(s) already done in %s: %s", len(resumed), output_dir, ", ".join(resumed))
+    run_model = (
+        EmbeddingRecorder(_as_mteb_encoder(mteb_model), output_dir / "embeddings")
+        if intervals
+        else mteb_model
+    )
     try:
         result = mteb.evaluate(
-            mteb_model,
+            run_model,
             task_objs,
             cache=cache,
             overwrite_strategy="only-missing" if meta is not None else "always",
@@ -300,44 +345,106 @@ def evaluate_model(
         if local:
             raise
         raise HubUnavailableError(_hub_message(benchmark, f"loading its data failed ({e})")) from None
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    types = {t.metadata.name: t.metadata.type for t in task_objs}
-    metric = {t.metadata.name: t.metadata.main_score for t in task_objs}
     scores = {r.task_name: float(r.get_score()) for r in result.task_results}
-    categories, average, category_average = summarize(
-        scores,
-        types,
-        CATEGORIES if benchmark == "offline" else _categories_of(task_objs),
-        left_out={c.metadata.type for c in TASK_CLASSES} if tasks and benchmark == "offline" else (),
-    )
+    found = task_intervals(task_objs, scores, output_dir / "embeddings", info.revision) if intervals else {}
     summary = BenchmarkSummary(
         label=label or f"{model} ({info.pooling})",
         benchmark=benchmark,
         subset=[t.metadata.name for t in task_objs] if tasks else None,  # None: the whole set
         model_info=info,
-        tasks={
-            name: TaskScore(
-                category=types[name],
-                main_score=metric[name],
-                score=scores[name],
-                size=task_size(name, benchmark),
-            )
-            for name in (t.metadata.name for t in task_objs)
-            if name in scores
-        },
-        categories=categories,
-        average=average,
-        category_average=category_average,
-        seconds=seconds,
-        cpu_seconds=cpu_seconds,
+        seconds=time.perf_counter() - start,
+        cpu_seconds=time.process_time() - cpu_start,
         texts_encoded=getattr(mteb_model, "n_encoded", None),
         resumed=resumed or None,
         command=command or f"unimae eval {model} --benchmark {benchmark}",
         versions=package_versions(),
+        **_scores(task_objs, scores, found, benchmark, tasks),
     )
     summary.save(output_dir / "summary.json")
     atomic_write_text(output_dir / "summary.md", summary_markdown(summary))
     return summary
+
+
+def _as_mteb_encoder(model):
+    """mteb's own wrapper around a sentence-transformers model (what mteb.evaluate would build)."""
+    from sentence_transformers import SentenceTransformer
+
+    if isinstance(model, SentenceTransformer):
+        from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
+
+        return SentenceTransformerEncoderWrapper(model)
+    return model
+
+
+def task_intervals(
+    task_objs, scores: dict[str, float], folder: Path, revision: str
+) -> dict[str, TaskInterval]:
+    """Bootstrap intervals of the evaluated tasks from their stored embeddings; a task whose interval
+    cannot be had (type without per-item form, missing or foreign embeddings, a score that does not
+    reproduce) is logged and left without one."""
+    out = {}
+    for task in task_objs:
+        name = task.metadata.name
+        if name not in scores:
+            continue
+        try:
+            stored = load_task_embeddings(folder, name)
+            if not revision.startswith(stored.revision) and not stored.revision.startswith(revision):
+                raise ValueError(f"embeddings of another model ({stored.revision})")
+            found = rescore_task(task, stored.lookup())
+            if abs(found.score - scores[name]) > TOLERANCE:
+                raise ValueError(f"the stored embeddings score {found.score}, the evaluation {scores[name]}")
+        except (OSError, KeyError, ValueError, AssertionError) as e:
+            log.warning("%s: no interval (%s)", name, e)
+            continue
+        out[name] = found
+    return out
+
+
+def _scores(task_objs, scores: dict, found: dict[str, TaskInterval], benchmark: str, tasks) -> dict:
+    """The summary's task, category and average fields (with intervals where ``found`` has them)."""
+    types = {t.metadata.name: t.metadata.type for t in task_objs}
+    replicates = {n: iv.replicates for n, iv in found.items()}
+    categories, average, category_average = summarize(
+        scores,
+        types,
+        CATEGORIES if benchmark == "offline" else _categories_of(task_objs),
+        left_out={c.metadata.type for c in TASK_CLASSES} if tasks and benchmark == "offline" else (),
+        replicates=replicates,
+    )
+    task_scores = {}
+    for t in task_objs:
+        name = t.metadata.name
+        if name in scores:
+            iv = found.get(name)
+            task_scores[name] = TaskScore(
+                category=types[name],
+                main_score=t.metadata.main_score,
+                score=scores[name],
+                size=task_size(name, benchmark),
+                **(
+                    {
+                        "ci_low": iv.ci_low,
+                        "ci_high": iv.ci_high,
+                        "n_items": iv.n_items,
+                        "replicates": iv.replicates,
+                    }
+                    if iv
+                    else {}
+                ),
+            )
+    out = {
+        "tasks": task_scores,
+        "categories": categories,
+        "average": average,
+        "category_average": category_average,
+    }
+    if scores and set(replicates) == set(scores):
+        out["average_ci_low"], out["average_ci_high"] = percentile_interval(mean_replicates(replicates))
+        out["bootstrap"] = BootstrapSettings(
+            seed=SEED, level=LEVEL, n_replicates=N_REPLICATES, n_replicates_clustering=N_REPLICATES_CLUSTERING
+        )
+    return out
 
 
 def task_size(name: str, benchmark: str) -> str:

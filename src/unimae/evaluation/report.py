@@ -70,12 +70,19 @@ def comparison_table(summaries: list[BenchmarkSummary], lm: list[LmEvalResult], 
                 cells.append("n/a" if cat is None else cat.note or "n/a")
             else:
                 cells.append(_fmt(cat.score))
-        cells.append(f"**{_fmt(s.average)}**")
+        cells.append(f"**{_fmt(s.average)}**" + _interval_suffix(s))
         r = _lm_for(s, lm)
         cells.append(f"{r.perplexity.perplexity:.2f}" if r else "-")
         cells.append(_fmt(r.choice_accuracy, 100, 1) if r else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _interval_suffix(s: BenchmarkSummary) -> str:
+    """' (low-high)' after an average that has a 95% bootstrap interval; '' for older results."""
+    if s.average_ci_low is None or s.average_ci_high is None:
+        return ""
+    return f" ({_fmt(s.average_ci_low)}-{_fmt(s.average_ci_high)})"
 
 
 def task_table(summaries: list[BenchmarkSummary], benchmark: str) -> list[str]:
@@ -309,6 +316,12 @@ def render_report(
         ]
         if subset:
             lines += [f"Tasks of this subset: {', '.join(subset)}.", ""]
+        if any(s.average_ci_low is not None for s in summaries if s.task_set == b):
+            lines += [
+                "In brackets: the 95% bootstrap interval of the average (seeded resamples of every task's "
+                "items, shared by all rows; `unimae compare A B` gives paired differences).",
+                "",
+            ]
         lines += comparison_table(summaries, lm, b) + [""]
         lines += [f"### Per task (`{b}`)", ""] + task_table(summaries, b) + [""]
     seeds = seed_table(summaries, lm)

