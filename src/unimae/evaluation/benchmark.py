@@ -303,8 +303,6 @@ def evaluate_model(
     main score, category and the average a seeded 95% bootstrap interval (``unimae.evaluation.rescore``);
     the time this takes is in ``seconds``.
     """
-    import mteb
-
     local = benchmark.startswith("offline")
     if not local:
         check_hub(benchmark)
@@ -317,36 +315,15 @@ def evaluate_model(
         model, pooling, batch_size=batch_size, max_length=max_length, device=device, prompt=prompt
     )
     output_dir = Path(output_dir) if output_dir else default_output_dir(model, info.pooling, benchmark)
-    cache = mteb.ResultCache(cache_path=output_dir / "mteb")
-    # resuming needs the model's mteb revision: unimae encoders have one (the reference encoder recomputes)
-    meta = getattr(mteb_model, "mteb_model_meta", None) if resume else None
-    resumed = [
-        t.metadata.name
-        for t in task_objs
-        if meta is not None and cache.load_task_result(t.metadata.name, meta)
-    ]
-    if resumed:
-        log.info("resuming: %d task(s) already done in %s: %s", len(resumed), output_dir, ", ".join(resumed))
-    run_model = (
-        EmbeddingRecorder(_as_mteb_encoder(mteb_model), output_dir / "embeddings")
-        if intervals
-        else mteb_model
-    )
     try:
-        result = mteb.evaluate(
-            run_model,
-            task_objs,
-            cache=cache,
-            overwrite_strategy="only-missing" if meta is not None else "always",
-            encode_kwargs={"batch_size": batch_size},
-            show_progress_bar=progress,
+        scores, resumed, revision = _run_mteb(
+            mteb_model, task_objs, output_dir, batch_size, progress, resume, intervals
         )
     except (ConnectionError, OSError) as e:
         if local:
             raise
         raise HubUnavailableError(_hub_message(benchmark, f"loading its data failed ({e})")) from None
-    scores = {r.task_name: float(r.get_score()) for r in result.task_results}
-    found = task_intervals(task_objs, scores, output_dir / "embeddings", info.revision) if intervals else {}
+    found = task_intervals(task_objs, scores, output_dir / "embeddings", revision) if intervals else {}
     summary = BenchmarkSummary(
         label=label or f"{model} ({info.pooling})",
         benchmark=benchmark,
@@ -363,6 +340,38 @@ def evaluate_model(
     summary.save(output_dir / "summary.json")
     atomic_write_text(output_dir / "summary.md", summary_markdown(summary))
     return summary
+
+
+def _run_mteb(
+    mteb_model, task_objs, output_dir: Path, batch_size: int, progress: bool, resume: bool, intervals: bool
+):
+    """({task: main score}, tasks read back by ``resume``, the mteb revision) of ``mteb.evaluate`` with its result cache in
+    ``output_dir/mteb``; with ``intervals`` the model records each task's embeddings under
+    ``output_dir/embeddings``."""
+    import mteb
+
+    cache = mteb.ResultCache(cache_path=output_dir / "mteb")
+    # resuming needs the model's mteb revision: unimae encoders have one (the reference encoder recomputes)
+    meta = getattr(mteb_model, "mteb_model_meta", None) if resume else None
+    resumed = [
+        t.metadata.name
+        for t in task_objs
+        if meta is not None and cache.load_task_result(t.metadata.name, meta)
+    ]
+    if resumed:
+        log.info("resuming: %d task(s) already done in %s: %s", len(resumed), output_dir, ", ".join(resumed))
+    if intervals:
+        mteb_model = EmbeddingRecorder(_as_mteb_encoder(mteb_model), output_dir / "embeddings")
+    result = mteb.evaluate(
+        mteb_model,
+        task_objs,
+        cache=cache,
+        overwrite_strategy="only-missing" if meta is not None else "always",
+        encode_kwargs={"batch_size": batch_size},
+        show_progress_bar=progress,
+    )
+    revision = getattr(getattr(mteb_model, "mteb_model_meta", None), "revision", None) or ""
+    return {r.task_name: float(r.get_score()) for r in result.task_results}, resumed, revision
 
 
 def _as_mteb_encoder(model):
@@ -389,7 +398,7 @@ def task_intervals(
             continue
         try:
             stored = load_task_embeddings(folder, name)
-            if not revision.startswith(stored.revision) and not stored.revision.startswith(revision):
+            if stored.revision != revision:  # e.g. a file left by another model in this folder
                 raise ValueError(f"embeddings of another model ({stored.revision})")
             found = rescore_task(task, stored.lookup())
             if abs(found.score - scores[name]) > TOLERANCE:
