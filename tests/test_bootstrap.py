@@ -222,3 +222,22 @@ def test_compare_command_prints_and_writes_json(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["average"]["difference"] == 0 and data["average"]["includes_zero"] is True
     assert main(["compare", str(tmp_path / "A"), str(tmp_path / "missing")]) == 2
+
+
+def test_a_task_without_usable_embeddings_gets_no_interval(tmp_path, caplog):
+    from mteb.mocks import MockSTSTask
+
+    from unimae.evaluation.benchmark import task_intervals
+    from unimae.evaluation.rescore import TaskEmbeddings, save_task_embeddings, task_texts
+
+    task = MockSTSTask()
+    assert task_intervals([task], {"MockSTSTask": 0.5}, tmp_path, "rev") == {}  # no file
+    texts = task_texts(task)
+    save_task_embeddings(tmp_path, "MockSTSTask", TaskEmbeddings(texts, HashEncoder().encode(texts), "other"))
+    assert task_intervals([task], {"MockSTSTask": 0.5}, tmp_path, "rev") == {}  # another model's vectors
+    found = task_intervals([task], {"MockSTSTask": -1.0}, tmp_path, "other")
+    assert found["MockSTSTask"].score == pytest.approx(
+        -1.0
+    )  # the same model: rescored, equal to the evaluation's score
+    assert task_intervals([task], {"MockSTSTask": 0.5}, tmp_path, "other") == {}  # does not reproduce
+    assert "no interval" in caplog.text

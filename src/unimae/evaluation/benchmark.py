@@ -390,7 +390,7 @@ def task_intervals(
 ) -> dict[str, TaskInterval]:
     """Bootstrap intervals of the evaluated tasks from their stored embeddings; a task whose interval
     cannot be had (type without per-item form, missing or foreign embeddings, a score that does not
-    reproduce) is logged and left without one."""
+    reproduce, or an unexpected error, logged with its traceback) is left without one."""
     out = {}
     for task in task_objs:
         name = task.metadata.name
@@ -405,6 +405,9 @@ def task_intervals(
                 raise ValueError(f"the stored embeddings score {found.score}, the evaluation {scores[name]}")
         except (OSError, KeyError, ValueError, AssertionError) as e:
             log.warning("%s: no interval (%s)", name, e)
+            continue
+        except Exception:  # a bug here must not cost the finished evaluation its summary
+            log.exception("%s: no interval (unexpected error while rescoring)", name)
             continue
         out[name] = found
     return out
