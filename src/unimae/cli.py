@@ -275,9 +275,10 @@ def _pooling(cmd: Command) -> None:
 
 
 EXAMPLES_EXPORT = """examples:
-  unimae export runs/mine -o exported/             # plain causal-LM folder from the run's last checkpoint
+  unimae export runs/mine -o exported/mine         # plain causal-LM folder from the run's last checkpoint
   unimae export runs/default/model --format sentence-transformers -o exported/st   # SentenceTransformer(folder)
-  unimae export runs/default/model --format onnx-int8 -o exported/int8   # fast CPU embeddings (docs/backends.md)"""
+  unimae export runs/default/model --format onnx-int8 -o exported/int8   # fast CPU embeddings (docs/backends.md)
+the target must be new, empty or an earlier export of the same format (--overwrite: any other folder but a run)"""
 
 
 def _export(ns: Namespace) -> None:
