@@ -1,6 +1,7 @@
 """RAG: chunking, a persistent FAISS index that only embeds new or changed files, retrieval and answer."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,6 +116,7 @@ def test_index_persists_and_updates_incrementally(encoder, docs, tmp_path):
     assert len(up.removed) == 1 and not any(c.source == "d.txt" for c in index.chunks.values())
     g = json.loads((tmp_path / "idx" / "manifest.json").read_text())["generation"]
     assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == [
+        ".lock",  # the writers' lock
         f"chunks-{g}.jsonl",
         f"index-{g}.faiss",
         "manifest.json",
@@ -313,3 +315,79 @@ def test_k_must_be_positive(encoder, docs, tmp_path):
         with pytest.raises(UserError, match="k"):
             ask(encoder, index, "a bird", k=k)
     assert len(index.search(encoder, "a bird", 100)) == len(index)
+
+
+# --- hostile input, round two (issue 23) ---------------------------------------------------------------
+
+
+def test_an_index_inside_its_documents_folder_does_not_index_itself(encoder, docs, tmp_path):
+    idx = docs / "idx"
+    sizes = [build_index(encoder, [docs], idx, model_name="tiny")[1].total_chunks for _ in range(3)]
+    assert sizes[0] == sizes[1] == sizes[2] == 4  # a.txt, b.md and the two records of c.jsonl
+    index = RagIndex.open(idx)
+    assert not any(Path(k).is_relative_to(idx.resolve()) for k in index.manifest["files"])
+    # another index in the folder is not a document either; files of the own index named are skipped
+    build_index(encoder, [docs / "a.txt"], docs / "sub" / "other", model_name="tiny")
+    g = index.manifest["generation"]
+    _, up = build_index(encoder, [docs, idx / f"chunks-{g}.jsonl"], idx)
+    assert up.total_chunks == 4 and any("part of the index" in why for why in up.skipped)
+    _, up = build_index(encoder, [docs / "sub" / "other"], idx)
+    assert up.total_chunks == 4 and any("holds a unimae index" in why for why in up.skipped)
+
+
+def test_a_second_writer_waits_and_keeps_the_first_writers_documents(encoder, tiny_gpt2, docs, tmp_path):
+    """Two writers in two processes: the CLI one waits for the lock this test holds while it updates."""
+    import subprocess
+    import sys
+
+    from unimae.serving.rag import writer_lock
+
+    idx, more = tmp_path / "idx", tmp_path / "more"
+    more.mkdir()
+    (more / "m.txt").write_text("the dog swims in the river .")
+    cmd = [sys.executable, "-m", "unimae.cli", "rag", "index", str(more), "--model", str(tiny_gpt2)]
+    with writer_lock(idx):
+        proc = subprocess.Popen([*cmd, "--index", str(idx)], stderr=subprocess.PIPE, text=True)
+        seen = ""
+        while "waiting" not in seen:
+            line = proc.stderr.readline()
+            assert line, f"the second writer ended without waiting: {seen}"
+            seen += line
+        index = RagIndex.open_or_create(idx, encoder, "tiny")  # the first writer, holding the lock
+        index.add_documents(encoder, [docs])
+        assert len(RagIndex.open(idx)) == len(index) == 4  # readers are not blocked by the lock
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    final = RagIndex.open(idx)
+    assert sorted(Path(k).name for k in final.manifest["files"]) == ["a.txt", "b.md", "c.jsonl", "m.txt"]
+    assert len(final) == 5
+
+
+def test_a_writer_without_the_lock_cannot_lose_anothers_update(encoder, docs, tmp_path):
+    from unimae.serving.rag import RagIndexError
+
+    idx = tmp_path / "idx"
+    build_index(encoder, [docs / "a.txt"], idx, model_name="tiny")
+    first, second = RagIndex.open(idx), RagIndex.open(idx)
+    first.add_documents(encoder, [docs / "b.md"])
+    with pytest.raises(RagIndexError, match="changed by another writer"):
+        second.add_documents(encoder, [docs / "c.jsonl"])
+    assert sorted(Path(k).name for k in RagIndex.open(idx).manifest["files"]) == ["a.txt", "b.md"]
+
+
+def test_a_reader_that_meets_a_new_generation_reads_it(encoder, docs, tmp_path, monkeypatch):
+    from unimae.serving import rag
+
+    idx = tmp_path / "idx"
+    build_index(encoder, [docs], idx, model_name="tiny")
+    stale = rag._read_manifest(idx)
+    (docs / "a.txt").write_text("the dog swims .")
+    build_index(encoder, [docs], idx)  # a writer saved the next generation; the old files are gone
+    real, calls = rag._read_manifest, []
+
+    def first_stale(path):
+        calls.append(path)
+        return stale if len(calls) == 1 else real(path)
+
+    monkeypatch.setattr(rag, "_read_manifest", first_stale)
+    index = RagIndex.open(idx)
+    assert index.manifest["generation"] == stale["generation"] + 1 and len(calls) >= 3

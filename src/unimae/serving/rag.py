@@ -10,9 +10,12 @@ ids, the current generation ``g``), ``index-g.faiss`` (a FAISS ``IndexIDMap2`` o
 unit vectors: inner product = cosine) and ``chunks-g.jsonl`` (chunk texts and sources). A save writes
 generation ``g+1`` next to ``g`` and then replaces the manifest, so a crash leaves the old index whole; the
 manifest holds both files' sha256, checked before FAISS parses a byte (a damaged file is a
-``RagIndexError`` that names it and says how to rebuild).
+``RagIndexError`` that names it and says how to rebuild). Writers (``build_index``) hold ``DIR/.lock`` for
+the whole update, so a second ``rag index`` on the same folder waits for the first and then adds to its
+result; readers take no lock (a save never changes a file a reader may be reading, only the manifest).
 
-Hostile folders and documents: symlinks out of a folder are skipped unless ``follow_symlinks``; a file that is
+Hostile folders and documents: symlinks out of a folder are skipped unless ``follow_symlinks``; the index's
+own folder (and any other index folder) inside a documents folder is never indexed; a file that is
 not UTF-8 (or a bad JSONL line) is skipped with a warning; chunks are capped in tokens so each is embedded
 whole; every answer prompt is fitted to the model's context (``fit_prompt``), and control-token text in a
 document stays text (``unimae.chat``).
@@ -25,7 +28,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -47,6 +51,7 @@ PROBE_COSINE_ACROSS_BACKENDS = 0.98  # int8 vs fp32 of one model (docs/backends.
 DEFAULT_CHUNK_WORDS = 120
 DEFAULT_OVERLAP = 30
 REBUILD_HINT = "rebuild it from the documents: unimae rag index DOCS --index {path} --rebuild"
+LOCK_FILE = ".lock"  # held by a writer for a whole update (hidden: never indexed itself)
 
 
 class DocumentError(UserError):
@@ -174,15 +179,37 @@ def chunk_token_limit(encoder: Encoder) -> int:
     return max(1, room // copies)
 
 
-def collect_files(paths: Iterable[str | Path], follow_symlinks: bool = False) -> tuple[list[Path], list[str]]:
+def is_index_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a unimae index (its manifest), whose files are not documents."""
+    manifest = Path(folder) / MANIFEST
+    try:
+        return manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("format") == (
+            "unimae-rag"
+        )
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
+def collect_files(
+    paths: Iterable[str | Path], follow_symlinks: bool = False, index_dir: str | Path | None = None
+) -> tuple[list[Path], list[str]]:
     """The .txt/.md/.jsonl files named, or found (recursively, hidden ones skipped) in the folders named.
 
     In a folder, a symlink to a file or folder outside it is skipped unless ``follow_symlinks``: the
-    second list says what was skipped and why. Files named explicitly are always taken.
+    second list says what was skipped and why. Files named explicitly are always taken, except those of
+    ``index_dir`` (the index being updated, whose chunk files change with every save); a folder that
+    holds an index (``index_dir`` or another) is never searched.
     """
     files: list[Path] = []
     skipped: list[str] = []
+    own = Path(index_dir).resolve() if index_dir is not None else None
     for p in map(Path, paths):
+        if own is not None and p.resolve().is_relative_to(own) and p.exists():
+            skipped.append(f"{p}: part of the index {index_dir} being updated; not a document")
+            continue
+        if p.is_dir() and is_index_folder(p):
+            skipped.append(f"{p}: holds a unimae index (its chunk files are not documents)")
+            continue
         if p.is_dir():
             found, why = _walk(p, follow_symlinks)
             skipped += why
@@ -212,6 +239,8 @@ def _walk(root: Path, follow_symlinks: bool) -> tuple[list[Path], list[str]]:
         for name in sorted(n for n in dirnames if not n.startswith(".")):
             d = here / name
             if follow_symlinks and d.resolve() in seen:  # a link loop
+                continue
+            if is_index_folder(d):  # an index's own chunk files: indexing them doubles it every run
                 continue
             if not follow_symlinks and d.is_symlink() and not d.resolve().is_relative_to(top):
                 skipped.append(f"{d}: a symlink to a folder outside {root} ({d.resolve()}); {hint}")
@@ -306,9 +335,21 @@ class RagIndex:
 
     @classmethod
     def open(cls, path: str | Path) -> RagIndex:
-        """The index saved in ``path``; ``RagIndexError`` (naming the file) if it is missing or damaged."""
-        path = Path(path)
-        manifest = _read_manifest(path)
+        """The index saved in ``path``; ``RagIndexError`` (naming the file) if it is missing or damaged.
+
+        Takes no lock: when a writer saves a new generation between reading the manifest and its files
+        (the old files are then deleted), the new manifest is read again."""
+        for _ in range(3):
+            manifest = _read_manifest(Path(path))
+            try:
+                return cls._open_generation(Path(path), manifest)
+            except RagIndexError:
+                if _read_manifest(Path(path))["generation"] == manifest["generation"]:
+                    raise  # really damaged, not replaced under us
+        return cls._open_generation(Path(path), _read_manifest(Path(path)))
+
+    @classmethod
+    def _open_generation(cls, path: Path, manifest: dict) -> RagIndex:
         g = manifest["generation"]
         index = _read_faiss(path / f"index-{g}.faiss", manifest.get("sha256", {}).get("index"), path)
         chunks = _read_chunks(path / f"chunks-{g}.jsonl", manifest.get("sha256", {}).get("chunks"), path)
@@ -374,7 +415,7 @@ class RagIndex:
         read as documents (not UTF-8, a bad JSON line) and symlinks out of a folder (unless
         ``follow_symlinks``) are skipped and listed in ``IndexUpdate.skipped``, with a logged warning.
         """
-        files, skipped = collect_files(paths, follow_symlinks)
+        files, skipped = collect_files(paths, follow_symlinks, index_dir=self.path)
         update, new_chunks, drop_ids = IndexUpdate(skipped=skipped), [], []
         for f in files:
             key, digest = str(f), fileio.sha256_file(f)
@@ -454,7 +495,15 @@ class RagIndex:
         """Write generation g+1 (with hashes), then switch the manifest to it (atomic), then delete older ones."""
         import faiss
 
-        new = self.manifest["generation"] + 1
+        if self.on_disk and (self.path / MANIFEST).is_file():
+            on_disk = _read_manifest(self.path)["generation"]
+            if on_disk != self.manifest["generation"]:
+                raise RagIndexError(
+                    f"{self.path} was changed by another writer since it was opened (generation {on_disk}, "
+                    f"not {self.manifest['generation']}); nothing was saved: update it with build_index, "
+                    "which holds the index's lock"
+                )
+        new = max({self.manifest["generation"], *_generations(self.path)}) + 1
         index_file, chunks_file = self.path / f"index-{new}.faiss", self.path / f"chunks-{new}.jsonl"
         fileio.atomic_write_bytes(index_file, faiss.serialize_index(self.index).tobytes())
         fileio.atomic_write_text(
@@ -563,21 +612,61 @@ def build_index(
 ) -> tuple[RagIndex, IndexUpdate]:
     """Create the index at ``index_dir`` or update it with ``docs`` (files or folders).
 
+    The index folder is locked for the whole update (``writer_lock``): a second writer waits, then
+    updates what the first one saved. Readers (``RagIndex.open``, a server) are not blocked.
+
     Args:
         follow_symlinks: also index what symlinks in a folder point to outside it (skipped by default).
         rebuild: start a new index (also over a damaged one) instead of updating the existing one.
     """
-    index = RagIndex.open_or_create(
-        index_dir, encoder, model_name or "unknown", rebuild=rebuild, chunk_words=chunk_words, overlap=overlap
-    )
-    return index, index.add_documents(
-        encoder,
-        docs,
-        batch_size=batch_size,
-        prune=prune,
-        show_progress_bar=show_progress_bar,
-        follow_symlinks=follow_symlinks,
-    )
+    with writer_lock(index_dir):
+        index = RagIndex.open_or_create(
+            index_dir,
+            encoder,
+            model_name or "unknown",
+            rebuild=rebuild,
+            chunk_words=chunk_words,
+            overlap=overlap,
+        )
+        return index, index.add_documents(
+            encoder,
+            docs,
+            batch_size=batch_size,
+            prune=prune,
+            show_progress_bar=show_progress_bar,
+            follow_symlinks=follow_symlinks,
+        )
+
+
+@contextmanager
+def writer_lock(index_dir: str | Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold ``index_dir/.lock`` (created with the folder) while the block runs; one writer at a time.
+
+    Another process's lock is waited for (a warning says so once), at most ``timeout`` seconds (None: as
+    long as it takes; the lock goes with its process, so a killed writer never leaves it held); then
+    ``RagIndexError``. A folder that cannot be written is a one-line ``DiskError`` before any work.
+    """
+    from filelock import FileLock, Timeout
+
+    index_dir = Path(index_dir)
+    fileio.check_writable(index_dir, folder=True)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(index_dir / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("another `unimae rag index` is updating %s: waiting for it to finish", index_dir)
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except Timeout:
+            raise RagIndexError(
+                f"{index_dir} is still being updated by another `unimae rag index` after {timeout} s; "
+                "try again when it has finished"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # --- answering ------------------------------------------------------------------------------------
