@@ -235,3 +235,23 @@ def test_readme_commands_parse(line):
 
     chosen, cmd, ns = parse(shlex.split(line))
     assert cmd is not None and ns is not None
+
+
+TRAIN_REFUSED_BY_THE_MODEL = [  # (argv tail, words of the one-line message)
+    (
+        ["max_length=6", "objective.prompt=the cat : {text} means in one word : the dog"],
+        "no room for the text",
+    ),
+    (["lora=true", "lora.target_modules=[nope_proj]"], "nope_proj"),
+]
+
+
+@pytest.mark.parametrize("tail,expected", TRAIN_REFUSED_BY_THE_MODEL, ids=["prompt", "lora-target"])
+def test_train_values_the_model_cannot_take_are_one_line(
+    tail, expected, tiny_llama, corpus_file, tmp_path, capsys
+):
+    argv = ["train", f"model={tiny_llama}", f"data={corpus_file}", "steps=1", "batch_size=2"]
+    assert main([*argv, f"output_dir={tmp_path / 'run'}", *tail]) == 2
+    err = capsys.readouterr().err  # after the model's loading bar: the one line
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("unimae train: error:") and expected in last

@@ -31,8 +31,15 @@ from unimae.llm import base_weights_fingerprint
 from unimae.objective.model import UniMAEBatch
 from unimae.tokens import pad_token_id
 from unimae.training.build import build, make_optimizer
-from unimae.training.checkpoint import find_checkpoint, rng_state_problem, save_checkpoint, verify_checkpoint
-from unimae.training.config import TrainConfig, load_config
+from unimae.training.checkpoint import (
+    check_step,
+    checkpoint_step,
+    find_checkpoint,
+    rng_state_problem,
+    save_checkpoint,
+    verify_checkpoint,
+)
+from unimae.training.config import ConfigError, TrainConfig, load_config
 from unimae.training.data import (
     ReadView,
     needed_examples,
@@ -55,7 +62,14 @@ class NonFiniteLossError(RuntimeError):
 
 
 def resolve_resume(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from (None: a fresh run); refuses a config that changed what is trained."""
+    """The checkpoint to resume from (None: a fresh run), checked before anything is loaded or written.
+
+    Refuses (one-line ``UserError``s): a config that changed what is trained (only ``RESUMABLE_CHANGES``
+    may differ); a checkpoint step outside ``1..optim.steps`` of the saved config (an edited manifest);
+    and ``optim.steps`` below the checkpoint's step. A run may be extended (more steps) or resumed at its
+    last step (nothing left to train; it is exported again); it is never cut below its checkpoint, so
+    ``config.yaml``, the checkpoint and the export always agree on the step count.
+    """
     ckpt = find_checkpoint(run_dir)
     if not resume:
         if ckpt is not None:
@@ -66,11 +80,20 @@ def resolve_resume(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None
     saved_path = run_dir / "config.yaml"
     if ckpt is None or not saved_path.exists():
         raise FileNotFoundError(f"--resume: no complete checkpoint in {run_dir}")
-    saved = load_config(saved_path).flat()
+    saved_cfg = load_config(saved_path)
+    saved = saved_cfg.flat()
     changed = sorted(k for k, v in cfg.flat().items() if saved[k] != v and k not in RESUMABLE_CHANGES)
     if changed:
-        raise ValueError(
-            f"--resume with a config that differs from the run's in {changed}; resume with the saved config.yaml"
+        detail = ", ".join(f"{k}: {saved[k]!r} -> {cfg.flat()[k]!r}" for k in changed[:3])
+        raise ConfigError(
+            f"--resume with a config that differs from the run's {saved_path} in {detail}"
+            f"{' ...' if len(changed) > 3 else ''}; only {sorted(RESUMABLE_CHANGES)} may change on resume"
+        )
+    step = check_step(ckpt, checkpoint_step(ckpt), saved_cfg.optim.steps)
+    if cfg.optim.steps < step:
+        raise ConfigError(
+            f"--resume with optim.steps={cfg.optim.steps}, but the checkpoint in {run_dir} is at step {step}: "
+            f"a resumed run can go on (optim.steps >= {step}), not end before its checkpoint"
         )
     return ckpt
 
