@@ -39,6 +39,17 @@ def test_every_format_reads_all_records_in_order(tmp_path, suffix):
 
 
 @pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv", ".tsv"])
+@pytest.mark.parametrize("ending", ["\r\n", "\r"], ids=["crlf", "cr"])
+@pytest.mark.parametrize("bom", [False, True], ids=["", "bom"])
+def test_every_format_takes_every_line_ending_and_a_bom(tmp_path, suffix, ending, bom):
+    """Old Mac files (CR only) are one row per line, not one row; a BOM (Windows editors) is not text."""
+    path = _write(tmp_path / f"in{suffix}", TEXTS)
+    body = path.read_text(encoding="utf-8").replace("\n", ending)
+    path.write_bytes(("\ufeff" if bom else "").encode() + body.encode())
+    assert read_inputs(path) == TEXTS
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv", ".tsv"])
 @pytest.mark.parametrize("bad", [0, 2, 3])
 def test_blank_record_is_refused_with_its_line(tmp_path, suffix, bad):
     records = list(TEXTS)

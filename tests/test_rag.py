@@ -391,3 +391,12 @@ def test_a_reader_that_meets_a_new_generation_reads_it(encoder, docs, tmp_path, 
     monkeypatch.setattr(rag, "_read_manifest", first_stale)
     index = RagIndex.open(idx)
     assert index.manifest["generation"] == stale["generation"] + 1 and len(calls) >= 3
+
+
+def test_documents_with_a_bom_and_old_mac_line_endings(tmp_path):
+    (tmp_path / "w.jsonl").write_bytes(
+        '\ufeff{"text": "the cat", "title": "cat"}\r{"text": "a dog"}\r'.encode()
+    )
+    (tmp_path / "w.txt").write_bytes("\ufeffthe cat\rsings".encode())
+    assert read_documents(tmp_path / "w.jsonl") == [("cat", "the cat"), ("w.jsonl:2", "a dog")]
+    assert read_documents(tmp_path / "w.txt") == [("w.txt", "the cat\nsings")]

@@ -303,6 +303,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def split_lines(text: str) -> list[str]:
+    """``text``'s lines, whichever line endings it has (``\\n``, ``\\r\\n`` or an old Mac's ``\\r``), no final
+    empty line. Only those split: form feeds, ``\\u2028`` and the like stay inside a line (unlike
+    ``str.splitlines``), so one line of a file is one text."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 class JsonlError(UserError):
     """A JSON-lines file has a line that is not a JSON object; the message names file and line."""
 
@@ -311,10 +321,11 @@ def iter_jsonl(path: str | Path, skip_blank: bool = True) -> Iterator[tuple[int,
     """``(line_number, record)`` for each line of a JSON-lines file (1-based numbers).
 
     Blank lines are skipped when ``skip_blank`` (else they raise); a line that is not valid JSON raises
-    :class:`JsonlError` naming the file and line.
+    :class:`JsonlError` naming the file and line. A UTF-8 byte-order mark at the start is accepted (editors
+    on Windows write one), as are ``\\r\\n`` and ``\\r`` line endings.
     """
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # text mode: every line ending splits
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 if skip_blank:

@@ -1,7 +1,8 @@
 """Texts from a file and embeddings to a file, row i always from input record i.
 
 Input formats (by suffix): ``.txt`` one text per line; ``.jsonl`` one JSON object per line, the text under
-``text_field``; ``.csv`` / ``.tsv`` a header row naming ``text_field``, then one text per row. A blank line,
+``text_field``; ``.csv`` / ``.tsv`` a header row naming ``text_field``, then one text per row. Any line ending
+(``\\n``, ``\\r\\n``, ``\\r``) and a UTF-8 byte-order mark are accepted in every format. A blank line,
 or a record whose text is missing or blank, would silently shift every later row, so it is refused with
 a ``UserError`` naming the file and line, as is text that is not UTF-8.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from unimae.errors import UserError
-from unimae.io import atomic_write_bytes, iter_jsonl
+from unimae.io import atomic_write_bytes, iter_jsonl, split_lines
 
 INPUT_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv")
 
@@ -61,11 +62,8 @@ def _decode(path: Path) -> str:
 
 
 def _lines(text: str) -> list[str]:
-    """Lines split on newline only (str.splitlines also splits on form feeds, \\u2028...), no final ''."""
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
+    """Lines split on \\n, \\r\\n or \\r only (str.splitlines also splits on form feeds, \\u2028...)."""
+    return split_lines(text)
 
 
 def _jsonl_texts(path: Path, text_field: str) -> Iterator[tuple[int, object]]:

@@ -265,7 +265,7 @@ def read_documents(path: Path) -> list[tuple[str, str]]:
     record ``DocumentError`` (``unimae.io.JsonlError``), both naming the file.
     """
     if path.suffix != ".jsonl":
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not text
         return [(path.name, text)] if text.strip() else []
     docs = []
     for n, rec in fileio.iter_jsonl(path):
