@@ -18,7 +18,7 @@ import json
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -32,7 +32,13 @@ from unimae.serving.disconnect import ClientGone, ClientWatch
 from unimae.serving.errors import APIError, error_body, error_response, install_error_handlers
 from unimae.serving.generation import GenerationResult, Generator, SamplingParams, completion_prompt_ids
 from unimae.serving.middleware import GuardMiddleware
-from unimae.serving.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, RagRequest
+from unimae.serving.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    RagRequest,
+    StreamOptions,
+)
 from unimae.tokens import TextTooLongError
 
 __all__ = ["ServerConfig", "create_app"]
@@ -91,15 +97,15 @@ def _texts_of(value, param: str, max_inputs: int) -> list[str]:
     return texts
 
 
-def _tokenize(encoder: Encoder, texts: list[str], truncate: bool) -> list:
+def _tokenize(encoder: Encoder, texts: list[str], truncate: bool, param: str = "input") -> list:
     """Each text laid out once (EOS appended): the batcher embeds these and ``usage`` counts their ids;
-    400 for a text over max_length if not truncating."""
+    400 (naming ``param``) for a text over max_length if not truncating."""
     try:
         return encoder.tokenize(texts, truncate=truncate)
     except TextTooLongError as e:
         i = next(i for i, t in enumerate(texts) if _too_long(encoder, t))
         raise APIError(
-            400, f"input item {i}: {e} (the server does not truncate)", "input", "context_length_exceeded"
+            400, f"{param} item {i}: {e} (the server does not truncate)", param, "context_length_exceeded"
         ) from None
 
 
@@ -122,19 +128,27 @@ def _check_max_tokens(max_tokens: int | None, param: str, config: ServerConfig) 
         )
 
 
-def _sampling(
-    req, max_tokens: int | None, config: ServerConfig, default: int | None = None
-) -> SamplingParams:
-    _check_max_tokens(
-        max_tokens,
-        "max_completion_tokens" if getattr(req, "max_completion_tokens", None) else "max_tokens",
-        config,
-    )
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed takes
+
+
+def _length_field(req) -> tuple[int | None, str]:
+    """The requested length and the field that gave it: chat's ``max_completion_tokens`` when given
+    (also 0, which is then refused as 0, not ignored), else ``max_tokens``."""
+    given = getattr(req, "max_completion_tokens", None)
+    return (given, "max_completion_tokens") if given is not None else (req.max_tokens, "max_tokens")
+
+
+def _sampling(req, config: ServerConfig, default: int | None = None) -> SamplingParams:
+    """The request's sampling settings; 400 naming the field for a value out of range."""
+    max_tokens, length_param = _length_field(req)
+    _check_max_tokens(max_tokens, length_param, config)
     if req.n != 1:
         raise APIError(400, "only n=1 is supported", "n")
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(stop) > 4:
         raise APIError(400, "at most 4 stop sequences", "stop")
+    if req.seed is not None and not SEED_RANGE[0] <= req.seed <= SEED_RANGE[1]:
+        raise APIError(400, f"'seed' must be between {SEED_RANGE[0]} and {SEED_RANGE[1]}", "seed")
     try:
         return SamplingParams(
             max_new_tokens=(default or config.default_max_tokens) if max_tokens is None else max_tokens,
@@ -145,7 +159,8 @@ def _sampling(
         )
     except ValueError as e:
         param = str(e).split()[0]
-        raise APIError(400, str(e), "max_tokens" if param == "max_new_tokens" else param) from None
+        message = str(e).replace("max_new_tokens", length_param)
+        raise APIError(400, message, length_param if param == "max_new_tokens" else param) from None
 
 
 async def _generate(s: _Server, request: Request, ids: list[int], params: SamplingParams) -> GenerationResult:
@@ -272,7 +287,8 @@ async def completions(req: CompletionRequest, request: Request):
     if req.echo or req.logprobs:
         raise APIError(400, "echo and logprobs are not supported", "echo" if req.echo else "logprobs")
     prompts = _texts_of(req.prompt, "prompt", 1 if req.stream else 16)
-    params = _sampling(req, req.max_tokens, s.config, default=16)
+    params = _sampling(req, s.config, default=16)
+    _check_total_tokens(len(prompts), params.max_new_tokens, s.config)
     rid, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     head = {"id": rid, "object": "text_completion", "created": now, "model": s.config.served_model_name}
     if req.stream:
@@ -288,14 +304,32 @@ async def completions(req: CompletionRequest, request: Request):
             s, request, ids, _prompt_room(s, ids, params, "prompt"), chunk, req.stream_options
         )
     choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    seconds_left = s.config.max_generation_seconds  # the whole request's, shared by its prompts
     for i, prompt in enumerate(prompts):
         ids = completion_prompt_ids(s.encoder, prompt)
-        result = await _generate(s, request, ids, _prompt_room(s, ids, params, "prompt"))
+        room = _prompt_room(s, ids, replace(params), "prompt")
+        if seconds_left > 0:
+            result = await _generate(s, request, ids, replace(room, max_seconds=seconds_left))
+            seconds_left -= result.seconds
+        else:  # the request's time is spent: the remaining prompts get nothing, as a length stop
+            result = GenerationResult("", len(ids), 0, "length")
         choices.append(
             {"index": i, "text": result.text, "finish_reason": result.finish_reason, "logprobs": None}
         )
         usage = {k: usage[k] + v for k, v in _usage(result).items()}
     return {**head, "choices": choices, "usage": usage}
+
+
+def _check_total_tokens(n_prompts: int, max_tokens: int, config: ServerConfig) -> None:
+    """400 when the prompts of one request together may generate more than ``max_tokens_limit``."""
+    if n_prompts * max_tokens > config.max_tokens_limit:
+        raise APIError(
+            400,
+            f"{n_prompts} prompts x 'max_tokens' {max_tokens} = {n_prompts * max_tokens} tokens; this server "
+            f"generates at most {config.max_tokens_limit} tokens a request (all its prompts together)",
+            "max_tokens",
+            "max_tokens_too_large",
+        )
 
 
 @router.post("/v1/chat/completions")
@@ -305,7 +339,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
     if req.logprobs:
         raise APIError(400, "logprobs are not supported", "logprobs")
     messages = _chat_messages(req)
-    params = _sampling(req, req.max_completion_tokens or req.max_tokens, s.config)
+    params = _sampling(req, s.config)
     try:  # control-token text in a message stays text: no forged turns
         ids = chat_input_ids(s.encoder.tokenizer, messages)
     except ChatTemplateError as e:
@@ -353,7 +387,8 @@ async def rag(req: RagRequest, request: Request):
     _check_max_tokens(req.max_tokens, "max_tokens", s.config)
     params = SamplingParams(max_new_tokens=req.max_tokens or s.config.default_max_tokens)
     async with s.watch(request) as watch:
-        query_vec = (await watch.run(s.batcher.embed(_tokenize(s.encoder, [question], s.config.truncate))))[0]
+        query = _tokenize(s.encoder, [question], s.config.truncate, "query")
+        query_vec = (await watch.run(s.batcher.embed(query)))[0]
         hits = s.rag_index.search_vector(query_vec, req.top_k)
         try:  # the sources are cut to fit the context; retrieved text cannot forge a turn
             prompt = await run_in_threadpool(fit_prompt, s.encoder, question, hits, params.max_new_tokens)
@@ -376,7 +411,7 @@ def _stream_response(
     ids: list[int],
     params: SamplingParams,
     chunk,
-    stream_options: dict | None,
+    stream_options: StreamOptions | None,
     role_first: bool = False,
 ) -> StreamingResponse:
     """Server-sent events: a chunk per piece of text, one with the finish reason, [usage], ``data: [DONE]``."""
@@ -391,7 +426,7 @@ def _stream_response(
                 async for piece in pieces:
                     if isinstance(piece, GenerationResult):
                         yield _sse(chunk("", piece.finish_reason))
-                        if stream_options and stream_options.get("include_usage"):
+                        if stream_options is not None and stream_options.include_usage:
                             yield _sse({**head, "choices": [], "usage": _usage(piece)})
                     else:
                         yield _sse(chunk(piece, None))
