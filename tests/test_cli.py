@@ -255,3 +255,16 @@ def test_train_values_the_model_cannot_take_are_one_line(
     err = capsys.readouterr().err  # after the model's loading bar: the one line
     last = err.strip().splitlines()[-1]
     assert "Traceback" not in err and last.startswith("unimae train: error:") and expected in last
+
+
+def test_interrupt_in_other_commands_does_not_suggest_train_resume(tiny_gpt2, monkeypatch, tmp_path, capsys):
+    from unimae.encoding import files
+
+    @functools.wraps(files.encode_to_file)
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files, "encode_to_file", interrupted)
+    assert main(["encode", str(tiny_gpt2), "text", "-o", str(tmp_path / "v")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == "interrupted" and "train" not in err

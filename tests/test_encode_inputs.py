@@ -117,3 +117,38 @@ def test_encode_to_file_rows_align_and_path_is_reported(tiny_gpt2, tmp_path, suf
         np.testing.assert_allclose(vecs[i], enc.encode(text, normalize_embeddings=True), atol=1e-5)
     kept = encode_to_file(enc, texts, tmp_path / "vecs.npy", truncate_dim=4)
     assert kept == tmp_path / "vecs.npy" and np.load(kept).shape == (len(TEXTS), 4)
+
+
+def test_text_that_is_not_unicode_is_refused_naming_the_record(tmp_path, tiny_gpt2):
+    from unimae.data.corpus import CorpusError, load_texts
+
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "the cat"}\n{"text": "bad \\udc80"}\n')
+    with pytest.raises(InputFileError, match=r"in.jsonl:2: .*not UTF-8"):
+        read_inputs(path)
+    with pytest.raises(CorpusError, match=r"in.jsonl, line 2: field 'text': .*not UTF-8"):
+        load_texts(str(path))
+    encoder = Encoder.from_pretrained(str(tiny_gpt2), device="cpu")
+    with pytest.raises(UserError, match=r"texts\[1\] cannot be embedded: a lone surrogate U\+D800"):
+        encoder.encode(["fine", "\ud800"])
+    with pytest.raises(UserError, match=r"texts\[0\] is empty"):
+        encoder.encode([" "])
+
+
+def test_command_line_bytes_that_are_not_utf8_are_one_line(tmp_path, tiny_gpt2):
+    """Real argv bytes (Python keeps them as surrogates): encode, rag search and rag ask."""
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "unimae.cli"]
+    runs = [
+        [*cli, "encode", str(tiny_gpt2).encode(), b"fine", b"caf\xe9", b"-o", str(tmp_path / "v").encode()],
+        [*cli, "rag", "search", b"caf\xe9", b"--index", str(tmp_path).encode()],
+        [*cli, "rag", "ask", b"\xff", b"--index", str(tmp_path).encode()],
+    ]
+    wanted = ["texts item 2: byte 0xe9", "query: byte 0xe9", "question: byte 0xff"]
+    for argv, want in zip(runs, wanted, strict=True):
+        proc = subprocess.run(argv, capture_output=True)
+        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        assert proc.returncode == 2 and len(err) == 1 and want in err[0], err
+    assert not (tmp_path / "v.npy").exists()

@@ -400,3 +400,23 @@ def test_documents_with_a_bom_and_old_mac_line_endings(tmp_path):
     (tmp_path / "w.txt").write_bytes("\ufeffthe cat\rsings".encode())
     assert read_documents(tmp_path / "w.jsonl") == [("cat", "the cat"), ("w.jsonl:2", "a dog")]
     assert read_documents(tmp_path / "w.txt") == [("w.txt", "the cat\nsings")]
+
+
+def test_records_and_file_names_that_are_not_unicode_are_skipped_naming_them(encoder, tmp_path, caplog):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "w.jsonl").write_text(
+        '{"text": "the cat runs ."}\n{"text": "bad \\ud800 text"}\n{"text": "a dog", "source": "\\udfff"}\n'
+        '{"text": "the bird ."}\n'
+    )
+    (docs / "a.txt").write_text("the city .")
+    with open(bytes(docs) + b"/caf\xe9.txt", "w") as f:  # a file name that is not UTF-8
+        f.write("the king .")
+    with caplog.at_level("WARNING"):
+        index, up = build_index(encoder, [docs], tmp_path / "idx", model_name="tiny")
+    assert sorted(c.text for c in index.chunks.values()) == ["the bird .", "the cat runs .", "the city ."]
+    notes = " | ".join(up.skipped)
+    assert "w.jsonl:2: its text: a lone surrogate U+D800" in notes
+    assert "w.jsonl:3: its source name: a lone surrogate U+DFFF" in notes
+    assert "byte 0xe9" in notes and "rename it" in notes
+    assert "w.jsonl:2" in caplog.text and len(RagIndex.open(tmp_path / "idx")) == 3

@@ -43,6 +43,11 @@ Pooling = Literal[POOLINGS] | None
 BACKEND_HELP = "what computes embeddings: torch, onnx, onnx-int8, openvino, openvino-int8 (docs/backends.md)"
 ALIASES = {"-o": "--output", "-i": "--input", "-k": "--k", "--index": "--index_dir"}
 RESUME_HINT = "interrupted; `unimae train --resume` continues from the last checkpoint"
+INTERRUPTED = {  # what Ctrl-C prints, by command: how to continue where there is a way
+    "train": RESUME_HINT,
+    "eval": "interrupted; the same command with --resume true finishes the missing tasks",
+    "sweep": "interrupted; the same command continues the sweep (finished points are kept)",
+}
 THREADS_HELP = (
     "CPU threads for torch (default: torch's choice, all cores); on a machine shared with other jobs, 1 "
     "avoids thread oversubscription, which was measured to slow encoding 5x"
@@ -781,6 +786,30 @@ def _one_line(error: Exception) -> str:
     return re.sub(r'^Parser key "([^"]+)":', r"--\1:", text)
 
 
+# options that are text, not paths: bytes that are not UTF-8 in them are refused (a path may hold any bytes)
+TEXT_OPTIONS = {"texts", "question", "query", "prompt", "encode_prompt", "read_prompt", "text_field", "label"}
+
+
+def check_text_options(values: dict[str, Any], prefix: str = "") -> None:
+    """UserError naming the option whose text is not valid Unicode (bytes that are not UTF-8 on the
+    command line arrive as lone surrogates, which no tokenizer or file can take)."""
+    from unimae.io import not_unicode
+
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            check_text_options(value, f"{name}.")
+            continue
+        if key not in TEXT_OPTIONS:
+            continue
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for i, item in enumerate(items):
+            why = not_unicode(item) if isinstance(item, str) else None
+            if why is not None:
+                where = f"{name} item {i + 1}" if isinstance(value, (list, tuple)) else name
+                raise UserError(f"{where}: {why}; give the text in UTF-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     names = _chosen(argv)
@@ -797,12 +826,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
+        check_text_options(ns.as_dict())
         cmd.run(ns)
     except (UserError, FileNotFoundError, FileExistsError) as e:
         print(f"{' '.join(['unimae', *names])}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(RESUME_HINT, file=sys.stderr)
+        print(INTERRUPTED.get(names[0], "interrupted"), file=sys.stderr)
         return 130
     return 0
 

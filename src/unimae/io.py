@@ -303,6 +303,19 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def not_unicode(text: str) -> str | None:
+    """Why ``text`` cannot be written as UTF-8 (None: it can): a lone surrogate, which JSON's ``\\ud800``
+    escapes and command-line bytes that are not UTF-8 (Python keeps them as U+DC80..U+DCFF) both give."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        char = ord(text[e.start])
+        if 0xDC80 <= char <= 0xDCFF:  # surrogateescape: the byte that was not UTF-8
+            return f"byte 0x{char - 0xDC00:02x} at character {e.start} is not UTF-8"
+        return f"a lone surrogate U+{char:04X} at character {e.start} is not valid Unicode"
+    return None
+
+
 def split_lines(text: str) -> list[str]:
     """``text``'s lines, whichever line endings it has (``\\n``, ``\\r\\n`` or an old Mac's ``\\r``), no final
     empty line. Only those split: form feeds, ``\\u2028`` and the like stay inside a line (unlike

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from unimae.errors import UserError
-from unimae.io import split_lines
+from unimae.io import not_unicode, split_lines
 
 ACCEPTED_FORMS = (
     '"wiki" (the Wikipedia sample shipped with gensim), '
@@ -121,6 +121,9 @@ def _load_jsonl(path: Path, text_field: str) -> list[str]:
             raise CorpusError(
                 f"{path}, line {number}: field {text_field!r} is {type(value).__name__}, expected a string"
             )
+        why = not_unicode(value)  # a JSON "\\ud800" escape
+        if why is not None:
+            raise CorpusError(f"{path}, line {number}: field {text_field!r}: {why}")
         if value.strip():
             texts.append(value.strip())
     return texts

@@ -28,6 +28,7 @@ from unimae.encoding.pooling import (
     token_prepending,
 )
 from unimae.errors import UserError
+from unimae.io import not_unicode
 from unimae.llm import bidirectional_mask, last_hidden_states, require_mask_honouring_attention
 from unimae.spec import ATTENTIONS, SPEC_FILE, EmbeddingSpec, SpecError
 from unimae.tokens import bos_id_if_added, eos_token_id, pad_batch, pad_token_id
@@ -344,10 +345,14 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | No
 
 
 def _check_texts(texts: list) -> list[str]:
-    """The texts, or TypeError/ValueError naming the first one that is not a non-blank string."""
+    """The texts, or TypeError (not a string) / UserError (blank, or not valid Unicode: a lone surrogate,
+    bytes that were not UTF-8) naming the first bad one."""
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
         if not t.strip():
-            raise ValueError(f"texts[{i}] is empty")
+            raise UserError(f"texts[{i}] is empty")
+        why = not_unicode(t)
+        if why is not None:
+            raise UserError(f"texts[{i}] cannot be embedded: {why}")
     return texts

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from unimae.errors import UserError
-from unimae.io import atomic_write_bytes, iter_jsonl, split_lines
+from unimae.io import atomic_write_bytes, iter_jsonl, not_unicode, split_lines
 
 INPUT_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv")
 
@@ -90,6 +90,9 @@ def _checked(path: Path, number: int, value: object) -> str:
         raise InputFileError(f"{path}:{number}: the text is a {type(value).__name__}, not a string")
     if not value.strip():
         raise InputFileError(f"{path}:{number}: blank text; remove the line or give it text, so rows align")
+    why = not_unicode(value)  # a JSON "\\ud800" escape
+    if why is not None:
+        raise InputFileError(f"{path}:{number}: {why}; fix the record, so rows align")
     return value.strip()
 
 

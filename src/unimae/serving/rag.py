@@ -257,12 +257,14 @@ def _walk(root: Path, follow_symlinks: bool) -> tuple[list[Path], list[str]]:
     return found, skipped
 
 
-def read_documents(path: Path) -> list[tuple[str, str]]:
+def read_documents(path: Path, skipped: list[str] | None = None) -> list[tuple[str, str]]:
     """``(source, text)`` pairs of one file: the whole file for .txt/.md, one per record for .jsonl.
 
     A .jsonl record holds its text in ``text`` (or ``content``) and may name itself in ``source``, ``title``
     or ``id``; otherwise it is ``file.jsonl:LINE``. A file that is not UTF-8 raises UnicodeDecodeError, a bad
-    record ``DocumentError`` (``unimae.io.JsonlError``), both naming the file.
+    record ``DocumentError`` (``unimae.io.JsonlError``), both naming the file. A record whose text or name
+    is not valid Unicode (a JSON ``"\\ud800"`` escape) is left out, its ``file:line`` and why appended to
+    ``skipped``: it could be neither embedded nor saved, and the file's other records are fine.
     """
     if path.suffix != ".jsonl":
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not text
@@ -275,15 +277,23 @@ def read_documents(path: Path) -> list[tuple[str, str]]:
         name = next(
             (str(rec[k]) for k in ("source", "title", "id") if rec.get(k) is not None), f"{path.name}:{n}"
         )
+        why = fileio.not_unicode(text) or fileio.not_unicode(name)
+        if why is not None:
+            field_name = "its text" if fileio.not_unicode(text) else "its source name"
+            (skipped if skipped is not None else []).append(
+                f"{path}:{n}: {field_name}: {why}; record skipped"
+            )
+            continue
         if text.strip():
             docs.append((name, text))
     return docs
 
 
-def _readable_documents(path: Path) -> tuple[list[tuple[str, str]] | None, str | None]:
-    """(documents, None), or (None, why) for a file one bad document should not stop an index for."""
+def _readable_documents(path: Path, skipped: list[str]) -> tuple[list[tuple[str, str]] | None, str | None]:
+    """(documents, None), or (None, why) for a file one bad document should not stop an index for; records
+    left out of a readable file are added to ``skipped``."""
     try:
-        return read_documents(path), None
+        return read_documents(path, skipped), None
     except UnicodeDecodeError as e:
         return None, f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); skipped"
     except (DocumentError, fileio.JsonlError) as e:
@@ -418,6 +428,11 @@ class RagIndex:
         files, skipped = collect_files(paths, follow_symlinks, index_dir=self.path)
         update, new_chunks, drop_ids = IndexUpdate(skipped=skipped), [], []
         for f in files:
+            if fileio.not_unicode(str(f)) is not None:  # its name could not be cited or saved
+                update.skipped.append(
+                    f"{f}: the file name is not UTF-8 ({fileio.not_unicode(str(f))}); rename it"
+                )
+                continue
             key, digest = str(f), fileio.sha256_file(f)
             old = self.manifest["files"].get(key)
             if old is not None and old["sha256"] == digest:
@@ -425,7 +440,7 @@ class RagIndex:
                 continue
             if old is not None:  # changed: its old chunks go, readable or not
                 drop_ids += self.manifest["files"].pop(key)["ids"]
-            docs, why = _readable_documents(f)
+            docs, why = _readable_documents(f, update.skipped)
             if docs is None:
                 update.skipped.append(why)
                 continue
