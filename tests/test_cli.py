@@ -268,3 +268,38 @@ def test_interrupt_in_other_commands_does_not_suggest_train_resume(tiny_gpt2, mo
     assert main(["encode", str(tiny_gpt2), "text", "-o", str(tmp_path / "v")]) == 130
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == "interrupted" and "train" not in err
+
+
+NO_CUDA = "cuda" if not __import__("torch").cuda.is_available() else "cuda:99"
+BAD_OPTIONS = [  # (command and options with MODEL/OUT/IDX placeholders, words of the one-line message)
+    ("encode MODEL a -o OUT --batch-size 0", "batch_size must be a whole number >= 1, got 0"),
+    ("encode MODEL a -o OUT --batch-size -3", "got -3"),
+    ("encode MODEL a -o OUT --truncate-dim 0", "truncate_dim must be >= 1, got 0"),
+    ("encode MODEL a -o OUT --truncate-dim 999", "truncate_dim must be between 1 and 32, got 999"),
+    ("encode MODEL a -o OUT --max-length 1", "max_length must be >= 2"),
+    ("encode MODEL a -o OUT --max-length 999", "exceeds the model's context of 128"),
+    ("encode MODEL a -o OUT --dtype int8", "--dtype: expected one of fp32"),
+    (f"encode MODEL a -o OUT --device {NO_CUDA}", "CUDA"),
+    ("encode MODEL a -o OUT --device nonsense", "not a device name"),
+    ("rag index DOCS --model MODEL --index IDX --batch-size 0", "batch_size must be a whole number >= 1"),
+    ("rag index DOCS --model MODEL --index IDX --chunk-words 5 --overlap 5", "overlap < chunk_words"),
+    (f"rag index DOCS --model MODEL --index IDX --device {NO_CUDA}", "CUDA"),
+    ("serve MODEL --max-length 0", "max_length must be >= 2"),
+    (f"serve MODEL --device {NO_CUDA}", "CUDA"),
+    ("serve MODEL --port 99999", "port must be a whole number from 0 to 65535, got 99999"),
+    ("serve MODEL --log-level nonsense", "--log_level: expected one of critical"),
+]
+
+
+@pytest.mark.parametrize("line,expected", BAD_OPTIONS, ids=[line for line, _ in BAD_OPTIONS])
+def test_bad_option_values_are_one_line(line, expected, tiny_gpt2, tmp_path, capsys):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("the cat .")
+    where = {"MODEL": tiny_gpt2, "OUT": tmp_path / "v", "IDX": tmp_path / "idx", "DOCS": docs}
+    argv = [str(where.get(token, token)) for token in line.split()]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("unimae ") and expected in last, err
+    assert not (tmp_path / "v.npy").exists() and not (tmp_path / "idx" / "manifest.json").exists()

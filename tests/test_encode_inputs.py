@@ -93,7 +93,7 @@ def test_txt_lines_split_on_newline_only(tmp_path):
 
 
 def test_bad_files(tmp_path):
-    with pytest.raises(InputFileError, match="no such file"):
+    with pytest.raises(InputFileError, match="missing.txt does not exist"):
         read_inputs(tmp_path / "missing.txt")
     (tmp_path / "x.parquet").write_text("")
     with pytest.raises(InputFileError, match="unsupported"):
@@ -152,3 +152,30 @@ def test_command_line_bytes_that_are_not_utf8_are_one_line(tmp_path, tiny_gpt2):
         err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         assert proc.returncode == 2 and len(err) == 1 and want in err[0], err
     assert not (tmp_path / "v.npy").exists()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_a_field_longer_than_csvs_own_cap_is_read(tmp_path, suffix):
+    long = "word " * 40_000  # 200,000 characters; csv refuses fields over 131,072 by default
+    path = _write(tmp_path / f"in{suffix}", ["the cat", long.strip(), "the dog"])
+    assert [len(t) for t in read_inputs(path)] == [7, len(long.strip()), 7]
+
+
+def test_a_fifo_or_a_link_to_a_device_is_said_as_it_is(tmp_path, capsys):
+    import os
+
+    from unimae.cli import main
+
+    os.mkfifo(tmp_path / "pipe.txt")
+    (tmp_path / "zero.txt").symlink_to("/dev/zero")
+    (tmp_path / "c.yaml").symlink_to("/dev/zero")
+    with pytest.raises(InputFileError, match="pipe.txt is a FIFO, not a regular file"):
+        read_inputs(tmp_path / "pipe.txt")
+    with pytest.raises(InputFileError, match="is a character device, not a regular file"):
+        read_inputs(tmp_path / "zero.txt")
+    with pytest.raises(InputFileError, match="none.txt does not exist"):
+        read_inputs(tmp_path / "none.txt")
+    assert main(["encode", "any-model", "-i", str(tmp_path / "pipe.txt")]) == 2  # answered, not blocked
+    assert main(["train", "--config", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "a FIFO" in err[0] and "c.yaml is a character device, not a regular file" in err[1]

@@ -420,3 +420,50 @@ def test_records_and_file_names_that_are_not_unicode_are_skipped_naming_them(enc
     assert "w.jsonl:3: its source name: a lone surrogate U+DFFF" in notes
     assert "byte 0xe9" in notes and "rename it" in notes
     assert "w.jsonl:2" in caplog.text and len(RagIndex.open(tmp_path / "idx")) == 3
+
+
+MANIFEST_DAMAGE = {  # field: (a damaged value, what the error names)
+    "probe-text": ("probe", ["a"] * 32, "probe"),
+    "probe-short": ("probe", [0.1] * 3, "probe"),
+    "probe-nan": ("probe", [float("nan")] * 32, "probe"),
+    "file-ids": ("files", {"x.txt": {"sha256": "ab", "ids": ["1"]}}, "files['x.txt']"),
+    "file-entry": ("files", {"x.txt": [1, 2]}, "files['x.txt']"),
+    "id-past-next": ("files", {"x.txt": {"sha256": "ab", "ids": [10**6]}}, "files['x.txt']"),
+    "next-id": ("next_id", -1, "next_id"),
+    "overlap": ("overlap", 500, "overlap"),
+    "generation": ("generation", True, "generation"),
+    "sha256": ("sha256", {"index": 5}, "sha256"),
+}
+
+
+@pytest.mark.parametrize("how", MANIFEST_DAMAGE)
+def test_damaged_manifest_fields_are_named(how, encoder, tiny_gpt2, docs, tmp_path, capsys):
+    from unimae.serving.rag import RagIndexError
+
+    idx = tmp_path / "idx"
+    build_index(encoder, [docs], idx, model_name="tiny")
+    field, value, named = MANIFEST_DAMAGE[how]
+    manifest = json.loads((idx / "manifest.json").read_text())
+    (idx / "manifest.json").write_text(json.dumps({**manifest, field: value}))
+    with pytest.raises(RagIndexError, match="damaged") as info:
+        RagIndex.open(idx)
+    assert named in str(info.value) and "--rebuild" in str(info.value)
+    assert main(["rag", "search", "a bird", "--index", str(idx), "--model", str(tiny_gpt2)]) == 2
+    assert named in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_fifos_and_device_links_are_skipped_or_refused_as_what_they_are(docs, tmp_path):
+    import os
+
+    os.mkfifo(docs / "pipe.txt")
+    (docs / "zero.md").symlink_to("/dev/zero")
+    files, skipped = collect_files([docs], follow_symlinks=True)  # even when links are followed
+    assert sorted(f.name for f in files) == ["a.txt", "b.md", "c.jsonl"]
+    assert sorted(s.split(": ", 1)[1] for s in skipped) == [
+        "a FIFO, not a regular file",
+        "a character device, not a regular file",
+    ]
+    with pytest.raises(DocumentError, match=r"pipe.txt is a FIFO, not a regular file"):
+        collect_files([docs / "pipe.txt"])
+    with pytest.raises(DocumentError, match=r"zero.md \(-> /dev/zero\) is a character device"):
+        collect_files([docs / "zero.md"])

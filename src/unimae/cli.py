@@ -221,7 +221,7 @@ EXAMPLES_ENCODE = """examples:
 
 def _encode(ns: Namespace) -> None:
     from unimae.encoding.encoder import Encoder
-    from unimae.encoding.files import encode_to_file, read_inputs
+    from unimae.encoding.files import check_encode_options, encode_to_file, read_inputs
 
     texts = list(ns.texts or [])
     if ns.input:
@@ -232,6 +232,7 @@ def _encode(ns: Namespace) -> None:
     loading = {k: args.pop(k) for k in ENCODER_OPTIONS}
     for k in ("texts", "input", "text_field"):
         args.pop(k)
+    check_encode_options(args["output"], args["batch_size"], args["truncate_dim"])  # before loading
     encoder = Encoder.from_pretrained(**loading)
     out = encode_to_file(encoder, texts, **args)
     print(f"wrote {len(texts)} x {encoder.dim} embeddings ({encoder.pooling} pooling) to {out}")
@@ -551,8 +552,9 @@ def _load(ns: Namespace, index_must_exist: bool):
 
 
 def _rag_index(ns: Namespace) -> None:
-    from unimae.serving.rag import build_index
+    from unimae.serving.rag import build_index, check_build_options
 
+    check_build_options(ns.index_dir, ns.batch_size, ns.chunk_words, ns.overlap)  # before loading
     encoder, _, model = _load(ns, index_must_exist=False)
     args = {k: v for k, v in _plain(ns).items() if k not in ("model", "device", "backend")}
     _, up = build_index(encoder, model_name=model, show_progress_bar=True, **args)

@@ -218,12 +218,11 @@ def collect_files(
                     f"{p} holds no {'/'.join(SUFFIXES)} files to index" + "".join(f"; {w}" for w in why)
                 )
             files += found
-        elif p.is_file():
+        else:
+            fileio.require_regular_file(p, DocumentError)  # missing, a FIFO, a device: said as it is
             if p.suffix not in SUFFIXES:
                 raise DocumentError(f"{p}: only {', '.join(SUFFIXES)} files can be indexed")
             files.append(p)
-        else:
-            raise DocumentError(f"{p} does not exist")
     return list(dict.fromkeys(f.resolve() for f in files)), skipped
 
 
@@ -248,8 +247,11 @@ def _walk(root: Path, follow_symlinks: bool) -> tuple[list[Path], list[str]]:
         dirnames[:] = keep
         for name in sorted(n for n in filenames if not n.startswith(".") and Path(n).suffix in SUFFIXES):
             f = here / name
-            if not f.is_file():
-                skipped.append(f"{f}: a broken symlink")
+            kind = fileio.file_kind(f)
+            if kind != "a file":  # reading a FIFO or /dev/zero would block or never end
+                skipped.append(
+                    f"{f}: {kind}" if kind == "a broken symlink" else f"{f}: {kind}, not a regular file"
+                )
             elif not follow_symlinks and not f.resolve().is_relative_to(top):
                 skipped.append(f"{f}: a symlink to a file outside {root} ({f.resolve()}); {hint}")
             else:
@@ -560,12 +562,48 @@ def _read_manifest(path: Path) -> dict:
         raise RagIndexError(
             f"{file} is a version-{manifest.get('version')} index, not {FORMAT_VERSION}; {hint}"
         )
-    fields = {"generation": int, "model": str, "dim": int, "probe": list, "chunk_words": int, "overlap": int}
-    fields |= {"next_id": int, "files": dict}
-    bad = [k for k, t in fields.items() if not isinstance(manifest.get(k), t)]
+    bad = manifest_problems(manifest)
     if bad:
-        raise RagIndexError(f"{file} is damaged (missing or wrong: {', '.join(bad)}); {hint}")
+        raise RagIndexError(f"{file} is damaged (missing or wrong: {'; '.join(bad[:3])}); {hint}")
     return manifest
+
+
+def _whole(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def manifest_problems(manifest: dict) -> list[str]:
+    """What is wrong in an index manifest's fields (empty: nothing): every field is read before any
+    file is, so a damaged value is named here instead of failing deep inside an update or a search."""
+    m = manifest
+    checks = {
+        "generation": _whole(m.get("generation")),
+        "model": isinstance(m.get("model"), str),
+        "dim": _whole(m.get("dim"), 1),
+        "chunk_words": _whole(m.get("chunk_words"), 1),
+        "overlap": _whole(m.get("overlap")) and m.get("overlap") < (m.get("chunk_words") or 0),
+        "next_id": _whole(m.get("next_id")),
+        "files": isinstance(m.get("files"), dict),
+        "max_chunk_tokens": m.get("max_chunk_tokens") is None or _whole(m.get("max_chunk_tokens"), 1),
+        "backend": isinstance(m.get("backend", "torch"), str),
+        "sha256": isinstance(m.get("sha256", {}), dict)
+        and all(isinstance(v, str) for v in m.get("sha256", {}).values()),
+    }
+    probe = m.get("probe")
+    checks["probe"] = (
+        isinstance(probe, list) and len(probe) == m.get("dim") and all(_number(x) for x in probe)
+    )
+    bad = [name for name, ok in checks.items() if not ok]
+    for key, entry in (m.get("files") or {}).items() if checks["files"] else ():
+        ids = entry.get("ids") if isinstance(entry, dict) else None
+        ok = isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(ids, list)
+        if not ok or not all(_whole(i) and i < (m.get("next_id") or 0) for i in ids):
+            bad.append(f"files[{key!r}] (needs a sha256 and ids below next_id)")
+    return bad
 
 
 def _verified_bytes(file: Path, digest: str | None, path: Path) -> bytes:
@@ -602,8 +640,10 @@ def _read_chunks(file: Path, digest: str | None, path: Path) -> dict[int, Chunk]
     for n, line in enumerate(lines, start=1):
         try:
             c = Chunk(**json.loads(line))
+            if not (_whole(c.id) and all(isinstance(v, str) for v in (c.source, c.file, c.text))):
+                raise TypeError("a field of the wrong type")
         except (json.JSONDecodeError, TypeError) as e:
-            raise RagIndexError(f"{file}:{n} is damaged ({type(e).__name__}); {hint}") from None
+            raise RagIndexError(f"{file}:{n} is damaged ({type(e).__name__}: {e}); {hint}") from None
         chunks[c.id] = c
     return chunks
 
@@ -634,6 +674,7 @@ def build_index(
         follow_symlinks: also index what symlinks in a folder point to outside it (skipped by default).
         rebuild: start a new index (also over a damaged one) instead of updating the existing one.
     """
+    check_build_options(index_dir, batch_size, chunk_words, overlap)
     with writer_lock(index_dir):
         index = RagIndex.open_or_create(
             index_dir,
@@ -651,6 +692,20 @@ def build_index(
             show_progress_bar=show_progress_bar,
             follow_symlinks=follow_symlinks,
         )
+
+
+def check_build_options(
+    index_dir: str | Path, batch_size: int, chunk_words: int | None = None, overlap: int | None = None
+) -> None:
+    """Before any work (the CLI calls it before loading the model): ``batch_size >= 1``, a valid chunking,
+    and an index folder that can be written (``DiskError`` for a file there, a read-only disk)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if (chunk_words is not None and chunk_words < 1) or (overlap is not None and overlap < 0):
+        raise UserError(f"need chunk_words >= 1 and overlap >= 0, got {chunk_words}, {overlap}")
+    if chunk_words is not None and overlap is not None:
+        chunk_text("x", chunk_words, overlap)  # overlap < chunk_words
+    fileio.check_writable(index_dir, folder=True)
 
 
 @contextmanager

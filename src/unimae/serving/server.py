@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 
 from unimae.encoding.encoder import Encoder
+from unimae.errors import UserError
 from unimae.serving.app import create_app
 from unimae.serving.config import ServerConfig
 from unimae.serving.middleware import LOOPBACK_HOSTS, is_loopback
 
 API_KEY_ENV = "UNIMAE_API_KEY"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 log = logging.getLogger(__name__)
 
 
@@ -26,6 +30,13 @@ def default_model_name(model: str) -> str:
     return path.parent.name if path.name == "model" else path.name
 
 
+def check_port(port: int) -> int:
+    """``port`` if a server can listen on it (0..65535; 0: any free port), else UserError."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise UserError(f"port must be a whole number from 0 to 65535, got {port!r}")
+    return port
+
+
 def serve(
     model: str,
     host: str = "127.0.0.1",
@@ -35,7 +46,7 @@ def serve(
     index_dir: str | None = None,
     device: str | None = None,
     max_length: int | None = None,
-    log_level: str = "info",
+    log_level: LogLevel = "info",
     allowed_hosts: list[str] | None = None,
     backend: str | None = None,
     **config,
@@ -60,6 +71,9 @@ def serve(
     """
     import uvicorn
 
+    check_port(port)
+    if log_level not in LOG_LEVELS:
+        raise UserError(f"log_level {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     if allowed_hosts is None and is_loopback(host):  # DNS rebinding: see docs/security.md
         allowed_hosts = list(LOOPBACK_HOSTS)
     named = {
