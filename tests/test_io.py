@@ -129,3 +129,58 @@ def test_file_kind_and_regular_files(tmp_path):
         io.require_regular_file(zero)
     with pytest.raises(UserError, match="none does not exist"):
         io.require_regular_file(tmp_path / "none")
+
+
+# --- disk errors in each command: before the work where the target is wrong, one line when the disk fails --
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _last_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+def test_encode_disk_errors(tiny_gpt2, tmp_path, monkeypatch, capsys):
+    from unimae.cli import main
+
+    (tmp_path / "v.npy").mkdir()  # the target is a folder: refused before the model loads
+    assert main(["encode", "no-such-model", "a", "-o", str(tmp_path / "v.npy")]) == 2
+    assert "v.npy is a folder; give a file name" in _last_error(capsys)
+    monkeypatch.setattr(io.os, "fsync", _enospc)  # the disk fills up while writing
+    assert main(["encode", str(tiny_gpt2), "a", "-o", str(tmp_path / "w")]) == 2
+    assert f"cannot write {tmp_path / 'w.npy'}: No space left on device" in _last_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npy"]  # no half file, no temporary
+
+
+def test_train_disk_errors(tiny_llama, corpus_file, tmp_path, monkeypatch, capsys):
+    from unimae.cli import main
+
+    (tmp_path / "file").write_text("x")
+    argv = ["train", f"model={tiny_llama}", f"data={corpus_file}", "steps=1", "batch_size=2", "max_length=8"]
+    assert main([*argv, f"output_dir={tmp_path / 'file'}"]) == 2  # before loading anything
+    assert "file is a file, not a folder" in _last_error(capsys)
+    monkeypatch.setattr("unimae.training.loop.save_checkpoint", _enospc)
+    assert main([*argv, f"output_dir={tmp_path / 'run'}"]) == 2
+    last = _last_error(capsys)
+    assert "checkpoint: No space left on device" in last and "train --resume" in last
+
+
+def test_export_and_rag_disk_errors(tiny_gpt2, tmp_path, monkeypatch, capsys):
+    from unimae.cli import main
+
+    (tmp_path / "idx").write_text("x")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("the cat .")
+    rag = ["rag", "index", str(tmp_path / "docs"), "--model", str(tiny_gpt2), "--index"]
+    assert main([*rag, str(tmp_path / "idx")]) == 2  # the index folder is a file
+    assert "idx is a file, not a folder" in _last_error(capsys)
+    monkeypatch.setattr(io.os, "fsync", _enospc)
+    assert main([*rag, str(tmp_path / "new")]) == 2
+    assert "No space left on device; the index is as it was" in _last_error(capsys)
+    assert not (tmp_path / "new" / "manifest.json").exists()
+    assert main(["export", str(tiny_gpt2), "-o", str(tmp_path / "out")]) == 2
+    assert "No space left on device" in _last_error(capsys) and not (tmp_path / "out").exists()

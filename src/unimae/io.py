@@ -51,16 +51,17 @@ DISK_ERRNOS = frozenset(
 
 
 @contextmanager
-def disk_errors(what: str | Path) -> Iterator[None]:
+def disk_errors(what: str | Path, hint: str = "") -> Iterator[None]:
     """Turn an OSError of writing (``DISK_ERRNOS``: read-only, disk full, a folder where a file goes...)
-    into a one-line :class:`DiskError` naming the file (or ``what``); other errors pass unchanged."""
+    into a one-line :class:`DiskError` naming the file (or ``what``), then ``hint``; other errors pass
+    unchanged (wrap writes only: a read's EACCES is not a write's)."""
     try:
         yield
     except OSError as e:
         if e.errno not in DISK_ERRNOS:
             raise
         where = e.filename if e.filename is not None else what
-        raise DiskError(f"cannot write {where}: {e.strerror or e}") from None
+        raise DiskError(f"cannot write {where}: {e.strerror or e}{'; ' + hint if hint else ''}") from None
 
 
 def file_kind(path: str | Path) -> str:

@@ -510,7 +510,6 @@ class RagIndex:
 
     def save(self) -> None:
         """Write generation g+1 (with hashes), then switch the manifest to it (atomic), then delete older ones."""
-        import faiss
 
         if self.on_disk and (self.path / MANIFEST).is_file():
             on_disk = _read_manifest(self.path)["generation"]
@@ -521,6 +520,13 @@ class RagIndex:
                     "which holds the index's lock"
                 )
         new = max({self.manifest["generation"], *_generations(self.path)}) + 1
+        with fileio.disk_errors(self.path, "the index is as it was before this update"):
+            self._write_generation(new)
+
+    def _write_generation(self, new: int) -> None:
+        """Write generation ``new``'s files, then the manifest naming them, then delete the older ones."""
+        import faiss
+
         index_file, chunks_file = self.path / f"index-{new}.faiss", self.path / f"chunks-{new}.jsonl"
         fileio.atomic_write_bytes(index_file, faiss.serialize_index(self.index).tobytes())
         fileio.atomic_write_text(

@@ -26,7 +26,7 @@ from transformers import get_scheduler
 from unimae.data.corpus import load_texts
 from unimae.encoding.pooling import PromptTokens
 from unimae.errors import UserError
-from unimae.io import append_jsonl
+from unimae.io import append_jsonl, check_writable, disk_errors
 from unimae.llm import base_weights_fingerprint
 from unimae.objective.model import UniMAEBatch
 from unimae.tokens import pad_token_id
@@ -53,6 +53,9 @@ from unimae.training.teacher import TeacherKey, teacher_vectors
 
 log = logging.getLogger(__name__)
 
+RESUME_AFTER_DISK_ERROR = (
+    "the last complete checkpoint is kept: free space (or fix the folder) and run `unimae train --resume`"
+)
 # Fields that may differ between a run and its resumption.
 RESUMABLE_CHANGES = {"optim.steps", "save_every", "log_every", "export", "output_dir"}
 
@@ -104,6 +107,7 @@ class Recipe:
     def __init__(self, cfg: TrainConfig, resume: bool = False):
         self.cfg = cfg
         self.run_dir = Path(cfg.output_dir)
+        check_writable(self.run_dir, folder=True)  # a file there, a read-only disk: before any work
         self.ckpt = resolve_resume(cfg, self.run_dir, resume)
         self.start = 0
 
@@ -158,9 +162,10 @@ class Recipe:
         if self.ckpt is not None:
             self._restore(self.ckpt)
         if acc.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(self.run_dir / "config.yaml")
-            trim_metrics(self.run_dir / "metrics.jsonl", self.start)
+            with disk_errors(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                cfg.save(self.run_dir / "config.yaml")
+                trim_metrics(self.run_dir / "metrics.jsonl", self.start)
         acc.wait_for_everyone()
         acc.print(
             f"{len(self.corpus)} training texts, {cfg.optim.steps} steps x {cfg.optim.batch_size} texts, "
@@ -285,13 +290,16 @@ class Recipe:
             return
         done = record["step"]
         if done % self.cfg.log_every == 0 or done == self.cfg.optim.steps:
-            append_jsonl(self.run_dir / "metrics.jsonl", record)
+            with disk_errors(self.run_dir / "metrics.jsonl", RESUME_AFTER_DISK_ERROR):
+                append_jsonl(self.run_dir / "metrics.jsonl", record)
         self.bar.set_postfix(bar_postfix(record))
         self.bar.update(1)
 
     def save(self, done: int) -> Path:
-        """Checkpoint the full training state after ``done`` steps (all processes take part)."""
-        return save_checkpoint(self.accelerator, self.run_dir, done)
+        """Checkpoint the full training state after ``done`` steps (all processes take part); a disk error
+        is one line (the previous complete checkpoint stays: the new one is swapped in only when whole)."""
+        with disk_errors(self.run_dir / "checkpoint", RESUME_AFTER_DISK_ERROR):
+            return save_checkpoint(self.accelerator, self.run_dir, done)
 
     def cleanup(self) -> None:
         self.bar.close()
@@ -307,6 +315,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """
     recipe = Recipe(cfg, resume)
     recipe.setup()
-    recipe.train()
+    try:
+        recipe.train()
+    finally:  # a failed run's progress bar is drawn before its error, not after it
+        if getattr(recipe, "bar", None) is not None:
+            recipe.bar.close()
     recipe.cleanup()
     return recipe.run_dir
