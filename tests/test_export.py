@@ -170,12 +170,12 @@ def test_export_refuses_a_folder_that_is_not_an_export_of_its_format(tiny_llama,
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(ExportTargetError, match="not a unimae export.*--overwrite"):
+    with pytest.raises(ExportTargetError, match="holds no unimae export.*--overwrite"):
         export(tiny_llama, mine)
     assert (mine / "notes.txt").read_text() == "keep me"
     causal = export(tiny_llama, tmp_path / "causal")  # a causal-lm export is refreshed by one...
     export(tiny_llama, causal)
-    with pytest.raises(ExportTargetError, match="a causal-lm export, not a sentence-transformers"):
+    with pytest.raises(ExportTargetError, match="holds a causal-lm export, not a sentence-transformers one"):
         export(tiny_llama, causal, format="sentence-transformers")  # ...not replaced by another format
     assert (causal / "config.json").is_file()
     assert export(tiny_llama, mine, overwrite=True) == mine  # asked for: replaced
@@ -227,6 +227,13 @@ def test_export_cli_refusal_is_one_line_and_overwrite_is_an_option(tiny_llama, t
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(e.startswith("unimae export: error: refusing") for e in err)
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "config.yaml", "metrics.jsonl"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    assert main(["export", str(tiny_llama), "-o", str(mine)]) == 2
+    assert "holds no unimae export" in capsys.readouterr().err
+    assert main(["export", str(tiny_llama), "-o", str(mine), "--overwrite"]) == 0  # asked for: replaced
+    assert not (mine / "notes.txt").exists() and (mine / "unimae.json").is_file()
 
 
 def test_a_killed_export_leaves_a_temporary_that_the_next_export_removes(tiny_llama, tmp_path):

@@ -290,7 +290,7 @@ the target must be new, empty or an earlier export of the same format (--overwri
 def _export(ns: Namespace) -> None:
     from unimae.export import export
 
-    out = export(ns.source, ns.output, format=ns.format)
+    out = export(ns.source, ns.output, format=ns.format, overwrite=ns.overwrite)
     loader = {"causal-lm": "AutoModelForCausalLM", "sentence-transformers": "SentenceTransformer"}.get(
         ns.format, f'SentenceTransformer(..., backend="{ns.format.removesuffix("-int8")}") and Encoder'
     )

@@ -80,8 +80,8 @@ def check_export_target(source: str | Path, output: str | Path, format: str, ove
     kind = export_kind(output)
     if kind == format or overwrite:
         return output
-    what = f"a {kind} export" if kind else "not a unimae export"
+    what = f"holds a {kind} export, not a {format} one" if kind else "is not empty and holds no unimae export"
     raise ExportTargetError(
-        f"{output} is not empty and is {what}, not a {format} export; an export replaces the whole "
-        "folder: give a new or empty folder with -o/--output, or pass --overwrite to replace it"
+        f"{output} {what} (an export replaces the whole folder): give a new or empty folder with "
+        "-o/--output, or pass --overwrite to replace it"
     )
