@@ -30,11 +30,13 @@ def default_model_name(model: str) -> str:
     return path.parent.name if path.name == "model" else path.name
 
 
-def check_port(port: int) -> int:
-    """``port`` if a server can listen on it (0..65535; 0: any free port), else UserError."""
+def check_listen_options(port: int, log_level: str) -> None:
+    """UserError unless a server can listen on ``port`` (0..65535; 0: any free port) and uvicorn knows
+    ``log_level``; checked before the model is loaded."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise UserError(f"port must be a whole number from 0 to 65535, got {port!r}")
-    return port
+    if log_level not in LOG_LEVELS:
+        raise UserError(f"log_level {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
 
 
 def serve(
@@ -71,9 +73,7 @@ def serve(
     """
     import uvicorn
 
-    check_port(port)
-    if log_level not in LOG_LEVELS:
-        raise UserError(f"log_level {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    check_listen_options(port, log_level)
     if allowed_hosts is None and is_loopback(host):  # DNS rebinding: see docs/security.md
         allowed_hosts = list(LOOPBACK_HOSTS)
     named = {
