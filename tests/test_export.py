@@ -254,3 +254,14 @@ def test_a_killed_export_leaves_a_temporary_that_the_next_export_removes(tiny_ll
     assert len(left) == 1 and left[0].startswith(".model.") and left[0].endswith(".tmp")
     export(tiny_llama, target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_train_checks_its_export_target_before_training(tiny_llama, corpus, tmp_path):
+    from unimae.export.target import ExportTargetError
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "notes.txt").write_text("not an export")
+    with pytest.raises(ExportTargetError, match="holds no unimae export"):
+        train_and_export(_cfg(tiny_llama, corpus, run))
+    assert sorted(p.name for p in run.iterdir()) == ["model"]  # nothing trained, nothing written

@@ -55,12 +55,14 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
 
 
 def test_legacy_temporaries_without_a_pid_go_after_a_day(tmp_path):
-    old, new = tmp_path / ".model.ab12cd34.tmp", tmp_path / ".model.zz12cd34.tmp"
-    old.mkdir()
-    new.mkdir()
-    os.utime(old, (0, 0))
+    old, stage = tmp_path / ".model.ab12cd34.tmp", tmp_path / ".model.stage.ab12cd34"
+    new, mine = tmp_path / ".model.zz12cd34.tmp", tmp_path / ".model.notes"  # recent; not a temporary
+    for p in (old, stage, new, mine):
+        p.mkdir()
+    for p in (old, stage, mine):
+        os.utime(p, (0, 0))
     io.remove_stale_temps(tmp_path / "model")
-    assert not old.exists() and new.exists()
+    assert not old.exists() and not stage.exists() and new.exists() and mine.exists()
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EISDIR])

@@ -163,7 +163,7 @@ def remove_stale_temps(target: str | Path) -> list[Path]:
         return []
     name = re.escape(target.name)
     with_pid = re.compile(rf"\.{name}\.(?:stage\.)?(\d+)\.[A-Za-z0-9_]+\.tmp")
-    legacy = re.compile(rf"\.{name}\.(?:stage\.)?[A-Za-z0-9_]{{8}}(?:\.tmp)?")
+    legacy = re.compile(rf"\.{name}\.(?:[A-Za-z0-9_]{{8}}\.tmp|stage\.[A-Za-z0-9_]{{8}})")
     removed = []
     for entry in os.scandir(target.parent):
         match = with_pid.fullmatch(entry.name)
