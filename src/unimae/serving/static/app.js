@@ -270,14 +270,17 @@ function extremePairs(sims) {
   return { most, least };
 }
 
-function heat(cell, value) {
-  const t = Math.max(0, Math.min(1, value)); // cosine below 0 shows as 0
-  const lightness = 97 - 62 * t;
+// colour of a cosine: light at lo, dark at hi (the range of the pairs of this table: a model whose
+// cosines all lie in 0.95..0.99 still shows which pairs are closer)
+function heat(cell, value, lo, hi) {
+  const t = hi > lo ? Math.max(0, Math.min(1, (value - lo) / (hi - lo))) : 1;
+  const lightness = 96 - 58 * t;
   cell.style.backgroundColor = `hsl(218, 80%, ${lightness}%)`;
-  cell.style.color = lightness < 60 ? "#fff" : "#1f2933";
+  cell.style.color = lightness < 62 ? "#fff" : "#1f2933";
 }
 
 function renderMatrix(texts, sims) {
+  const { most, least } = extremePairs(sims);
   const table = $("compare-matrix");
   table.replaceChildren();
   const head = el("tr");
@@ -292,11 +295,13 @@ function renderMatrix(texts, sims) {
     sims[i].forEach((value, j) => {
       const cell = el("td", i === j ? "diagonal" : "", value.toFixed(2));
       cell.title = `${i + 1} and ${j + 1}: cosine ${value.toFixed(4)}`;
-      heat(cell, value);
+      if (i !== j) heat(cell, value, least[2], most[2]);
       row.append(cell);
     });
     table.append(row);
   });
+  $("compare-scale").textContent =
+    `Colours run from the lowest cosine between two different texts (${least[2].toFixed(2)}, light) to the highest (${most[2].toFixed(2)}, dark).`;
 }
 
 function renderPairs(texts, sims) {
