@@ -303,7 +303,7 @@ def test_chat_streams_text_and_keeps_the_conversation(page, server, shots):
     assert page.errors == []
 
 
-def test_stop_button_stops_the_generation_on_the_server(page, server):
+def test_stop_buttons_stop_the_generation_on_the_server(page, server):
     before = _health(server)["abandoned_requests"]
     page.tab.fill("#chat-max-tokens", "4000")  # minutes of tokens on this model if nothing stopped it
     page.tab.fill("#chat-input", "the bird")
@@ -321,7 +321,19 @@ def test_stop_button_stops_the_generation_on_the_server(page, server):
         f"{server}/v1/completions", json={"prompt": "the", "max_tokens": 2}, headers=_auth(), timeout=60
     )
     assert r.status_code == 200 and time.monotonic() - start < 10
-    assert page.tab.locator("#chat-send").is_enabled() and page.errors == []
+    assert page.tab.locator("#chat-send").is_enabled()
+    page.tab_to("search")  # Ask is one request: its Stop abandons it, and the server stops it too
+    page.tab.fill("#search-query", "the king")
+    page.tab.fill("#ask-max-tokens", "4000")
+    page.tab.click("#ask-run")
+    expect(page.tab.locator("#ask-stop")).to_be_enabled()
+    time.sleep(0.5)  # the answer is being generated
+    page.tab.click("#ask-stop")
+    expect(page.tab.locator("#search-status")).to_have_text("stopped (no answer)")
+    deadline = time.monotonic() + 10
+    while _health(server)["abandoned_requests"] == before + 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _health(server)["abandoned_requests"] == before + 2 and page.errors == []
 
 
 def test_compare_shows_the_cosine_matrix(page, server, shots):

@@ -81,6 +81,8 @@ def serve(
         )
     key = "API key required" if cfg.api_key else "no API key"
     where = f"'{cfg.served_model_name}' on http://{host}:{port}/v1"
+    if cfg.ui:
+        where += f" (a page to try it: http://{host}:{port}/)"
     log.warning(
         "serving %s as %s (%d-d embeddings on %s, %s)", model, where, encoder.dim, encoder.backend, key
     )

@@ -237,7 +237,7 @@ async function sendChat(event) {
 }
 
 function chatKey(event) {
-  if (event.key === "Enter" && !event.shiftKey) {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     $("chat-form").requestSubmit();
   }
@@ -408,17 +408,19 @@ async function runAsk() {
   clearError();
   state.askAbort = new AbortController();
   searchBusy(true, "retrieving and answering...");
+  let stopped = false;
   try {
     const request = { query, top_k: numberOf("search-k"), max_tokens: numberOf("ask-max-tokens") };
     const body = await (await api("/v1/rag", request, state.askAbort.signal)).json();
     renderHits(body.sources);
     renderAnswer(body.answer, body.sources);
   } catch (err) {
-    if (err.name === "AbortError") $("search-status").textContent = "stopped";
+    if (err.name === "AbortError") stopped = true;
     else showError(err);
   } finally {
     state.askAbort = null;
     searchBusy(false);
+    if (stopped) $("search-status").textContent = "stopped (no answer)";
   }
 }
 
