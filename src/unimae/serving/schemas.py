@@ -80,3 +80,9 @@ class RagRequest(BaseModel):
     model: Text | None = None
     top_k: int = 4
     max_tokens: int | None = None
+
+
+class RagSearchRequest(BaseModel):
+    query: Text
+    model: Text | None = None
+    top_k: int = 4
