@@ -203,6 +203,8 @@ def test_serve_defaults_come_from_the_library(monkeypatch):
     defaults = {n: p.default for n, p in inspect.signature(config).parameters.items()}
     given = {n: d for n, d in defaults.items() if n in seen and d is not inspect.Parameter.empty}
     assert len(given) > 3 and all(seen[n] == d for n, d in given.items() if n != "truncate")
+    assert seen["ui"] is True  # the browser page is on by default
+    assert main(["serve", "some-model", "--no-ui"]) == 0 and seen["ui"] is False
 
 
 README_COMMANDS = [

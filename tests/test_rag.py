@@ -17,6 +17,7 @@ from unimae.serving.rag import (
     chunk_text,
     collect_files,
     read_documents,
+    source_parts,
 )
 
 DOCS = {
@@ -64,6 +65,13 @@ def test_chunk_text_overlaps_and_covers():
     assert chunk_text("   ", 10, 2) == []
     with pytest.raises(ValueError):
         chunk_text("x", 5, 5)
+
+
+def test_source_parts_name_the_document_and_chunk_number():
+    assert source_parts("a.md#3") == ("a.md", 3)
+    assert source_parts("a.md") == ("a.md", 1)  # a one-chunk document has no "#k"
+    assert source_parts("c.jsonl:2#12") == ("c.jsonl:2", 12)
+    assert source_parts("notes #x#2") == ("notes #x", 2) and source_parts("a#b") == ("a#b", 1)
 
 
 def test_readers(docs, tmp_path):

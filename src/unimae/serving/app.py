@@ -4,7 +4,9 @@
     uvicorn.run(app, port=8000)
 
 Routes: ``POST /v1/embeddings`` (dynamically batched), ``POST /v1/completions``, ``POST /v1/chat/completions``
-(both can stream server-sent events), ``POST /v1/rag`` (with an index), ``GET /v1/models``, ``GET /health``.
+(both can stream server-sent events), ``POST /v1/rag`` and ``POST /v1/rag/search`` (with an index),
+``GET /v1/models``, ``GET /v1/info`` (the model card of the page), ``GET /health``; ``GET /`` is the browser
+page (``ui``, unless ``ServerConfig.ui`` is off).
 Errors are OpenAI error bodies: 400 bad values (also text that is not valid Unicode, a wrong Host), 401 API
 key, 404 unknown model or route, 413 body too large, 422 wrong types, 500 a bug (logged); the server keeps
 serving after each. Work for a client that disconnects stops (see ``disconnect``); what the server guards
@@ -24,8 +26,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from unimae.chat import ChatTemplateError, chat_input_ids
+from unimae.chat import ChatTemplateError, chat_input_ids, has_chat_template
 from unimae.encoding.encoder import Encoder
+from unimae.serving import ui
 from unimae.serving.batching import EmbeddingBatcher
 from unimae.serving.config import ServerConfig
 from unimae.serving.disconnect import ClientGone, ClientWatch
@@ -37,6 +40,7 @@ from unimae.serving.schemas import (
     CompletionRequest,
     EmbeddingRequest,
     RagRequest,
+    RagSearchRequest,
     StreamOptions,
 )
 from unimae.tokens import TextTooLongError
@@ -221,6 +225,7 @@ async def health(request: Request):
         "embedding_batches": s.batcher.batches,
         "embedded_texts": s.batcher.texts,
         "abandoned_requests": s.abandoned,
+        "api_key_required": bool(s.config.api_key),  # the page asks for a key before calling anything
     }
 
 
@@ -234,6 +239,36 @@ def _model_card(s: _Server) -> dict:
         "max_input_tokens": s.encoder.max_length,
         "context_length": s.encoder.context_length,
     }
+
+
+def _index_card(index) -> dict | None:
+    """What the page shows of a loaded RAG index (counts and names, no paths of this machine)."""
+    if index is None:
+        return None
+    files = len(index.manifest["files"])
+    return {"name": index.path.name, "model": index.model_name, "chunks": len(index), "files": files}
+
+
+@router.get("/v1/info")
+async def info(request: Request):
+    """The model card of the page: how the model embeds, what serves it, the index, the server's limits."""
+    s = _state(request)
+    enc, cfg = s.encoder, s.config
+    card = _model_card(s) | {
+        "pooling": enc.pooling,
+        "prompt": enc.prompt,
+        "attention": enc.attention,
+        "eos_token": enc.tokenizer.convert_ids_to_tokens(enc.eos_id),
+        "normalized": cfg.normalize,
+        "backend": enc.backend,
+        "device": str(enc.device),
+        "chat_template": has_chat_template(enc.tokenizer),
+    }
+    limits = {
+        name: getattr(cfg, name)
+        for name in ("max_inputs", "max_body_bytes", "default_max_tokens", "max_tokens_limit", "truncate")
+    }
+    return {"object": "server.info", "model": card, "index": _index_card(s.rag_index), "limits": limits}
 
 
 @router.get("/v1/models")
@@ -371,25 +406,40 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
     }
 
 
-@router.post("/v1/rag")
-async def rag(req: RagRequest, request: Request):
-    from unimae.serving.rag import PromptTooLongError, fit_prompt
-
-    s = _state(request)
+def _rag_question(s: _Server, req: RagRequest | RagSearchRequest) -> str:
+    """The question of a RAG request, after the checks both RAG routes share (404 without an index)."""
     _check_model(s.config, req.model)
     if s.rag_index is None:
         raise APIError(404, "this server has no index: start it with --index DIR", None, "no_index")
     question = _texts_of(req.query, "query", 1)[0]
     if not 1 <= req.top_k <= 50:
         raise APIError(400, "'top_k' must be between 1 and 50", "top_k")
+    return question
+
+
+async def _retrieve(s: _Server, watch: ClientWatch, question: str, top_k: int) -> tuple[list, int]:
+    """The ``top_k`` chunks closest to ``question`` (best first), and the question's token count."""
+    inputs = _tokenize(s.encoder, [question], s.config.truncate, "query")
+    query_vec = (await watch.run(s.batcher.embed(inputs)))[0]
+    return s.rag_index.search_vector(query_vec, top_k), len(inputs[0].ids)
+
+
+def _sources(hits) -> list[dict]:
+    return [{"index": i + 1, **h.to_dict()} for i, h in enumerate(hits)]
+
+
+@router.post("/v1/rag")
+async def rag(req: RagRequest, request: Request):
+    from unimae.serving.rag import PromptTooLongError, fit_prompt
+
+    s = _state(request)
+    question = _rag_question(s, req)
     if req.max_tokens is not None and req.max_tokens < 1:
         raise APIError(400, "'max_tokens' must be >= 1", "max_tokens")
     _check_max_tokens(req.max_tokens, "max_tokens", s.config)
     params = SamplingParams(max_new_tokens=req.max_tokens or s.config.default_max_tokens)
     async with s.watch(request) as watch:
-        query = _tokenize(s.encoder, [question], s.config.truncate, "query")
-        query_vec = (await watch.run(s.batcher.embed(query)))[0]
-        hits = s.rag_index.search_vector(query_vec, req.top_k)
+        hits, _ = await _retrieve(s, watch, question, req.top_k)
         try:  # the sources are cut to fit the context; retrieved text cannot forge a turn
             prompt = await run_in_threadpool(fit_prompt, s.encoder, question, hits, params.max_new_tokens)
         except PromptTooLongError as e:
@@ -400,8 +450,23 @@ async def rag(req: RagRequest, request: Request):
         "object": "rag.answer",
         "model": s.config.served_model_name,
         "answer": result.text,
-        "sources": [{"index": i + 1, **h.to_dict()} for i, h in enumerate(prompt.hits)],
+        "sources": _sources(prompt.hits),
         "usage": _usage(result),
+    }
+
+
+@router.post("/v1/rag/search")
+async def rag_search(req: RagSearchRequest, request: Request):
+    """Retrieval only: the ``top_k`` chunks, whole, with their cosine to the query; nothing generated."""
+    s = _state(request)
+    question = _rag_question(s, req)
+    async with s.watch(request) as watch:
+        hits, n_tokens = await _retrieve(s, watch, question, req.top_k)
+    return {
+        "object": "rag.search",
+        "model": s.config.served_model_name,
+        "sources": _sources(hits),
+        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
     }
 
 
@@ -479,6 +544,9 @@ def create_app(encoder: Encoder, config: ServerConfig, rag_index=None) -> FastAP
         api_key=config.api_key,
         max_body_bytes=config.max_body_bytes,
         allowed_hosts=config.allowed_hosts,
+        open_paths=("/health", *(ui.page_paths() if config.ui else ())),
     )
     app.include_router(router)
+    if config.ui:
+        app.include_router(ui.router)
     return app

@@ -42,6 +42,8 @@ class ServerConfig:
     client learns the limit)."""
     max_generation_seconds: float = 120.0
     """Wall-clock limit of one generation; it then ends with ``finish_reason`` "length"."""
+    ui: bool = True
+    """Serve the browser page (chat, compare, search) at ``GET /``; ``--no-ui``: the JSON routes only."""
 
     def __post_init__(self):
         if not self.served_model_name:

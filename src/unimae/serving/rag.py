@@ -80,12 +80,23 @@ class Hit:
     score: float  # cosine similarity to the query
 
     def to_dict(self) -> dict:
+        document, number = source_parts(self.chunk.source)
         return {
             "id": self.chunk.id,
             "source": self.chunk.source,
+            "document": document,
+            "chunk": number,
             "score": round(self.score, 4),
             "text": self.chunk.text,
         }
+
+
+def source_parts(source: str) -> tuple[str, int]:
+    """``("file.md", 3)`` for the source ``"file.md#3"`` (its 3rd chunk); ``(source, 1)`` for a document that
+    is one chunk (its source has no ``#k``). A one-chunk document whose own name ends in ``#<digits>``
+    reads as that chunk of the name before it."""
+    match = re.fullmatch(r"(.*)#(\d+)", source, flags=re.DOTALL)
+    return (match.group(1), int(match.group(2))) if match else (source, 1)
 
 
 @dataclass

@@ -92,3 +92,9 @@ class RagRequest(_Strict):
     model: Text | None = None
     top_k: int = 4
     max_tokens: int | None = None
+
+
+class RagSearchRequest(_Strict):
+    query: Text
+    model: Text | None = None
+    top_k: int = 4

@@ -93,9 +93,13 @@ def serve(
         log.warning(
             "no API key on a non-loopback address: anyone who can reach %s:%d can use the model", host, port
         )
-    key = "API key required" if cfg.api_key else "no API key"
-    where = f"'{cfg.served_model_name}' on http://{host}:{port}/v1"
-    log.warning(
-        "serving %s as %s (%d-d embeddings on %s, %s)", model, where, encoder.dim, encoder.backend, key
-    )
+    log.warning("serving %s as %s", model, _where(cfg, encoder, host, port))
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+
+
+def _where(cfg: ServerConfig, encoder: Encoder, host: str, port: int) -> str:
+    """What the start line says: the name and URL, the page's URL, the embeddings, whether a key is needed."""
+    key = "API key required" if cfg.api_key else "no API key"
+    page = f" (a page to try it: http://{host}:{port}/)" if cfg.ui else ""
+    embeddings = f"{encoder.dim}-d embeddings on {encoder.backend}"
+    return f"'{cfg.served_model_name}' on http://{host}:{port}/v1{page} ({embeddings}, {key})"
