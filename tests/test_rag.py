@@ -1,6 +1,7 @@
 """RAG: chunking, a persistent FAISS index that only embeds new or changed files, retrieval and answer."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from unimae.cli import main
 from unimae.encoding.encoder import Encoder
-from unimae.serving.rag import (
+from unimae.rag import (
     DocumentError,
     RagIndex,
     ask,
@@ -234,7 +235,7 @@ def test_one_huge_line_becomes_chunks_that_fit(encoder, tmp_path, sep):
     """A ~20k-character line: chunks within the embedding limit; a prompt that fits the context."""
     from conftest import WORDS
 
-    from unimae.serving.rag import chunk_token_limit, fit_prompt, token_spans
+    from unimae.rag import chunk_token_limit, fit_prompt, token_spans
 
     line = sep.join(WORDS[i % len(WORDS)] for i in range(4000))[:20_000]
     (tmp_path / "docs").mkdir()
@@ -248,7 +249,7 @@ def test_one_huge_line_becomes_chunks_that_fit(encoder, tmp_path, sep):
     assert len(encoder.tokenizer(result.prompt).input_ids) + 20 <= encoder.context_length
     prompt = fit_prompt(encoder, "the cat", index.search(encoder, "the cat", 8), 500)
     assert len(prompt.ids) + prompt.max_new_tokens <= encoder.context_length
-    from unimae.serving.rag import PromptTooLongError
+    from unimae.rag import PromptTooLongError
 
     with pytest.raises(PromptTooLongError, match="context"):
         fit_prompt(encoder, line, [], 10)
@@ -294,7 +295,7 @@ def _damage(idx, how: str) -> str:
 
 @pytest.mark.parametrize("how", ["truncate-index", "flip-index", "chunks", "manifest", "missing"])
 def test_damaged_index_names_the_file_and_the_fix(encoder, tiny_gpt2, docs, tmp_path, how, capsys):
-    from unimae.serving.rag import RagIndexError
+    from unimae.rag import RagIndexError
 
     idx = tmp_path / "idx"
     build_index(encoder, [docs], idx, model_name="tiny")
@@ -333,10 +334,10 @@ def test_an_index_inside_its_documents_folder_does_not_index_itself(encoder, doc
     sizes = [build_index(encoder, [docs], idx, model_name="tiny")[1].total_chunks for _ in range(3)]
     assert sizes[0] == sizes[1] == sizes[2] == 4  # a.txt, b.md and the two records of c.jsonl
     index = RagIndex.open(idx)
-    assert not any(Path(k).is_relative_to(idx.resolve()) for k in index.manifest["files"])
+    assert not any(Path(k).is_relative_to(idx.resolve()) for k in index.manifest.files)
     # another index in the folder is not a document either; files of the own index named are skipped
     build_index(encoder, [docs / "a.txt"], docs / "sub" / "other", model_name="tiny")
-    g = index.manifest["generation"]
+    g = index.manifest.generation
     _, up = build_index(encoder, [docs, idx / f"chunks-{g}.jsonl"], idx)
     assert up.total_chunks == 4 and any("part of the index" in why for why in up.skipped)
     _, up = build_index(encoder, [docs / "sub" / "other"], idx)
@@ -348,7 +349,7 @@ def test_a_second_writer_waits_and_keeps_the_first_writers_documents(encoder, ti
     import subprocess
     import sys
 
-    from unimae.serving.rag import writer_lock
+    from unimae.rag import writer_lock
 
     idx, more = tmp_path / "idx", tmp_path / "more"
     more.mkdir()
@@ -366,12 +367,12 @@ def test_a_second_writer_waits_and_keeps_the_first_writers_documents(encoder, ti
         assert len(RagIndex.open(idx)) == len(index) == 4  # readers are not blocked by the lock
     assert proc.wait(timeout=300) == 0, proc.stderr.read()
     final = RagIndex.open(idx)
-    assert sorted(Path(k).name for k in final.manifest["files"]) == ["a.txt", "b.md", "c.jsonl", "m.txt"]
+    assert sorted(Path(k).name for k in final.manifest.files) == ["a.txt", "b.md", "c.jsonl", "m.txt"]
     assert len(final) == 5
 
 
 def test_a_writer_without_the_lock_cannot_lose_anothers_update(encoder, docs, tmp_path):
-    from unimae.serving.rag import RagIndexError
+    from unimae.rag import RagIndexError
 
     idx = tmp_path / "idx"
     build_index(encoder, [docs / "a.txt"], idx, model_name="tiny")
@@ -379,26 +380,26 @@ def test_a_writer_without_the_lock_cannot_lose_anothers_update(encoder, docs, tm
     first.add_documents(encoder, [docs / "b.md"])
     with pytest.raises(RagIndexError, match="changed by another writer"):
         second.add_documents(encoder, [docs / "c.jsonl"])
-    assert sorted(Path(k).name for k in RagIndex.open(idx).manifest["files"]) == ["a.txt", "b.md"]
+    assert sorted(Path(k).name for k in RagIndex.open(idx).manifest.files) == ["a.txt", "b.md"]
 
 
 def test_a_reader_that_meets_a_new_generation_reads_it(encoder, docs, tmp_path, monkeypatch):
-    from unimae.serving import rag
+    from unimae.rag import index as rag_index
 
     idx = tmp_path / "idx"
     build_index(encoder, [docs], idx, model_name="tiny")
-    stale = rag._read_manifest(idx)
+    stale = rag_index.read_manifest(idx)
     (docs / "a.txt").write_text("the dog swims .")
     build_index(encoder, [docs], idx)  # a writer saved the next generation; the old files are gone
-    real, calls = rag._read_manifest, []
+    real, calls = rag_index.read_manifest, []
 
     def first_stale(path):
         calls.append(path)
         return stale if len(calls) == 1 else real(path)
 
-    monkeypatch.setattr(rag, "_read_manifest", first_stale)
+    monkeypatch.setattr(rag_index, "read_manifest", first_stale)
     index = RagIndex.open(idx)
-    assert index.manifest["generation"] == stale["generation"] + 1 and len(calls) >= 3
+    assert index.manifest.generation == stale.generation + 1 and len(calls) >= 3
 
 
 def test_documents_with_a_bom_and_old_mac_line_endings(tmp_path):
@@ -441,12 +442,15 @@ MANIFEST_DAMAGE = {  # field: (a damaged value, what the error names)
     "overlap": ("overlap", 500, "overlap"),
     "generation": ("generation", True, "generation"),
     "sha256": ("sha256", {"index": 5}, "sha256"),
+    "unknown-key": ("surprise", 1, "surprise: unknown field"),  # refused on purpose (manifest.py says why)
+    "file-unknown-key": ("files", {"x.txt": {"sha256": "ab", "ids": [], "x": 1}}, "files['x.txt'].x"),
+    "model": ("model", None, "model"),
 }
 
 
 @pytest.mark.parametrize("how", MANIFEST_DAMAGE)
 def test_damaged_manifest_fields_are_named(how, encoder, tiny_gpt2, docs, tmp_path, capsys):
-    from unimae.serving.rag import RagIndexError
+    from unimae.rag import RagIndexError
 
     idx = tmp_path / "idx"
     build_index(encoder, [docs], idx, model_name="tiny")
@@ -475,3 +479,108 @@ def test_fifos_and_device_links_are_skipped_or_refused_as_what_they_are(docs, tm
         collect_files([docs / "pipe.txt"])
     with pytest.raises(DocumentError, match=r"zero.md \(-> /dev/zero\) is a character device"):
         collect_files([docs / "zero.md"])
+
+
+# --- the manifest record; opening an index with the encoder that built it ----------------------------------
+
+FIXTURE = Path(__file__).parent / "fixtures" / "rag-index-v1"  # written by the code before the record
+
+
+@pytest.fixture
+def old_index(tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(FIXTURE, tmp_path / "old-index"))
+
+
+def test_an_index_written_before_the_manifest_record_opens_and_updates(encoder, old_index, tmp_path):
+    """The committed index (tiny GPT-2, 3 documents, 8 chunks) opens; its manifest is read into the record
+    and written back byte for byte; an update keeps the keys in the order they were written."""
+    from unimae.rag import IndexedFile, Manifest
+
+    before = (old_index / "manifest.json").read_text(encoding="utf-8")
+    index = RagIndex.open(old_index)
+    m = index.manifest
+    assert isinstance(m, Manifest) and (m.model, m.dim, m.generation, m.next_id) == ("tiny-gpt2", 32, 1, 8)
+    assert m.files["docs/b.md"] == IndexedFile(sha256=m.files["docs/b.md"].sha256, ids=[3, 4])
+    assert json.dumps(m.to_dict(), indent=1, ensure_ascii=False) + "\n" == before
+    target = index.chunks[5]  # "the king builds a house by the river"
+    assert index.search_vector(index.index.reconstruct(5), 1)[0].chunk == target
+    (tmp_path / "new.txt").write_text("the queen plays music in the forest .")
+    _, up = build_index(encoder, [tmp_path / "new.txt"], old_index)  # no probe check: a foreign encoder
+    after = json.loads((old_index / "manifest.json").read_text(encoding="utf-8"))
+    assert up.added and list(after) == list(json.loads(before)) and after["generation"] == 2
+    assert after["count"] == 9 and len(RagIndex.open(old_index)) == 9
+    assert sorted(p.name for p in old_index.iterdir()) == [
+        ".lock",
+        "chunks-2.jsonl",
+        "index-2.faiss",
+        "manifest.json",
+    ]
+
+
+def test_the_oldest_manifests_open_with_defaults(old_index):
+    """Indexes from before backends, token limits and file hashes were recorded still open."""
+    data = json.loads((old_index / "manifest.json").read_text())
+    for key in ("backend", "max_chunk_tokens", "count", "sha256"):
+        del data[key]
+    (old_index / "manifest.json").write_text(json.dumps(data, indent=1))
+    m = RagIndex.open(old_index).manifest
+    assert (m.backend, m.max_chunk_tokens, m.count, m.sha256) == ("torch", None, None, None)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"version": 2}, "is a version-2 index, not 1"),
+        ({"format": "other"}, "is not a unimae index manifest"),
+        ({"dim": 16}, "probe: 32 numbers, not dim (16)"),
+    ],
+)
+def test_manifest_format_version_and_consistency(old_index, change, message):
+    from unimae.rag import RagIndexError
+
+    data = json.loads((old_index / "manifest.json").read_text())
+    (old_index / "manifest.json").write_text(json.dumps(data | change))
+    with pytest.raises(RagIndexError, match=re.escape(message)) as info:
+        RagIndex.open(old_index)
+    assert "manifest.json" in str(info.value) and "--rebuild" in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_open_index_loads_the_model_and_backend_that_built_it(tiny_gpt2, tiny_llama, docs, tmp_path):
+    from unimae.errors import UserError
+    from unimae.rag import open_index
+
+    idx = tmp_path / "idx"
+    with pytest.raises(UserError, match="give --model"):
+        open_index(idx, must_exist=False)  # nothing to take the model from
+    with pytest.raises(UserError, match="holds no index"):
+        open_index(idx, str(tiny_gpt2))
+    encoder, index, model = open_index(idx, str(tiny_gpt2), device="cpu", must_exist=False)
+    assert index is None and model == str(tiny_gpt2.resolve())
+    build_index(encoder, [docs], idx, model_name=model)
+    encoder, index, model = open_index(idx, device="cpu", max_length=100)  # the model the index records
+    assert model == str(tiny_gpt2.resolve()) and len(index) == 4 and encoder.max_length == 100
+    assert encoder.backend == index.manifest.backend == "torch"
+    with pytest.raises(UserError, match="built with"):
+        open_index(idx, str(tiny_llama), device="cpu")
+    _damage(idx, "chunks")
+    with pytest.raises(UserError, match="damaged"):
+        open_index(idx, device="cpu")
+    _, index, _ = open_index(idx, str(tiny_llama), device="cpu", rebuild=True)  # about to be rebuilt
+    assert index is None
+
+
+def test_serve_opens_its_index_with_open_index(tiny_gpt2, tiny_llama, docs, tmp_path):
+    """`unimae serve --index`: the index and the encoder come from ``unimae.rag.open_index``."""
+    from unimae.errors import UserError
+    from unimae.serving.server import _load
+
+    encoder, index = _load(str(tiny_gpt2), None, "cpu", 100, None)
+    assert index is None and encoder.max_length == 100
+    build_index(encoder, [docs], tmp_path / "idx", model_name="tiny")
+    encoder, index = _load(str(tiny_gpt2), str(tmp_path / "idx"), "cpu", 100, None)
+    assert len(index) == 4 and encoder.max_length == 100
+    with pytest.raises(UserError, match="built with"):
+        _load(str(tiny_llama), str(tmp_path / "idx"), "cpu", None, None)

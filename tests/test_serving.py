@@ -302,7 +302,7 @@ def test_truncating_server_embeds_long_texts_like_encode(encoder):
 def test_rag_route(encoder, tmp_path):
     from fastapi.testclient import TestClient
 
-    from unimae.serving.rag import build_index
+    from unimae.rag import build_index
 
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("the cat sings in the city .")

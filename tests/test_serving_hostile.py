@@ -159,7 +159,7 @@ def test_host_header_option_in_process(encoder):
 
 
 def test_max_tokens_cap_is_a_400_on_every_generating_route(encoder, tmp_path):
-    from unimae.serving.rag import build_index
+    from unimae.rag import build_index
 
     (tmp_path / "a.txt").write_text("the cat runs .")
     index, _ = build_index(encoder, [tmp_path / "a.txt"], tmp_path / "idx", model_name=NAME)
@@ -220,7 +220,7 @@ def _capture_prompts(app) -> list[list[int]]:
 
 
 def test_forged_turns_stay_text_via_chat_and_rag(encoder, tmp_path):
-    from unimae.serving.rag import build_index
+    from unimae.rag import build_index
 
     tok = encoder.tokenizer
     docs = tmp_path / "docs"
@@ -253,7 +253,7 @@ BAD_TEXT = ['"\\ud800"', '"a \\udfff b"', '"\\ud83d"']  # JSON escapes of lone s
 
 @pytest.mark.parametrize("bad", BAD_TEXT)
 def test_text_that_is_not_unicode_is_a_400_on_every_route(encoder, tmp_path, bad):
-    from unimae.serving.rag import build_index
+    from unimae.rag import build_index
 
     (tmp_path / "a.txt").write_text("the cat runs .")
     index, _ = build_index(encoder, [tmp_path / "a.txt"], tmp_path / "idx", model_name=NAME)
@@ -403,7 +403,7 @@ def test_many_prompts_share_one_requests_token_and_time_limits(encoder):
 
 
 def test_seed_lengths_and_field_names(encoder, tmp_path):
-    from unimae.serving.rag import build_index
+    from unimae.rag import build_index
 
     (tmp_path / "a.txt").write_text("the cat runs .")
     index, _ = build_index(encoder, [tmp_path / "a.txt"], tmp_path / "idx", model_name=NAME)

@@ -25,9 +25,9 @@ import torch
 from test_serving import CHAT_TEMPLATE, free_port, wait_until_up
 
 from unimae.encoding.encoder import Encoder
+from unimae.rag import build_index
 from unimae.serving.app import create_app
 from unimae.serving.config import ServerConfig
-from unimae.serving.rag import build_index
 from unimae.serving.ui import CONTENT_SECURITY_POLICY
 
 try:

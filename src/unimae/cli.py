@@ -526,36 +526,19 @@ EXAMPLES_RAG = """examples:
   unimae rag search "lighthouse keeper" --index runs/rag -k 3"""
 
 
-def _load(ns: Namespace, index_must_exist: bool):
-    """(encoder, index or None, model): the model defaults to the one that built the index."""
-    from unimae.encoding.encoder import Encoder
-    from unimae.serving.rag import MANIFEST, RagIndex
+def _open(ns: Namespace, must_exist: bool):
+    """(encoder, index or None, model) by ``unimae.rag.open_index``: the model defaults to the index's."""
+    from unimae.rag import open_index
 
     rebuild = bool(getattr(ns, "rebuild", False))
-    index = None
-    if index_must_exist or (Path(ns.index_dir) / MANIFEST).exists():
-        try:
-            index = RagIndex.open(ns.index_dir)
-        except UserError:
-            if not rebuild:  # a damaged index is only read when asked to rebuild it
-                raise
-    model = ns.model or (index.model_name if index is not None else None)
-    if model is None:
-        raise UserError(f"give --model: there is no readable index at {ns.index_dir} to take it from")
-    if Path(model).exists():  # recorded absolute, so the index works from any folder
-        model = str(Path(model).resolve())
-    backend = ns.backend or (index.manifest.get("backend") if index is not None else None)
-    encoder = Encoder.from_pretrained(model, device=ns.device, backend=backend)  # the index's backend
-    if index is not None and not rebuild:
-        index.check_model(encoder)
-    return encoder, index, model
+    return open_index(ns.index_dir, ns.model, ns.device, ns.backend, rebuild=rebuild, must_exist=must_exist)
 
 
 def _rag_index(ns: Namespace) -> None:
-    from unimae.serving.rag import build_index, check_build_options
+    from unimae.rag import build_index, check_build_options
 
     check_build_options(ns.index_dir, ns.batch_size, ns.chunk_words, ns.overlap)  # before loading
-    encoder, _, model = _load(ns, index_must_exist=False)
+    encoder, _, model = _open(ns, must_exist=False)
     args = {k: v for k, v in _plain(ns).items() if k not in ("model", "device", "backend")}
     _, up = build_index(encoder, model_name=model, show_progress_bar=True, **args)
     print(
@@ -575,9 +558,9 @@ def _print_hits(hits) -> None:
 
 
 def _rag_ask(ns: Namespace) -> None:
-    from unimae.serving.rag import ask
+    from unimae.rag import ask
 
-    encoder, index, _ = _load(ns, index_must_exist=True)
+    encoder, index, _ = _open(ns, must_exist=True)
     args = {k: v for k, v in _plain(ns).items() if k not in ("model", "device", "index_dir", "backend")}
     result = ask(encoder, index, **args)
     print(f"question: {ns.question}\n\nanswer: {result.answer}\n\nsources:")
@@ -585,7 +568,7 @@ def _rag_ask(ns: Namespace) -> None:
 
 
 def _rag_search(ns: Namespace) -> None:
-    encoder, index, _ = _load(ns, index_must_exist=True)
+    encoder, index, _ = _open(ns, must_exist=True)
     _print_hits(index.search(encoder, ns.query, ns.k))
 
 
@@ -607,7 +590,7 @@ def _rag_common(cmd: Command, k_of: Callable | None = None) -> None:
 
 
 def rag_index_command(help: str) -> Command:
-    from unimae.serving.rag import build_index
+    from unimae.rag import build_index
 
     cmd = Command(_parser(help, EXAMPLES_RAG), _rag_index)
     _add(cmd, build_index, skip={"encoder", "docs", "model_name", "show_progress_bar"}, positional=False)
@@ -617,7 +600,7 @@ def rag_index_command(help: str) -> Command:
 
 
 def rag_ask_command(help: str) -> Command:
-    from unimae.serving.rag import ask
+    from unimae.rag import ask
 
     cmd = Command(_parser(help, EXAMPLES_RAG), _rag_ask)
     _add(cmd, ask, skip={"encoder", "index", "k"})
@@ -626,7 +609,7 @@ def rag_ask_command(help: str) -> Command:
 
 
 def rag_search_command(help: str) -> Command:
-    from unimae.serving.rag import RagIndex
+    from unimae.rag import RagIndex
 
     cmd = Command(_parser(help, EXAMPLES_RAG), _rag_search)
     _add(cmd, RagIndex.search, skip={"self", "encoder", "k"})

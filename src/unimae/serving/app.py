@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from unimae.chat import ChatTemplateError, chat_input_ids, has_chat_template
 from unimae.encoding.encoder import Encoder
+from unimae.rag import PromptTooLongError, fit_prompt
 from unimae.serving import ui
 from unimae.serving.batching import EmbeddingBatcher
 from unimae.serving.config import ServerConfig
@@ -245,7 +246,7 @@ def _index_card(index) -> dict | None:
     """What the page shows of a loaded RAG index (counts and names, no paths of this machine)."""
     if index is None:
         return None
-    files = len(index.manifest["files"])
+    files = len(index.manifest.files)
     return {"name": index.path.name, "model": index.model_name, "chunks": len(index), "files": files}
 
 
@@ -430,8 +431,6 @@ def _sources(hits) -> list[dict]:
 
 @router.post("/v1/rag")
 async def rag(req: RagRequest, request: Request):
-    from unimae.serving.rag import PromptTooLongError, fit_prompt
-
     s = _state(request)
     question = _rag_question(s, req)
     if req.max_tokens is not None and req.max_tokens < 1:
@@ -509,7 +508,7 @@ def _stream_response(
 
 
 def create_app(encoder: Encoder, config: ServerConfig, rag_index=None) -> FastAPI:
-    """The FastAPI app serving ``encoder`` (and ``rag_index``, a ``unimae.serving.rag.RagIndex``, if given)."""
+    """The FastAPI app serving ``encoder`` (and ``rag_index``, a ``unimae.rag.RagIndex``, if given)."""
     batcher = EmbeddingBatcher(
         lambda inputs, dims: encoder.encode_tokenized(  # tokenized once, in the route
             inputs,

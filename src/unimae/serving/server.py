@@ -9,6 +9,7 @@ from typing import Literal
 
 from unimae.encoding.encoder import Encoder
 from unimae.errors import UserError
+from unimae.rag import RagIndex, open_index
 from unimae.serving.app import create_app
 from unimae.serving.config import ServerConfig
 from unimae.serving.middleware import LOOPBACK_HOSTS, is_loopback
@@ -62,14 +63,15 @@ def serve(
         port: port to listen on.
         served_model_name: name clients use as 'model' (default: from the path).
         api_key: require 'Authorization: Bearer KEY' (default: $UNIMAE_API_KEY, else none).
-        index_dir: a `unimae rag index` folder: enables POST /v1/rag.
+        index_dir: a `unimae rag index` folder: enables POST /v1/rag and /v1/rag/search.
         device: cpu, cuda, mps (default: best available).
         max_length: tokens per embedded text incl. EOS (default 512 or the context).
         log_level: uvicorn's log level.
         allowed_hosts: host names (any port) the Host header may name, '*' for any (default: the loopback
             names on a loopback address, else any).
         backend: what computes embeddings: torch, onnx, onnx-int8, openvino, openvino-int8 (default: the
-            graph an ONNX/OpenVINO export holds, else torch); generation always runs on torch.
+            backend that built the index; without one, the graph an ONNX/OpenVINO export holds, else
+            torch); generation always runs on torch.
     """
     import uvicorn
 
@@ -81,13 +83,7 @@ def serve(
         "allowed_hosts": allowed_hosts,
     }
     cfg = ServerConfig(api_key=api_key or os.environ.get(API_KEY_ENV) or None, **(named | config))
-    encoder = Encoder.from_pretrained(model, device=device, max_length=max_length, backend=backend)
-    rag_index = None
-    if index_dir is not None:
-        from unimae.serving.rag import RagIndex
-
-        rag_index = RagIndex.open(index_dir)
-        rag_index.check_model(encoder)
+    encoder, rag_index = _load(model, index_dir, device, max_length, backend)
     app = create_app(encoder, cfg, rag_index=rag_index)
     if not cfg.api_key and not is_loopback(host):
         log.warning(
@@ -95,6 +91,17 @@ def serve(
         )
     log.warning("serving %s as %s", model, _where(cfg, encoder, host, port))
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+
+
+def _load(
+    model: str, index_dir: str | None, device: str | None, max_length: int | None, backend: str | None
+) -> tuple[Encoder, RagIndex | None]:
+    """The encoder, and the index in ``index_dir`` opened with it (``unimae.rag.open_index``: checked to
+    embed like the model that built it; the backend defaults to the index's) or None."""
+    if index_dir is None:
+        return Encoder.from_pretrained(model, device=device, max_length=max_length, backend=backend), None
+    encoder, index, _ = open_index(index_dir, model, device, backend, max_length=max_length)
+    return encoder, index
 
 
 def _where(cfg: ServerConfig, encoder: Encoder, host: str, port: int) -> str:
