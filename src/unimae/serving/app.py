@@ -6,7 +6,8 @@
 Routes: ``POST /v1/embeddings`` (dynamically batched), ``POST /v1/completions``, ``POST /v1/chat/completions``
 (both can stream server-sent events), ``POST /v1/rag`` and ``POST /v1/rag/search`` (with an index),
 ``GET /v1/models``, ``GET /v1/info`` (the model card of the page), ``GET /health``; ``GET /`` is the browser
-page (``ui``, unless ``ServerConfig.ui`` is off).
+page (``ui``, unless ``ServerConfig.ui`` is off). Request bodies are typed in ``schemas``, response bodies
+in ``responses`` (declared as ``response_model``s: ``/openapi.json`` documents both).
 Errors are OpenAI error bodies: 400 bad values (also text that is not valid Unicode, a wrong Host), 401 API
 key, 404 unknown model or route, 413 body too large, 422 wrong types, 500 a bug (logged); the server keeps
 serving after each. Work for a client that disconnects stops (see ``disconnect``); what the server guards
@@ -23,12 +24,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from unimae.chat import ChatTemplateError, chat_input_ids, has_chat_template
 from unimae.encoding.encoder import Encoder
-from unimae.rag import PromptTooLongError, fit_prompt
+from unimae.rag import Hit, PromptTooLongError, RagIndex, fit_prompt
 from unimae.serving import ui
 from unimae.serving.batching import EmbeddingBatcher
 from unimae.serving.config import ServerConfig
@@ -36,6 +37,27 @@ from unimae.serving.disconnect import ClientGone, ClientWatch
 from unimae.serving.errors import APIError, error_body, error_response, install_error_handlers
 from unimae.serving.generation import GenerationResult, Generator, SamplingParams, completion_prompt_ids
 from unimae.serving.middleware import GuardMiddleware
+from unimae.serving.responses import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionResponse,
+    Embedding,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    HealthResponse,
+    IndexCard,
+    InfoResponse,
+    ModelCard,
+    ModelDetails,
+    ModelList,
+    RagAnswerResponse,
+    RagSearchResponse,
+    RagSource,
+    ServerLimits,
+    Usage,
+)
 from unimae.serving.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -57,7 +79,7 @@ class _Server:
     config: ServerConfig
     batcher: EmbeddingBatcher
     generator: Generator
-    rag_index: object | None
+    rag_index: RagIndex | None
     created: int
     abandoned: int = 0  # requests whose client left before their answer (for /health)
 
@@ -201,12 +223,11 @@ def _chat_messages(req: ChatCompletionRequest) -> list[dict]:
     return out
 
 
-def _usage(result: GenerationResult) -> dict:
-    return {
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "total_tokens": result.prompt_tokens + result.completion_tokens,
-    }
+def _usage(*results: GenerationResult) -> Usage:
+    """The tokens of one or more generations together."""
+    prompt = sum(r.prompt_tokens for r in results)
+    completion = sum(r.completion_tokens for r in results)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 def _sse(obj) -> str:
@@ -214,78 +235,77 @@ def _sse(obj) -> str:
 
 
 router = APIRouter()
+STREAMED = {
+    200: {"content": {"text/event-stream": {}}, "description": "JSON, or with 'stream': server-sent events"}
+}
 
 
-@router.get("/health")
-async def health(request: Request):
+@router.get("/health", response_model=HealthResponse)
+async def health(request: Request) -> HealthResponse:
     s = _state(request)
-    return {
-        "status": "ok",
-        "model": s.config.served_model_name,
-        "embedding_backend": s.encoder.backend,
-        "embedding_batches": s.batcher.batches,
-        "embedded_texts": s.batcher.texts,
-        "abandoned_requests": s.abandoned,
-        "api_key_required": bool(s.config.api_key),  # the page asks for a key before calling anything
-    }
+    return HealthResponse(
+        model=s.config.served_model_name,
+        embedding_backend=s.encoder.backend,
+        embedding_batches=s.batcher.batches,
+        embedded_texts=s.batcher.texts,
+        abandoned_requests=s.abandoned,
+        api_key_required=bool(s.config.api_key),  # the page asks for a key before calling anything
+    )
 
 
 def _model_card(s: _Server) -> dict:
+    """The fields of ``ModelCard`` (also the first ones of ``ModelDetails``)."""
     return {
         "id": s.config.served_model_name,
-        "object": "model",
         "created": s.created,
-        "owned_by": "unimae",
         "embedding_dimensions": s.encoder.dim,
         "max_input_tokens": s.encoder.max_length,
         "context_length": s.encoder.context_length,
     }
 
 
-def _index_card(index) -> dict | None:
+def _index_card(index: RagIndex | None) -> IndexCard | None:
     """What the page shows of a loaded RAG index (counts and names, no paths of this machine)."""
     if index is None:
         return None
     files = len(index.manifest.files)
-    return {"name": index.path.name, "model": index.model_name, "chunks": len(index), "files": files}
+    return IndexCard(name=index.path.name, model=index.model_name, chunks=len(index), files=files)
 
 
-@router.get("/v1/info")
-async def info(request: Request):
+@router.get("/v1/info", response_model=InfoResponse)
+async def info(request: Request) -> InfoResponse:
     """The model card of the page: how the model embeds, what serves it, the index, the server's limits."""
     s = _state(request)
     enc, cfg = s.encoder, s.config
-    card = _model_card(s) | {
-        "pooling": enc.pooling,
-        "prompt": enc.prompt,
-        "attention": enc.attention,
-        "eos_token": enc.tokenizer.convert_ids_to_tokens(enc.eos_id),
-        "normalized": cfg.normalize,
-        "backend": enc.backend,
-        "device": str(enc.device),
-        "chat_template": has_chat_template(enc.tokenizer),
-    }
-    limits = {
-        name: getattr(cfg, name)
-        for name in ("max_inputs", "max_body_bytes", "default_max_tokens", "max_tokens_limit", "truncate")
-    }
-    return {"object": "server.info", "model": card, "index": _index_card(s.rag_index), "limits": limits}
+    card = ModelDetails(
+        **_model_card(s),
+        pooling=enc.pooling,
+        prompt=enc.prompt,
+        attention=enc.attention,
+        eos_token=enc.tokenizer.convert_ids_to_tokens(enc.eos_id),
+        normalized=cfg.normalize,
+        backend=enc.backend,
+        device=str(enc.device),
+        chat_template=has_chat_template(enc.tokenizer),
+    )
+    limits = ServerLimits(**{name: getattr(cfg, name) for name in ServerLimits.model_fields})
+    return InfoResponse(model=card, index=_index_card(s.rag_index), limits=limits)
 
 
-@router.get("/v1/models")
-async def list_models(request: Request):
-    return {"object": "list", "data": [_model_card(_state(request))]}
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    return ModelList(data=[ModelCard(**_model_card(_state(request)))])
 
 
-@router.get("/v1/models/{model:path}")
-async def get_model(model: str, request: Request):
+@router.get("/v1/models/{model:path}", response_model=ModelCard)
+async def get_model(model: str, request: Request) -> ModelCard:
     s = _state(request)
     _check_model(s.config, model)
-    return _model_card(s)
+    return ModelCard(**_model_card(s))
 
 
-@router.post("/v1/embeddings")
-async def embeddings(req: EmbeddingRequest, request: Request):
+@router.post("/v1/embeddings", response_model=EmbeddingResponse)
+async def embeddings(req: EmbeddingRequest, request: Request) -> EmbeddingResponse:
     s = _state(request)
     _check_model(s.config, req.model)
     texts = _texts_of(req.input, "input", s.config.max_inputs)
@@ -306,18 +326,15 @@ async def embeddings(req: EmbeddingRequest, request: Request):
         data = [base64.b64encode(v.tobytes()).decode() for v in vecs]
     else:
         data = vecs.tolist()
-    return JSONResponse(
-        {
-            "object": "list",
-            "model": s.config.served_model_name,
-            "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
-            "usage": {"prompt_tokens": sum(counts), "total_tokens": sum(counts)},
-        }
+    return EmbeddingResponse(
+        model=s.config.served_model_name,
+        data=[Embedding(index=i, embedding=e) for i, e in enumerate(data)],
+        usage=EmbeddingUsage(prompt_tokens=sum(counts), total_tokens=sum(counts)),
     )
 
 
-@router.post("/v1/completions")
-async def completions(req: CompletionRequest, request: Request):
+@router.post("/v1/completions", response_model=CompletionResponse, responses=STREAMED)
+async def completions(req: CompletionRequest, request: Request) -> CompletionResponse | StreamingResponse:
     s = _state(request)
     _check_model(s.config, req.model)
     if req.echo or req.logprobs:
@@ -339,9 +356,20 @@ async def completions(req: CompletionRequest, request: Request):
         return _stream_response(
             s, request, ids, _prompt_room(s, ids, params, "prompt"), chunk, req.stream_options
         )
-    choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    results = await _complete_each(s, request, prompts, params)
+    choices = [
+        CompletionChoice(index=i, text=r.text, finish_reason=r.finish_reason) for i, r in enumerate(results)
+    ]
+    return CompletionResponse(**head, choices=choices, usage=_usage(*results))
+
+
+async def _complete_each(
+    s: _Server, request: Request, prompts: list[str], params: SamplingParams
+) -> list[GenerationResult]:
+    """One generation per prompt, in turn, sharing the request's time limit."""
+    results = []
     seconds_left = s.config.max_generation_seconds  # the whole request's, shared by its prompts
-    for i, prompt in enumerate(prompts):
+    for prompt in prompts:
         ids = completion_prompt_ids(s.encoder, prompt)
         room = _prompt_room(s, ids, replace(params), "prompt")
         if seconds_left > 0:
@@ -349,11 +377,8 @@ async def completions(req: CompletionRequest, request: Request):
             seconds_left -= result.seconds
         else:  # the request's time is spent: the remaining prompts get nothing, as a length stop
             result = GenerationResult("", len(ids), 0, "length")
-        choices.append(
-            {"index": i, "text": result.text, "finish_reason": result.finish_reason, "logprobs": None}
-        )
-        usage = {k: usage[k] + v for k, v in _usage(result).items()}
-    return {**head, "choices": choices, "usage": usage}
+        results.append(result)
+    return results
 
 
 def _check_total_tokens(n_prompts: int, max_tokens: int, config: ServerConfig) -> None:
@@ -368,8 +393,10 @@ def _check_total_tokens(n_prompts: int, max_tokens: int, config: ServerConfig) -
         )
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(req: ChatCompletionRequest, request: Request):
+@router.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=STREAMED)
+async def chat_completions(
+    req: ChatCompletionRequest, request: Request
+) -> ChatCompletionResponse | StreamingResponse:
     s = _state(request)
     _check_model(s.config, req.model)
     if req.logprobs:
@@ -397,14 +424,9 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
 
         return _stream_response(s, request, ids, params, chunk, req.stream_options, role_first=True)
     result = await _generate(s, request, ids, params)
-    message = {"role": "assistant", "content": result.text}
-    return {
-        **head,
-        "usage": _usage(result),
-        "choices": [
-            {"index": 0, "message": message, "finish_reason": result.finish_reason, "logprobs": None}
-        ],
-    }
+    message = AssistantMessage(content=result.text)
+    choice = ChatChoice(index=0, message=message, finish_reason=result.finish_reason)
+    return ChatCompletionResponse(**head, usage=_usage(result), choices=[choice])
 
 
 def _rag_question(s: _Server, req: RagRequest | RagSearchRequest) -> str:
@@ -425,12 +447,12 @@ async def _retrieve(s: _Server, watch: ClientWatch, question: str, top_k: int) -
     return s.rag_index.search_vector(query_vec, top_k), len(inputs[0].ids)
 
 
-def _sources(hits) -> list[dict]:
-    return [{"index": i + 1, **h.to_dict()} for i, h in enumerate(hits)]
+def _sources(hits: list[Hit]) -> list[RagSource]:
+    return [RagSource(index=i + 1, **h.to_dict()) for i, h in enumerate(hits)]
 
 
-@router.post("/v1/rag")
-async def rag(req: RagRequest, request: Request):
+@router.post("/v1/rag", response_model=RagAnswerResponse)
+async def rag(req: RagRequest, request: Request) -> RagAnswerResponse:
     s = _state(request)
     question = _rag_question(s, req)
     if req.max_tokens is not None and req.max_tokens < 1:
@@ -445,28 +467,26 @@ async def rag(req: RagRequest, request: Request):
             raise APIError(400, str(e), "query", "context_length_exceeded") from None
         params.max_new_tokens = prompt.max_new_tokens
         result = await watch.run(s.generator.generate(prompt.ids, params, watch.cancel))
-    return {
-        "object": "rag.answer",
-        "model": s.config.served_model_name,
-        "answer": result.text,
-        "sources": _sources(prompt.hits),
-        "usage": _usage(result),
-    }
+    return RagAnswerResponse(
+        model=s.config.served_model_name,
+        answer=result.text,
+        sources=_sources(prompt.hits),
+        usage=_usage(result),
+    )
 
 
-@router.post("/v1/rag/search")
-async def rag_search(req: RagSearchRequest, request: Request):
+@router.post("/v1/rag/search", response_model=RagSearchResponse)
+async def rag_search(req: RagSearchRequest, request: Request) -> RagSearchResponse:
     """Retrieval only: the ``top_k`` chunks, whole, with their cosine to the query; nothing generated."""
     s = _state(request)
     question = _rag_question(s, req)
     async with s.watch(request) as watch:
         hits, n_tokens = await _retrieve(s, watch, question, req.top_k)
-    return {
-        "object": "rag.search",
-        "model": s.config.served_model_name,
-        "sources": _sources(hits),
-        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
-    }
+    return RagSearchResponse(
+        model=s.config.served_model_name,
+        sources=_sources(hits),
+        usage=EmbeddingUsage(prompt_tokens=n_tokens, total_tokens=n_tokens),
+    )
 
 
 def _stream_response(
@@ -491,7 +511,7 @@ def _stream_response(
                     if isinstance(piece, GenerationResult):
                         yield _sse(chunk("", piece.finish_reason))
                         if stream_options is not None and stream_options.include_usage:
-                            yield _sse({**head, "choices": [], "usage": _usage(piece)})
+                            yield _sse({**head, "choices": [], "usage": _usage(piece).model_dump()})
                     else:
                         yield _sse(chunk(piece, None))
             except Exception as e:  # the headers are sent: report in the stream
