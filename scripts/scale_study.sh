@@ -23,7 +23,7 @@
 # Each job uses one thread (OMP_NUM_THREADS=1); on 2 cores run two steps side by side, e.g.
 #   scripts/scale_study.sh gemma3-270m 42 unimae &  scripts/scale_study.sh gemma3-270m 42 mntp pooling-prompteol &
 # Nothing here is adapted per size: the default recipe's batch 16 x 64 tokens fits every size on a CPU
-# (peak memory per size: README), and the vocabulary head is chunked automatically (loss_chunk_size -1).
+# (peak memory per size: docs/benchmarks.md), and the vocabulary head is chunked automatically (loss_chunk_size -1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:?usage: scripts/scale_study.sh MODEL [SEED] [STEP...]}

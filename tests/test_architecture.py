@@ -12,7 +12,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "unimae"
 MAX_FUNCTION_LINES = 60
-SHORT_FUNCTION_PACKAGES = ("training", "encoding", "serving")
+SHORT_FUNCTION_PACKAGES = ("training", "encoding", "serving", "rag")
 
 
 def _unit(module: str) -> str | None:

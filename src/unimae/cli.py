@@ -43,6 +43,11 @@ Pooling = Literal[POOLINGS] | None
 BACKEND_HELP = "what computes embeddings: torch, onnx, onnx-int8, openvino, openvino-int8 (docs/backends.md)"
 ALIASES = {"-o": "--output", "-i": "--input", "-k": "--k", "--index": "--index_dir"}
 RESUME_HINT = "interrupted; `unimae train --resume` continues from the last checkpoint"
+INTERRUPTED = {  # what Ctrl-C prints, by command: how to continue where there is a way
+    "train": RESUME_HINT,
+    "eval": "interrupted; the same command with --resume true finishes the missing tasks",
+    "sweep": "interrupted; the same command continues the sweep (finished points are kept)",
+}
 THREADS_HELP = (
     "CPU threads for torch (default: torch's choice, all cores); on a machine shared with other jobs, 1 "
     "avoids thread oversubscription, which was measured to slow encoding 5x"
@@ -216,7 +221,7 @@ EXAMPLES_ENCODE = """examples:
 
 def _encode(ns: Namespace) -> None:
     from unimae.encoding.encoder import Encoder
-    from unimae.encoding.files import encode_to_file, read_inputs
+    from unimae.encoding.files import check_encode_options, encode_to_file, read_inputs
 
     texts = list(ns.texts or [])
     if ns.input:
@@ -227,6 +232,7 @@ def _encode(ns: Namespace) -> None:
     loading = {k: args.pop(k) for k in ENCODER_OPTIONS}
     for k in ("texts", "input", "text_field"):
         args.pop(k)
+    check_encode_options(args["output"], args["batch_size"], args["truncate_dim"])  # before loading
     encoder = Encoder.from_pretrained(**loading)
     out = encode_to_file(encoder, texts, **args)
     print(f"wrote {len(texts)} x {encoder.dim} embeddings ({encoder.pooling} pooling) to {out}")
@@ -275,15 +281,16 @@ def _pooling(cmd: Command) -> None:
 
 
 EXAMPLES_EXPORT = """examples:
-  unimae export runs/mine -o exported/             # plain causal-LM folder from the run's last checkpoint
+  unimae export runs/mine -o exported/mine         # plain causal-LM folder from the run's last checkpoint
   unimae export runs/default/model --format sentence-transformers -o exported/st   # SentenceTransformer(folder)
-  unimae export runs/default/model --format onnx-int8 -o exported/int8   # fast CPU embeddings (docs/backends.md)"""
+  unimae export runs/default/model --format onnx-int8 -o exported/int8   # fast CPU embeddings (docs/backends.md)
+the target must be new, empty or an earlier export of the same format (--overwrite: any other folder but a run)"""
 
 
 def _export(ns: Namespace) -> None:
     from unimae.export import export
 
-    out = export(ns.source, ns.output, format=ns.format)
+    out = export(ns.source, ns.output, format=ns.format, overwrite=ns.overwrite)
     loader = {"causal-lm": "AutoModelForCausalLM", "sentence-transformers": "SentenceTransformer"}.get(
         ns.format, f'SentenceTransformer(..., backend="{ns.format.removesuffix("-int8")}") and Encoder'
     )
@@ -541,35 +548,19 @@ EXAMPLES_RAG = """examples:
   unimae rag search "lighthouse keeper" --index runs/rag -k 3"""
 
 
-def _load(ns: Namespace, index_must_exist: bool):
-    """(encoder, index or None, model): the model defaults to the one that built the index."""
-    from unimae.encoding.encoder import Encoder
-    from unimae.serving.rag import MANIFEST, RagIndex
+def _open(ns: Namespace, must_exist: bool):
+    """(encoder, index or None, model) by ``unimae.rag.open_index``: the model defaults to the index's."""
+    from unimae.rag import open_index
 
     rebuild = bool(getattr(ns, "rebuild", False))
-    index = None
-    if index_must_exist or (Path(ns.index_dir) / MANIFEST).exists():
-        try:
-            index = RagIndex.open(ns.index_dir)
-        except UserError:
-            if not rebuild:  # a damaged index is only read when asked to rebuild it
-                raise
-    model = ns.model or (index.model_name if index is not None else None)
-    if model is None:
-        raise UserError(f"give --model: there is no readable index at {ns.index_dir} to take it from")
-    if Path(model).exists():  # recorded absolute, so the index works from any folder
-        model = str(Path(model).resolve())
-    backend = ns.backend or (index.manifest.get("backend") if index is not None else None)
-    encoder = Encoder.from_pretrained(model, device=ns.device, backend=backend)  # the index's backend
-    if index is not None and not rebuild:
-        index.check_model(encoder)
-    return encoder, index, model
+    return open_index(ns.index_dir, ns.model, ns.device, ns.backend, rebuild=rebuild, must_exist=must_exist)
 
 
 def _rag_index(ns: Namespace) -> None:
-    from unimae.serving.rag import build_index
+    from unimae.rag import build_index, check_build_options
 
-    encoder, _, model = _load(ns, index_must_exist=False)
+    check_build_options(ns.index_dir, ns.batch_size, ns.chunk_words, ns.overlap)  # before loading
+    encoder, _, model = _open(ns, must_exist=False)
     args = {k: v for k, v in _plain(ns).items() if k not in ("model", "device", "backend")}
     _, up = build_index(encoder, model_name=model, show_progress_bar=True, **args)
     print(
@@ -589,9 +580,9 @@ def _print_hits(hits) -> None:
 
 
 def _rag_ask(ns: Namespace) -> None:
-    from unimae.serving.rag import ask
+    from unimae.rag import ask
 
-    encoder, index, _ = _load(ns, index_must_exist=True)
+    encoder, index, _ = _open(ns, must_exist=True)
     args = {k: v for k, v in _plain(ns).items() if k not in ("model", "device", "index_dir", "backend")}
     result = ask(encoder, index, **args)
     print(f"question: {ns.question}\n\nanswer: {result.answer}\n\nsources:")
@@ -599,7 +590,7 @@ def _rag_ask(ns: Namespace) -> None:
 
 
 def _rag_search(ns: Namespace) -> None:
-    encoder, index, _ = _load(ns, index_must_exist=True)
+    encoder, index, _ = _open(ns, must_exist=True)
     _print_hits(index.search(encoder, ns.query, ns.k))
 
 
@@ -621,7 +612,7 @@ def _rag_common(cmd: Command, k_of: Callable | None = None) -> None:
 
 
 def rag_index_command(help: str) -> Command:
-    from unimae.serving.rag import build_index
+    from unimae.rag import build_index
 
     cmd = Command(_parser(help, EXAMPLES_RAG), _rag_index)
     _add(cmd, build_index, skip={"encoder", "docs", "model_name", "show_progress_bar"}, positional=False)
@@ -631,7 +622,7 @@ def rag_index_command(help: str) -> Command:
 
 
 def rag_ask_command(help: str) -> Command:
-    from unimae.serving.rag import ask
+    from unimae.rag import ask
 
     cmd = Command(_parser(help, EXAMPLES_RAG), _rag_ask)
     _add(cmd, ask, skip={"encoder", "index", "k"})
@@ -640,7 +631,7 @@ def rag_ask_command(help: str) -> Command:
 
 
 def rag_search_command(help: str) -> Command:
-    from unimae.serving.rag import RagIndex
+    from unimae.rag import RagIndex
 
     cmd = Command(_parser(help, EXAMPLES_RAG), _rag_search)
     _add(cmd, RagIndex.search, skip={"self", "encoder", "k"})
@@ -803,6 +794,30 @@ def _one_line(error: Exception) -> str:
     return re.sub(r'^Parser key "([^"]+)":', r"--\1:", text)
 
 
+# options that are text, not paths: bytes that are not UTF-8 in them are refused (a path may hold any bytes)
+TEXT_OPTIONS = {"texts", "question", "query", "prompt", "encode_prompt", "read_prompt", "text_field", "label"}
+
+
+def check_text_options(values: dict[str, Any], prefix: str = "") -> None:
+    """UserError naming the option whose text is not valid Unicode (bytes that are not UTF-8 on the
+    command line arrive as lone surrogates, which no tokenizer or file can take)."""
+    from unimae.io import not_unicode
+
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            check_text_options(value, f"{name}.")
+            continue
+        if key not in TEXT_OPTIONS:
+            continue
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for i, item in enumerate(items):
+            why = not_unicode(item) if isinstance(item, str) else None
+            if why is not None:
+                where = f"{name} item {i + 1}" if isinstance(value, (list, tuple)) else name
+                raise UserError(f"{where}: {why}; give the text in UTF-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     names = _chosen(argv)
@@ -819,12 +834,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
+        check_text_options(ns.as_dict())
         cmd.run(ns)
     except (UserError, FileNotFoundError, FileExistsError) as e:
         print(f"{' '.join(['unimae', *names])}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(RESUME_HINT, file=sys.stderr)
+        print(INTERRUPTED.get(names[0], "interrupted"), file=sys.stderr)
         return 130
     return 0
 

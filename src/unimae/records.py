@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -55,16 +56,34 @@ _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 
 def _is_tag(part: Any) -> bool:
-    """A union member's tag in an error location (``str``, ``list[str]``, ``function-after[...]``)."""
-    return isinstance(part, str) and (not part.isidentifier() or part in _TYPE_TAGS)
+    """A union member's tag in an error location (``str``, ``list[str]``, ``function-after[...]``,
+    ``constrained-str``), not a field name or a dict key (``x.txt``)."""
+    return isinstance(part, str) and (
+        part in _TYPE_TAGS
+        or part.startswith("constrained-")
+        or re.fullmatch(r"[\w-]+\[.*\]", part, flags=re.DOTALL) is not None
+    )
+
+
+def _path(parts: tuple) -> str:
+    """``files['a.txt'].ids[0]``: names dotted, list indices and other dict keys in brackets."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif isinstance(part, str) and part.isidentifier():
+            text += f".{part}" if text else part
+        else:
+            text += f"[{str(part)!r}]"
+    return text
 
 
 def _split(loc: tuple) -> tuple[str, str | None]:
-    """(dotted field path, the union member tag it failed under, or None) of an error location."""
+    """(field path, the union member tag it failed under, or None) of an error location."""
     for i, part in enumerate(loc):
         if _is_tag(part):
-            return ".".join(map(str, loc[:i])), _tag_name(part)
-    return ".".join(map(str, loc)), None
+            return _path(loc[:i]), _tag_name(part)
+    return _path(loc), None
 
 
 def _tag_name(tag: str) -> str:
@@ -86,7 +105,8 @@ def _message(error: dict) -> str:
 
 
 def format_validation_error(error: ValidationError) -> str:
-    """pydantic's errors as one line: ``field.path: what is wrong, got VALUE``, joined by ``; ``.
+    """pydantic's errors as one line: ``field.path: what is wrong, got VALUE``, joined by ``; `` (a path
+    like ``files['a.txt'].ids[0]``).
 
     A value that matches no member of a union (``str | list[str]``) is one problem: ``expected str |
     list[str], got VALUE``."""

@@ -288,6 +288,10 @@ def config_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.exists():  # a folder, a FIFO, a device: not "not found"
+        from unimae.io import file_kind
+
+        raise ConfigError(f"config file {path} is {file_kind(path)}, not a regular file")
     shipped = RECIPES / f"{name_or_path}.yaml"
     if isinstance(name_or_path, str) and "/" not in name_or_path and shipped.is_file():
         return shipped
