@@ -153,19 +153,33 @@ def test_every_v2_task_loads_and_parts_share_no_item(v2_fixtures):
     assert not texts["dev"] & texts["test"], sorted(texts["dev"] & texts["test"])[:5]
 
 
-def test_v2_lee_halves_and_benchmark_names(v2_fixtures):
+def test_v2_sts_split_and_benchmark_names(v2_fixtures):
     from unimae.evaluation.benchmark import BENCHMARKS, benchmark_tasks
 
     assert {"offline-v2", "offline-v2-dev", "offline-v2-test"} <= set(BENCHMARKS)
-    dev, test = benchmark_tasks("offline-v2", ["LeeSTS-dev", "LeeSTS-test"])
-    dev.load_data(), test.load_data()
-    pairs = lambda t: set(zip(t.dataset["test"]["sentence1"], t.dataset["test"]["sentence2"], strict=True))  # noqa: E731
-    assert len(pairs(dev)) == 612 and len(pairs(test)) == 613 and not pairs(dev) & pairs(test)
+    (lee,) = benchmark_tasks("offline-v2-test", ["LeeSTS"])
+    lee.load_data()
+    assert len(lee.dataset["test"]) == 1225  # whole: halves would fall under the 1,000-pair minimum
     names = [t.metadata.name for t in benchmark_tasks("offline-v2-dev")]
-    assert names[0].startswith("LeeSTS") and "SimLex999STS" not in names and "WordSim353STS" in names
+    assert {"WordSim353STS", "SimLex999STS"} <= set(names) and "LeeSTS" not in names
     assert len(benchmark_tasks("offline-v2")) == len(names) + len(benchmark_tasks("offline-v2-test"))
     with pytest.raises(ValueError, match="unknown offline-v2-dev task"):
-        benchmark_tasks("offline-v2-dev", ["SimLex999STS"])
+        benchmark_tasks("offline-v2-dev", ["LeeSTS"])
+
+
+def test_v2_test_draws_keep_the_label_distribution():
+    """The test sample is a uniform draw of what training left: a 12% label is about 12% of it (the
+    first-leftovers draw of the ``offline`` set had none of it)."""
+    from unimae.evaluation import offline_data as od
+    from unimae.evaluation.offline_v2_data import uniform_split
+
+    labels = [0] * 880 + [1] * 120
+    data = od.LabelledTexts([f"text {i}" for i in range(1000)], labels, ["common", "rare"])
+    train, test = uniform_split(data, "t", 100, 400)
+    assert sorted(train.labels).count(1) == 100 and not set(train.texts) & set(test.texts)
+    rare = test.labels.count(1) / len(test.labels)
+    assert 0.0 < rare < 0.1  # 20 of the 800 leftovers are rare (2.5%): present, at that rate
+    assert uniform_split(data, "t", 100, 400)[1].texts == test.texts  # seeded
 
 
 def test_v2_draw_sizes_meet_the_issue_minimums():

@@ -45,17 +45,45 @@ def split_groups(groups: Sequence[str], name: str, sizes: dict[str, int | None])
     return {part: {names[i] for i in idx} for part, idx in split_sizes(len(names), name, sizes).items()}
 
 
+def uniform_split(
+    data: od.LabelledTexts, name: str, train_per_label: int, n_test: int
+) -> tuple[od.LabelledTexts, od.LabelledTexts]:
+    """``train_per_label`` texts of each label for training, then ``n_test`` texts drawn uniformly from
+    ALL the texts training did not take (a second seeded shuffle), so the test sample keeps the data's
+    label distribution. (``offline_data.train_test_split``, kept for the ``offline`` set, takes the first
+    leftovers of the training shuffle, where the rare labels are used up: MultiEmo's 12% "ambivalent"
+    texts are missing from its test sample.)"""
+    data = od.dedupe(data)
+    order = list(range(len(data.texts)))
+    od.rng_for(name).shuffle(order)
+    counts: dict[int, int] = {}
+    train, rest = [], []
+    for i in order:
+        y = data.labels[i]
+        if counts.get(y, 0) < train_per_label:
+            counts[y] = counts.get(y, 0) + 1
+            train.append(i)
+        else:
+            rest.append(i)
+    od.rng_for(f"{name}/test").shuffle(rest)
+
+    def pick(idx: list[int]) -> od.LabelledTexts:
+        return od.LabelledTexts([data.texts[i] for i in idx], [data.labels[i] for i in idx], data.label_names)
+
+    return pick(train), pick(rest[:n_test])
+
+
 def labelled_parts(
     data: od.LabelledTexts, name: str, sizes: dict[str, tuple[int, int]]
 ) -> dict[str, tuple[od.LabelledTexts, od.LabelledTexts]]:
     """Disjoint seeded (train, test) draws per part: ``sizes[part] = (train_per_label, n_test)``.
 
-    Parts are drawn in order; each from the texts no earlier part took (``od.train_test_split``, seeded
-    with ``name/part``), so no text is in two parts.
+    Parts are drawn in order; each from the texts no earlier part took (``uniform_split``, seeded with
+    ``name/part``), so no text is in two parts.
     """
     rest, out = od.dedupe(data), {}
     for part, (per_label, n_test) in sizes.items():
-        train, test = od.train_test_split(rest, f"{name}/{part}", per_label, n_test)
+        train, test = uniform_split(rest, f"{name}/{part}", per_label, n_test)
         out[part] = (train, test)
         taken = set(train.texts) | set(test.texts)
         keep = [i for i, t in enumerate(rest.texts) if t not in taken]
