@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from datasets import Dataset, DatasetDict
-from mteb.abstasks import AbsTaskPairClassification, AbsTaskRetrieval, AbsTaskSTS
+from mteb.abstasks import AbsTaskPairClassification, AbsTaskRetrieval
 
 from unimae.data.prepare import data_file
 from unimae.errors import UserError
