@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from table_text import squeeze
 
 from unimae.evaluation.report import find_results, write_report
 from unimae.evaluation.scale import scale_table
@@ -29,7 +30,7 @@ def _row(text: str, label: str) -> str:
 
 def test_report_table_rows_columns_and_links(results, tmp_path):
     out = write_report(results, tmp_path / "RESULTS.md")
-    text = out.read_text()
+    text = squeeze(out.read_text())
     header = next(line for line in text.splitlines() if line.startswith("| model |"))
     for col in (
         "STS",
@@ -59,13 +60,13 @@ def test_report_table_rows_columns_and_links(results, tmp_path):
 
 
 def test_report_is_deterministic_and_ordered_by_runs(results, tmp_path):
-    a = write_report(results, tmp_path / "a.md").read_text()
-    b = write_report(results, tmp_path / "b.md").read_text()
+    a = squeeze(write_report(results, tmp_path / "a.md").read_text())
+    b = squeeze(write_report(results, tmp_path / "b.md").read_text())
     assert a.replace("a.md", "") == b.replace("b.md", "")
     ordered = write_report(
         results, tmp_path / "c.md", runs=[str(results / "unimae"), str(results / "base-mean")]
     )
-    text = ordered.read_text()
+    text = squeeze(ordered.read_text())
     assert text.index("| UniMAE |") < text.index("| Base (mean) |") and "all-MiniLM" not in text
 
 
@@ -89,7 +90,7 @@ def test_summary_markdown_from_fixture():
     from unimae.evaluation.benchmark import summary_markdown
     from unimae.evaluation.results import BenchmarkSummary
 
-    md = summary_markdown(BenchmarkSummary.load(FIX / "base-mean" / "offline" / "summary.json"))
+    md = squeeze(summary_markdown(BenchmarkSummary.load(FIX / "base-mean" / "offline" / "summary.json")))
     assert "| LeeSTS | STS | 56.00 | cosine_spearman |" in md
     assert "| Summarization | 0 | no offline data |" in md and "Average over 2 tasks: 64.50" in md
 
@@ -137,7 +138,7 @@ def test_report_draws_fig3b_and_keeps_task_subsets_apart(results, tmp_path):
     sub.update(label="sweep: mar0.2", subset=["LeeSTS"], tasks={"LeeSTS": sub["tasks"]["LeeSTS"]})
     (results / "sweep" / "mar0.2").mkdir(parents=True)
     (results / "sweep" / "mar0.2" / "summary.json").write_text(json.dumps(sub))
-    text = write_report(results, tmp_path / "R.md").read_text()
+    text = squeeze(write_report(results, tmp_path / "R.md").read_text())
     full, _, subset = text.partition("## Embeddings and generation: `offline, 1-task subset` benchmark")
     assert subset and "Tasks of this subset: LeeSTS." in subset
     assert "| sweep: mar0.2 |" in subset and "| sweep: mar0.2 |" not in full
@@ -151,7 +152,7 @@ def test_report_draws_fig3b_and_keeps_task_subsets_apart(results, tmp_path):
 
 
 def test_report_checks_targets_from_the_files(results, tmp_path):
-    text = write_report(results, tmp_path / "R.md").read_text()
+    text = squeeze(write_report(results, tmp_path / "R.md").read_text())
     section = text.split("## Against the targets")[1].split("\n## ")[0]
     # fixture: UniMAE (trained, objective unimae) average 67.50, Base (mean) 64.50; STS 55 against 56
     assert "UniMAE 67.50 vs best untrained row Base (mean) 64.50: **+3.00** points" in section
@@ -192,7 +193,7 @@ def test_report_seed_table_and_fields_that_differ(results, tmp_path):
     _copy_run(
         results, "unimae", "unimae-rerun", "UniMAE, rerun", 0.675, None, rev="abc123-eos-512"
     )  # counted once
-    text = write_report(results, tmp_path / "R.md").read_text()
+    text = squeeze(write_report(results, tmp_path / "R.md").read_text())
     seeds = text.split("## Seeds")[1].split("\n## ")[0]
     rows = [line for line in seeds.splitlines() if line.startswith("| offline |")]
     # fixture UniMAE: seed 0, average 67.50, choice accuracy 47.0 (lm-eval); the single-seed variant has no row
@@ -234,7 +235,7 @@ def test_report_scale_table_rows_by_size_kept_out_of_the_main_tables(results, tm
         "gemma unimae",
         model="runs/g/unimae",
     )
-    text = write_report(results, tmp_path / "R.md").read_text()
+    text = squeeze(write_report(results, tmp_path / "R.md").read_text())
     main = text.split("## Model sizes")[0]
     assert "gemma" not in main  # another base model: not a row of the main tables, nor a target check
     section = text.split("## Model sizes")[1].split("\n## ")[0]
@@ -248,7 +249,7 @@ def test_report_scale_table_rows_by_size_kept_out_of_the_main_tables(results, tm
         "gemma3-270m/unimae-s42/offline/summary.json" in text.split("## Commands")[1]
     )  # listed with the rest
     runs = [str(results / "base-mean"), str(results / "unimae")]  # runs named without the scale folder
-    text = write_report(results, tmp_path / "R2.md", runs=runs).read_text()
+    text = squeeze(write_report(results, tmp_path / "R2.md", runs=runs).read_text())
     assert "| 62.00 | 60.00 | 61.00 | 65.25 | +3.25 |" in text.split("## Model sizes")[1]
     assert "gemma3-270m/unimae-s42/offline/summary.json" in text.split("## Commands")[1]
 
@@ -259,11 +260,11 @@ def test_scale_lead_over_the_baselines_measured_so_far_names_the_missing_one(res
     _put(results, s, f"{q}/base-pcot/offline/summary.json", "qwen pcot", 0.64, "qwen2.5-coder-0.5b")
     _put(results, s, f"{q}/base-prompteol/offline/summary.json", "qwen prompteol", 0.66, "qwen2.5-coder-0.5b")
     _put(results, s, f"{q}/unimae-s42/offline/summary.json", "qwen unimae", 0.65, "runs/q/unimae")
-    row = _row("\n".join(scale_table(results)), "`qwen2.5-coder-0.5b`")
+    row = _row(squeeze("\n".join(scale_table(results))), "`qwen2.5-coder-0.5b`")
     # UniMAE 65.00 against PromptEOL 66.00, the best measured; MNTP not run yet
     assert "| 64.00 | 66.00 | not run | 65.00 | -1.00 (MNTP not run) |" in row
     _put(results, s, f"{q}/mntp-s42/offline/summary.json", "qwen mntp", 0.67, "runs/q/mntp")
-    row = _row("\n".join(scale_table(results)), "`qwen2.5-coder-0.5b`")
+    row = _row(squeeze("\n".join(scale_table(results))), "`qwen2.5-coder-0.5b`")
     assert "| 64.00 | 66.00 | 67.00 | 65.00 | -2.00 |" in row
 
 
@@ -272,10 +273,10 @@ def test_report_shows_the_interval_beside_an_average_that_has_one(results, tmp_p
 
     path = results / "unimae" / "offline" / "summary.json"
     data = json.loads(path.read_text())
-    plain = _row(write_report(results, tmp_path / "before.md").read_text(), "UniMAE")
+    plain = _row(squeeze(write_report(results, tmp_path / "before.md").read_text()), "UniMAE")
     data["average_ci_low"], data["average_ci_high"] = data["average"] - 0.01, data["average"] + 0.02
     path.write_text(json.dumps(data))
-    text = write_report(results, tmp_path / "after.md").read_text()
+    text = squeeze(write_report(results, tmp_path / "after.md").read_text())
     row = _row(text, "UniMAE")
     low, high = 100 * data["average_ci_low"], 100 * data["average_ci_high"]
     assert f"({low:.2f}-{high:.2f})" in row and row.replace(f" ({low:.2f}-{high:.2f})", "") == plain

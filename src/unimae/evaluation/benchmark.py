@@ -46,6 +46,7 @@ from unimae.evaluation.results import (
     run_info,
 )
 from unimae.io import atomic_write_text
+from unimae.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -236,29 +237,30 @@ def summary_markdown(summary: BenchmarkSummary) -> str:
         return "-" if x is None else f"{100 * x:.2f}"
 
     ci = summary.average_ci_low is not None or any(t.ci_low is not None for t in summary.tasks.values())
-    col, sep = (" 95% interval |", "---|") if ci else ("", "")
+    col = ["95% interval"] if ci else []
 
-    def iv(low, high) -> str:
-        return f" {_interval_text(low, high)} |" if ci else ""
+    def iv(low, high) -> list[str]:
+        return [_interval_text(low, high)] if ci else []
 
     m = summary.model_info
+    tasks = [
+        [task, t.category, fmt(t.score), *iv(t.ci_low, t.ci_high), t.main_score]
+        for task, t in summary.tasks.items()
+    ]
+    categories = [
+        [cat, c.n_tasks, fmt(c.score) if c.score is not None else c.note, *iv(c.ci_low, c.ci_high)]
+        for cat, c in summary.categories.items()
+    ]
+    interval = _interval_text(summary.average_ci_low, summary.average_ci_high)
     lines = [
         f"# {summary.label} on `{summary.benchmark}`",
         "",
         f"model `{m.model}`, pooling `{m.pooling}`, max_length {m.max_length}, revision `{m.revision}`; "
         f"{summary.seconds:.0f} s wall ({summary.cpu_seconds or 0:.0f} s CPU) on {m.device or '?'}",
         "",
-        f"| task | category | main score |{col} metric |",
-        f"|---|---|---|{sep}---|",
-    ]
-    for task, t in summary.tasks.items():
-        lines.append(f"| {task} | {t.category} | {fmt(t.score)} |{iv(t.ci_low, t.ci_high)} {t.main_score} |")
-    lines += ["", f"| category | tasks | average |{col}", f"|---|---|---|{sep}"]
-    for cat, c in summary.categories.items():
-        score = fmt(c.score) if c.score is not None else c.note
-        lines.append(f"| {cat} | {c.n_tasks} | {score} |{iv(c.ci_low, c.ci_high)}")
-    interval = _interval_text(summary.average_ci_low, summary.average_ci_high)
-    lines += [
+        markdown_table(["task", "category", "main score", *col, "metric"], tasks),
+        "",
+        markdown_table(["category", "tasks", "average", *col], categories),
         "",
         f"**Average over {len(summary.tasks)} tasks: {fmt(summary.average)}** "
         + (f"(95% interval {interval}; " if interval != "-" else "(")

@@ -35,6 +35,7 @@ from unimae.evaluation.results import (
     run_info,
 )
 from unimae.objective.losses import next_token_targets
+from unimae.tables import markdown_table
 
 # task name -> file under the prepared bigbench folder
 MC_TASKS = {
@@ -281,21 +282,18 @@ def run_lm_eval(
 
 def lm_eval_markdown(result: LmEvalResult) -> str:
     """lm_eval.json as markdown: perplexity, one row per multiple-choice task, the generations."""
-    p = result.perplexity
+    p, mc = result.perplexity, result.multiple_choice
     lines = [
         f"# {result.label}: generation kept?",
         "",
         f"held-out Wikipedia perplexity: **{p.perplexity:.2f}** ({p.texts} sentences, {p.tokens} tokens)",
         "",
-        "| task | acc | acc_norm | chance | n |",
-        "|---|---|---|---|---|",
     ]
-    for name, m in result.multiple_choice.items():
-        lines.append(f"| {name} | {m.acc:.3f} | {m.acc_norm:.3f} | {m.chance:.3f} | {m.n} |")
-    lines += [
-        f"| **mean** | **{result.choice_accuracy:.3f}** | {result.choice_accuracy_norm:.3f} | | |",
-        "",
-    ]
+    rows = [[name, f"{m.acc:.3f}", f"{m.acc_norm:.3f}", f"{m.chance:.3f}", m.n] for name, m in mc.items()]
+    rows.append(
+        ["**mean**", f"**{result.choice_accuracy:.3f}**", f"{result.choice_accuracy_norm:.3f}", "", ""]
+    )
+    lines += [markdown_table(["task", "acc", "acc_norm", "chance", "n"], rows), ""]
     for g in result.generations:
         lines.append(f"- **{g.prompt}** → {g.output!r}")
     return "\n".join(lines) + "\n"

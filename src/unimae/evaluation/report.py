@@ -14,6 +14,7 @@ from unimae.evaluation.offline_tasks import CATEGORIES, SIZES
 from unimae.evaluation.results import REFERENCE_ENCODER, BenchmarkSummary, LmEvalResult, ModelInfo
 from unimae.evaluation.scale import scale_results, scale_table
 from unimae.io import atomic_write_text
+from unimae.tables import markdown_table
 
 SHORT = {"PairClassification": "PairClass."}
 
@@ -61,7 +62,7 @@ def comparison_table(summaries: list[BenchmarkSummary], lm: list[LmEvalResult], 
         else list(dict.fromkeys(c for s in rows for c in s.categories))
     )
     head = ["model", *(SHORT.get(c, c) for c in cats), "Average", "PPL ↓", "MC acc"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table = []
     for s in rows:
         cells = [s.label]
         for c in cats:
@@ -74,8 +75,8 @@ def comparison_table(summaries: list[BenchmarkSummary], lm: list[LmEvalResult], 
         r = _lm_for(s, lm)
         cells.append(f"{r.perplexity.perplexity:.2f}" if r else "-")
         cells.append(_fmt(r.choice_accuracy, 100, 1) if r else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        table.append(cells)
+    return markdown_table(head, table).splitlines()
 
 
 def _interval_suffix(s: BenchmarkSummary) -> str:
@@ -88,49 +89,41 @@ def _interval_suffix(s: BenchmarkSummary) -> str:
 def task_table(summaries: list[BenchmarkSummary], benchmark: str) -> list[str]:
     rows = [s for s in summaries if s.task_set == benchmark]
     tasks = list(dict.fromkeys(t for s in rows for t in s.tasks))
-    lines = [
-        "| task | category | metric | " + " | ".join(s.label for s in rows) + " |",
-        "|---|---|---|" + "---|" * len(rows),
-    ]
+    table = []
     for t in tasks:
         info = next(s.tasks[t] for s in rows if t in s.tasks)
         cells = [_fmt(s.tasks[t].score) if t in s.tasks else "-" for s in rows]
-        lines.append(f"| {t} | {info.category} | {info.main_score} | " + " | ".join(cells) + " |")
-    return lines
+        table.append([t, info.category, info.main_score, *cells])
+    return markdown_table(["task", "category", "metric", *(s.label for s in rows)], table).splitlines()
 
 
 def lm_table(lm: list[LmEvalResult]) -> list[str]:
     tasks = list(dict.fromkeys(t for r in lm for t in r.multiple_choice))
-    lines = [
-        "| model | PPL ↓ | " + " | ".join(tasks) + " | MC mean (acc) | MC mean (acc_norm) |",
-        "|---|---|" + "---|" * len(tasks) + "---|---|",
-    ]
+    table = []
     for r in lm:
         accs = [_fmt(r.multiple_choice[t].acc, 100, 1) if t in r.multiple_choice else "-" for t in tasks]
-        lines.append(
-            f"| {r.label} | {r.perplexity.perplexity:.2f} | "
-            + " | ".join(accs)
-            + f" | {_fmt(r.choice_accuracy, 100, 1)} | {_fmt(r.choice_accuracy_norm, 100, 1)} |"
-        )
+        means = [_fmt(r.choice_accuracy, 100, 1), _fmt(r.choice_accuracy_norm, 100, 1)]
+        table.append([r.label, f"{r.perplexity.perplexity:.2f}", *accs, *means])
     if lm:
         first = lm[0].multiple_choice
         chance = [f"{100 * first[t].chance:.1f}" if t in first else "-" for t in tasks]
-        lines.append("| *chance* | | " + " | ".join(chance) + " | | |")
-    return lines
+        table.append(["*chance*", "", *chance, "", ""])
+    head = ["model", "PPL ↓", *tasks, "MC mean (acc)", "MC mean (acc_norm)"]
+    return markdown_table(head, table).splitlines()
 
 
 def generations_table(lm: list[LmEvalResult]) -> list[str]:
     prompts = list(dict.fromkeys(g.prompt for r in lm for g in r.generations))
     if not prompts:
         return []
-    lines = ["| prompt | " + " | ".join(r.label for r in lm) + " |", "|---|" + "---|" * len(lm)]
+    table = []
     for p in prompts:
         outs = []
         for r in lm:
             out = next((g.output for g in r.generations if g.prompt == p), "-")
             outs.append(out.replace("|", "\\|").replace("\n", " ⏎ "))
-        lines.append(f"| {p} | " + " | ".join(outs) + " |")
-    return lines
+        table.append([p, *outs])
+    return markdown_table(["prompt", *(r.label for r in lm)], table).splitlines()
 
 
 def _unimae_checks(bench: str, u: BenchmarkSummary, by_kind: dict[str, list[BenchmarkSummary]]) -> list[str]:
@@ -223,23 +216,21 @@ def _training_text(info: ModelInfo, varying: list[str] = ()) -> str:
 
 def _setup_lines(summaries: list[BenchmarkSummary], lm: list[LmEvalResult]) -> list[str]:
     varying = varying_fields([x.model_info for x in [*summaries, *lm]])
-    lines = [
-        "| row | model | pooling | max tokens | revision (weights hash) | training | device | time |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    table = []
     for s in summaries:
         m = s.model_info
-        lines.append(
-            f"| {s.label} ({s.task_set}) | `{m.model}` | {m.pooling} | {m.max_length} | "
-            f"`{m.revision}` | {_training_text(m, varying)} | {m.device or '?'} | {s.seconds:.0f} s |"
+        table.append(
+            [f"{s.label} ({s.task_set})", f"`{m.model}`", m.pooling, m.max_length, f"`{m.revision}`"]
+            + [_training_text(m, varying), m.device or "?", f"{s.seconds:.0f} s"]
         )
     for r in lm:
         m = r.model_info
-        lines.append(
-            f"| {r.label} (lm-eval) | `{m.model}` | - | - | `{m.revision}` | "
-            f"{_training_text(m, varying)} | {m.device or '?'} | {r.seconds:.0f} s |"
+        table.append(
+            [f"{r.label} (lm-eval)", f"`{m.model}`", "-", "-", f"`{m.revision}`"]
+            + [_training_text(m, varying), m.device or "?", f"{r.seconds:.0f} s"]
         )
-    return lines
+    head = ["row", "model", "pooling", "max tokens", "revision (weights hash)", "training", "device", "time"]
+    return markdown_table(head, table).splitlines()
 
 
 def _seed_groups(summaries: list[BenchmarkSummary]) -> dict[tuple[str, str], list[BenchmarkSummary]]:
@@ -264,10 +255,7 @@ def seed_table(summaries: list[BenchmarkSummary], lm: list[LmEvalResult]) -> lis
     if not groups:
         return []
     names = varying_fields([s.model_info for s in summaries if not s.subset], skip=("seed",))
-    lines = [
-        "| benchmark | config | seeds | Average per seed | mean | MC acc per seed | mean |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    table = []
     for (bench, _), rows in groups.items():
         train = rows[0].model_info.training or {}
         name = ", ".join(f"{k}={train.get(k)}" for k in names) or "(one config)"
@@ -279,12 +267,10 @@ def seed_table(summaries: list[BenchmarkSummary], lm: list[LmEvalResult]) -> lis
             else ("-", "-")
         )
         seeds = ", ".join(str((s.model_info.training or {}).get("seed")) for s in rows)
-        lines.append(
-            f"| {bench} | {name} | {seeds} | "
-            + " / ".join(f"{a:.2f}" for a in avgs)
-            + f" | {sum(avgs) / len(avgs):.2f} | {mc[0]} | {mc[1]} |"
-        )
-    return lines
+        per_seed = " / ".join(f"{a:.2f}" for a in avgs)
+        table.append([bench, name, seeds, per_seed, f"{sum(avgs) / len(avgs):.2f}", *mc])
+    head = ["benchmark", "config", "seeds", "Average per seed", "mean", "MC acc per seed", "mean"]
+    return markdown_table(head, table).splitlines()
 
 
 def render_report(
@@ -362,13 +348,12 @@ def render_report(
             "Built by `unimae data prepare` from pinned registry packages (see docs/evaluation.md for the "
             "manifest and hashes); subsamples are drawn with fixed seeds (seed 0).",
             "",
-            "| task | size |",
-            "|---|---|",
         ]
-        lines += [f"| {t} | {size} |" for t, size in SIZES.items()] + [
-            "| (Summarization) | no offline data: no offline set has human summary scores |",
-            "",
+        sizes = [
+            *SIZES.items(),
+            ("(Summarization)", "no offline data: no offline set has human summary scores"),
         ]
+        lines += markdown_table(["task", "size"], sizes).splitlines() + [""]
     lines += ["## Commands", "", "```bash"]
     lines += [x.command for x in [*summaries, *lm, *scale_records]]
     lines += ["unimae report  # this file", "```", "", "Result files:", ""]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unimae.evaluation.results import BenchmarkSummary, LmEvalResult
+from unimae.tables import markdown_table
 
 MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b")
 SEEDS = (42, 7)
@@ -129,10 +130,9 @@ def scale_table(results: str | Path = "results") -> list[str]:
         "PPL ↓ base / MNTP / UniMAE",
         "MC acc base / MNTP / UniMAE",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table = []
     for r in rows:
         pools = [f"{100 * a:.2f}" if a is not None else "not run" for a in r.poolings.values()]
         ppl, acc = _generation(r)
-        cells = [f"`{r.model}`", *pools, _scores(r.mntp), _scores(r.unimae), _lead(r), ppl, acc]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        table.append([f"`{r.model}`", *pools, _scores(r.mntp), _scores(r.unimae), _lead(r), ppl, acc])
+    return markdown_table(head, table).splitlines()
