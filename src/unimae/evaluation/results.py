@@ -4,7 +4,6 @@
   averages, the overall average, the model and how it was run).
 - :class:`LmEvalResult`: ``lm_eval.json`` of ``unimae lm-eval`` (perplexity, multiple-choice accuracy per
   task, greedy generations).
-- :class:`SweepPoint`: one run of ``unimae sweep`` and its summary.
 
 Every record reads and writes the files as they have always looked, so the committed result files load
 unchanged: ``Record.load(path)`` checks each field's type and raises :class:`ResultFileError` (a
@@ -374,18 +373,3 @@ class LmEvalResult(JsonRecord):
     command: str
     versions: dict[str, str | None] | None = _optional()
     path: Path | None = field(default=None, compare=False, repr=False, metadata=_NOT_ON_DISK)
-
-
-# --- unimae sweep ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class SweepPoint:
-    """One point of a sweep: its name, its config overrides, where it trains and where its result goes;
-    ``summary`` once evaluated."""
-
-    name: str
-    overrides: dict[str, Any]
-    run_dir: Path
-    result_dir: Path
-    summary: BenchmarkSummary | None = None
