@@ -11,7 +11,7 @@ import sweep
 import yaml
 from sweep import plot_mask_ratio, run_sweep, sweep_points
 
-from unimae.training.config import flat_names
+from unimae.config_names import flat_names
 
 
 @pytest.fixture

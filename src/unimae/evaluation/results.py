@@ -20,6 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union
 
+from unimae.config_names import flat_names  # results are flat records (older runs' names)
 from unimae.errors import UserError
 from unimae.io import atomic_write_json, atomic_write_text
 
@@ -205,8 +206,6 @@ def run_info(model: str) -> dict:
                 return {}
             if not isinstance(cfg, dict):
                 return {}
-            from unimae.training.config import flat_names  # results are flat records (older runs' names)
-
             training = {k: v for k, v in flat_names(cfg).items() if k not in RUN_ONLY}
             return {"training": training, "training_config": str(config)}
     return {}
