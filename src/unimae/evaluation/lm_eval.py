@@ -238,17 +238,8 @@ def run_lm_eval(
     paths = {t: data_file("bigbench", MC_TASKS[t]) for t in tasks}  # fail before loading the model
     start, cpu_start = time.perf_counter(), time.process_time()
     enc = Encoder.from_pretrained(model, device=device)
-    lm, tok = enc.model, enc.tokenizer
-    t0 = time.perf_counter()
-    ppl = perplexity(lm, tok, heldout_sample(n_sentences), batch_size, desc="perplexity")
-    ppl.seconds = time.perf_counter() - t0
-    mc = {}
-    for name in tasks:
-        t0 = time.perf_counter()
-        mc[name] = choice_accuracy(
-            lm, tok, bigbench_items(paths[name], n_examples, name), batch_size, desc=name
-        )
-        mc[name].seconds = time.perf_counter() - t0
+    lm = enc.model
+    ppl, mc = _scores(enc, n_sentences, paths, n_examples, batch_size)
     generations = [
         Generation(prompt=p, output=enc.generate(p, max_new_tokens=max_new_tokens)) for p in prompts
     ]
@@ -278,6 +269,23 @@ def run_lm_eval(
     out = Path(output_dir) if output_dir else Path("results") / model_slug(model) / "lm-eval"
     result.save(out / "lm_eval.json")
     return result
+
+
+def _scores(
+    enc, n_sentences: int, paths: dict[str, Path], n_examples: int, batch_size: int
+) -> tuple[Perplexity, dict[str, ChoiceScore]]:
+    """Held-out perplexity and each multiple-choice task's accuracy (``paths``: task -> its BIG-bench file)
+    of ``enc``'s model, each with the seconds it took."""
+    lm, tok = enc.model, enc.tokenizer
+    t0 = time.perf_counter()
+    ppl = perplexity(lm, tok, heldout_sample(n_sentences), batch_size, desc="perplexity")
+    ppl.seconds = time.perf_counter() - t0
+    mc = {}
+    for name, path in paths.items():
+        t0 = time.perf_counter()
+        mc[name] = choice_accuracy(lm, tok, bigbench_items(path, n_examples, name), batch_size, desc=name)
+        mc[name].seconds = time.perf_counter() - t0
+    return ppl, mc
 
 
 def lm_eval_markdown(result: LmEvalResult) -> str:
