@@ -110,12 +110,17 @@ def test_cycle_finder_finds_a_cycle():
     assert _find_cycle({"a": {"b"}, "b": {"c"}}) is None
 
 
-def test_no_import_cycle_between_packages():
-    edges, where = _graph()
+def _assert_no_cycle(graph: tuple[dict[str, set[str]], dict[tuple[str, str], str]], what: str) -> None:
+    """AssertionError naming each hop of a cycle in ``graph`` (edges, where each edge's import is)."""
+    edges, where = graph
     cycle = _find_cycle(edges)
     if cycle:
         hops = [f"{a} -> {b} ({where[(a, b)]})" for a, b in zip(cycle, cycle[1:])]
-        raise AssertionError("import cycle between packages:\n  " + "\n  ".join(hops))
+        raise AssertionError(f"import cycle between {what}:\n  " + "\n  ".join(hops))
+
+
+def test_no_import_cycle_between_packages():
+    _assert_no_cycle(_graph(), "packages")
 
 
 def test_nothing_inside_imports_the_facade():
@@ -176,8 +181,4 @@ def test_module_graph_sees_imports_inside_functions_and_from_the_package():
 
 
 def test_no_import_circle_between_the_modules_of_a_package():
-    edges, where = _module_graph()
-    cycle = _find_cycle(edges)
-    if cycle:
-        hops = [f"{a} -> {b} ({where[(a, b)]})" for a, b in zip(cycle, cycle[1:])]
-        raise AssertionError("import circle between the modules of a package:\n  " + "\n  ".join(hops))
+    _assert_no_cycle(_module_graph(), "the modules of a package")
