@@ -47,6 +47,7 @@ from unimae.evaluation.results import (
     run_info,
 )
 from unimae.evaluation.task_sets import TaskSet, get_benchmark, select_tasks
+from unimae.evaluation.task_sets import benchmark_tasks as benchmark_tasks  # its home before task_sets
 from unimae.io import atomic_write_text
 from unimae.tables import markdown_table
 
