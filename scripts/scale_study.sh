@@ -17,7 +17,7 @@
 #                                     also the default) with model=MODEL, + offline (through its encode_prompt,
 #                                     PromptEOL's template) + lm-eval; with EOS_REFERENCE=1, plain EOS too
 # Training-free rows do not depend on SEED. Runs go to runs/scale/MODEL/NAME-sSEED, results to
-# results/scale/MODEL/NAME[-sSEED]/{BENCHMARK,lm-eval}; `unimae report` reads them (RESULTS.md).
+# results/scale/MODEL/NAME[-sSEED]/{BENCHMARK,lm-eval}; `python studies/results.py` reads them (RESULTS.md).
 # BENCHMARK (environment; default offline): the task set every evaluation runs, e.g. BENCHMARK=offline-v2-test
 # re-scores the same trained runs on another set (training and lm-eval are skipped once their files exist).
 # Each job uses one thread (OMP_NUM_THREADS=1); on 2 cores run two steps side by side, e.g.

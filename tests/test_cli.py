@@ -131,18 +131,6 @@ def test_rag_search_k_must_be_positive(k, tmp_path, capsys):
     assert "unimae rag search: error: --k" in capsys.readouterr().err
 
 
-def test_sweep_overrides_are_typed_by_the_config(monkeypatch, tmp_path):
-    from unimae.evaluation import sweep
-
-    seen = {}
-    monkeypatch.setattr(sweep, "run_sweep", _recording(sweep.run_sweep, seen, []))
-    monkeypatch.setattr("unimae.evaluation.sweep.plot_mask_ratio", lambda points, path: path)
-    argv = ["sweep", "--config", "c.yaml", "--ratios", "[0.2, 0.5]", "--tasks", "LeeSTS", "Other"]
-    assert main([*argv, "--results-root", str(tmp_path), "steps=3", "lora=true"]) == 0
-    assert seen["overrides"] == {"steps": 3, "lora": True}
-    assert list(seen["ratios"]) == [0.2, 0.5] and seen["tasks"] == ["LeeSTS", "Other"]
-
-
 def test_encode_writes_npy_and_reports_the_path(tiny_gpt2, corpus_file, tmp_path, capsys):
     out = tmp_path / "v"
     assert main(["encode", str(tiny_gpt2), "the cat", "a dog runs", "-o", str(out)]) == 0
@@ -217,7 +205,6 @@ README_COMMANDS = [
     "encode runs/mine -i texts.txt",
     "demo runs/mine",
     "demo",
-    "sweep --name sweep --threads 1 lora=false mar_mask_ratio=0.5 --tasks LeeSTS VitaminCPairClassification",
     'tsne "Base (mean)=smollm2-135m@mean" "UniMAE (EOS)=runs/default/model" -o results/figures/tsne.png',
     "report results --runs results/base results/base-mean",
     "data prepare",

@@ -165,11 +165,29 @@ def test_summary_categories_and_missing_summarization():
 
 
 def test_hub_benchmarks_are_named_without_downloading():
-    from unimae.evaluation.benchmark import MTEB_15, benchmark_tasks
+    from unimae.evaluation.task_sets import MTEB_15, benchmark_tasks
 
     tasks = benchmark_tasks("mteb-15")
     assert [t.metadata.name for t in tasks] == list(MTEB_15)
     assert len(benchmark_tasks("mteb-eng")) == 56
+
+
+def test_every_named_set_is_an_mteb_benchmark_built_afresh():
+    import mteb
+
+    from unimae.errors import UserError
+    from unimae.evaluation.task_sets import BENCHMARKS, get_benchmark, select_tasks
+
+    for name in BENCHMARKS:
+        bench = get_benchmark(name)
+        assert isinstance(bench, mteb.Benchmark) and bench.name == name and len(bench.tasks) > 0
+        assert bench.needs_hub == name.startswith("mteb-")  # the offline sets never reach the hub
+    assert get_benchmark("offline").tasks[0] is not get_benchmark("offline").tasks[0]  # no data shared
+    assert get_benchmark("offline").all_categories[-1] == "Summarization"  # listed though no task has it
+    with pytest.raises(UserError, match="unknown benchmark 'nope'; choose one of"):
+        get_benchmark("nope")
+    with pytest.raises(UserError, match=r"unknown mteb-15 task\(s\) \['LeeSTS'\]"):
+        select_tasks(get_benchmark("mteb-15"), ["LeeSTS"])
 
 
 def test_unreachable_hub_gives_a_clear_message(monkeypatch, capsys):

@@ -154,7 +154,7 @@ def test_every_v2_task_loads_and_parts_share_no_item(v2_fixtures):
 
 
 def test_v2_sts_split_and_benchmark_names(v2_fixtures):
-    from unimae.evaluation.benchmark import BENCHMARKS, benchmark_tasks
+    from unimae.evaluation.task_sets import BENCHMARKS, benchmark_tasks
 
     assert {"offline-v2", "offline-v2-dev", "offline-v2-test"} <= set(BENCHMARKS)
     (lee,) = benchmark_tasks("offline-v2-test", ["LeeSTS"])

@@ -3,7 +3,6 @@ clear error naming it; no import cycle inside ``unimae.evaluation``."""
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
@@ -84,38 +83,3 @@ def test_model_kind_is_defined_once():
     assert ModelInfo(model="smollm2-135m", revision="r").kind == "untrained"
     assert ModelInfo(model="m", revision="r", training={"objective": "mntp"}).kind == "mntp"
     assert ModelInfo(model="m", revision="r", training={"steps": 1}).kind == "unimae"  # before objectives
-
-
-def _evaluation_imports() -> dict[str, set[str]]:
-    """{module: evaluation modules it imports, at the top or inside functions} for unimae.evaluation."""
-    package = ROOT / "src" / "unimae" / "evaluation"
-    names = {p.stem for p in package.glob("*.py")}
-    graph = {}
-    for path in package.glob("*.py"):
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                parts = node.module.split(".")
-                if parts[:2] == ["unimae", "evaluation"]:
-                    found |= {parts[2]} if len(parts) > 2 else {a.name for a in node.names} & names
-            elif isinstance(node, ast.Import):
-                found |= {a.name.split(".")[2] for a in node.names if a.name.startswith("unimae.evaluation.")}
-        graph[path.stem] = found - {path.stem}
-    return graph
-
-
-def test_no_import_cycle_inside_evaluation():
-    graph = _evaluation_imports()
-    assert "results" in graph["report"] and "results" in graph["figures"]  # the scan sees imports
-
-    def reach(start: str) -> set[str]:
-        seen, todo = set(), list(graph[start])
-        while todo:
-            m = todo.pop()
-            if m not in seen:
-                seen.add(m)
-                todo += graph.get(m, ())
-        return seen
-
-    cycles = [m for m in graph if m in reach(m)]
-    assert not cycles, {m: sorted(graph[m]) for m in cycles}

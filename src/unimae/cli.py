@@ -46,7 +46,6 @@ RESUME_HINT = "interrupted; `unimae train --resume` continues from the last chec
 INTERRUPTED = {  # what Ctrl-C prints, by command: how to continue where there is a way
     "train": RESUME_HINT,
     "eval": "interrupted; the same command with --resume true finishes the missing tasks",
-    "sweep": "interrupted; the same command continues the sweep (finished points are kept)",
 }
 THREADS_HELP = (
     "CPU threads for torch (default: torch's choice, all cores); on a machine shared with other jobs, 1 "
@@ -382,39 +381,6 @@ def lm_eval_command(help: str) -> Command:
     return cmd
 
 
-EXAMPLES_SWEEP = """examples:
-  unimae sweep --config default --name sweep                      # full offline set per point
-  unimae sweep --config default --name sweep --tasks LeeSTS SquadRetrieval   # cheaper
-  unimae sweep --config default --ratios '[0.2, 0.5]' --variants '[both]' steps=50
-key=value: training config overrides for every run of the sweep"""
-
-
-def _sweep(ns: Namespace) -> None:
-    import yaml
-
-    from unimae.evaluation.sweep import plot_mask_ratio, run_sweep
-
-    _set_threads(ns)
-    args = {k: v for k, v in ns.as_dict().items() if k not in ("threads", "__path__")}
-    # key=value overrides arrive as text; TrainConfig checks the parsed values' types
-    overrides = args.pop("overrides") or {}
-    overrides = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in overrides.items()}
-    points = run_sweep(**args, overrides=overrides)
-    for p in points:
-        print(f"{p.name:10s} average {100 * p.summary.average:.2f}  ({p.result_dir})")
-    figure = Path(args.get("results_root", "results")) / ns.name / "fig3a_mask_ratio.png"
-    print(f"wrote {plot_mask_ratio(points, figure)}")
-
-
-def sweep_command(help: str) -> Command:
-    from unimae.evaluation.sweep import run_sweep
-
-    cmd = Command(_parser(help, EXAMPLES_SWEEP), _sweep, overrides="--overrides.")
-    _add(cmd, run_sweep, positional=False)
-    _threads(cmd)
-    return cmd
-
-
 def _data_prepare(ns: Namespace) -> None:
     from unimae.data.prepare import manifest_table, prepare_data
     from unimae.paths import cache_dir
@@ -662,7 +628,6 @@ COMMANDS: dict[str, Any] = {  # name: (one-line help, the function that declares
     "report": ("regenerate RESULTS.md from result folders", report_command),
     "compare": ("paired difference of two eval results with 95% bootstrap intervals", compare_command),
     "tsne": ("t-SNE of a clustering task's embeddings, one panel per model", tsne_command),
-    "sweep": ("ablations: train + eval over mar_mask_ratio and MAR-only/MRC-only/both", sweep_command),
     "data": {
         "prepare": ("fetch the pinned offline evaluation data into the cache (once)", data_prepare_command)
     },
@@ -833,16 +798,62 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    return _run(" ".join(["unimae", *names]), cmd, ns, INTERRUPTED.get(names[0], "interrupted"))
+
+
+def _run(prog: str, cmd: Command, ns: Namespace, interrupted: str) -> int:
+    """Run a parsed command: 0; a user error as one line naming ``prog``, 2; Ctrl-C prints ``interrupted``
+    (how to continue), 130. Any other exception is a bug and keeps its traceback."""
     try:
         check_text_options(ns.as_dict())
         cmd.run(ns)
     except (UserError, FileNotFoundError, FileExistsError) as e:
-        print(f"{' '.join(['unimae', *names])}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(INTERRUPTED.get(names[0], "interrupted"), file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
     return 0
+
+
+# --- scripts outside the package (studies/) -------------------------------------------------------------
+
+
+def script_command(
+    target: Callable,
+    run: Callable[[Namespace], None],
+    help: str,
+    epilog: str,
+    *,
+    overrides: str | None = None,
+    positional: bool = True,
+    threads: bool = False,
+) -> Command:
+    """A command declared like ``unimae``'s, for a script of its own (a study): ``target``'s parameters as
+    options (required ones positional unless ``positional`` is False), ``key=value`` tokens as
+    ``overrides`` options when given, and ``--threads`` when ``threads``."""
+    cmd = Command(_parser(help, epilog), run, overrides=overrides)
+    _add(cmd, target, positional=positional)
+    if threads:
+        _threads(cmd)
+    return cmd
+
+
+def run_script(
+    prog: str, cmd: Command, argv: list[str] | None = None, interrupted: str = "interrupted"
+) -> int:
+    """``main`` for a script's one command: ``unimae``'s spellings, ``--threads`` applied, user errors as
+    one line naming ``prog`` (exit 2)."""
+    cmd.parser.prog = prog
+    argv = _normalize(list(sys.argv[1:] if argv is None else argv), cmd)
+    try:
+        ns = cmd.parser.parse_args(argv)
+    except ArgumentError as e:
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _set_threads(ns)
+    return _run(prog, cmd, ns, interrupted)
 
 
 if __name__ == "__main__":

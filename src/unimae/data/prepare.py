@@ -29,6 +29,7 @@ from pathlib import Path
 from unimae.data.wiki import sha256_file
 from unimae.errors import UserError
 from unimae.paths import cache_dir, package_file
+from unimae.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -290,12 +291,13 @@ def prepare_data(archives: dict[str, Path] | None = None, progress: bool = True)
 
 def manifest_table() -> str:
     """The manifest as a markdown table (for docs and `unimae data prepare --list`)."""
-    rows = ["| package | archive sha256 | file | file sha256 |", "|---|---|---|---|"]
-    for s in SOURCES.values():
-        for rel, digest in s.files.items():
-            rows.append(
-                f"| {s.requirement} | `{s.sha256[:16]}…` | `{s.member_prefix}{rel}` | `{digest[:16]}…` |"
-            )
-    for rel, digest in GENSIM_FILES.items():
-        rows.append(f"| gensim==4.4.0 (installed) | - | `gensim/{rel}` | `{digest[:16]}…` |")
-    return "\n".join(rows)
+    rows = [
+        [s.requirement, f"`{s.sha256[:16]}…`", f"`{s.member_prefix}{rel}`", f"`{digest[:16]}…`"]
+        for s in SOURCES.values()
+        for rel, digest in s.files.items()
+    ]
+    rows += [
+        ["gensim==4.4.0 (installed)", "-", f"`gensim/{rel}`", f"`{d[:16]}…`"]
+        for rel, d in GENSIM_FILES.items()
+    ]
+    return markdown_table(["package", "archive sha256", "file", "file sha256"], rows)

@@ -154,7 +154,7 @@ class Encoder:
         ``unimae.encoding.backends``; generation stays on torch). None: the graph an ONNX/OpenVINO export
         folder holds, else torch. A graph the folder lacks is built once into the cache.
         """
-        from unimae.encoding.backends import load_runtime
+        from unimae.encoding.backend_runtime import load_runtime
 
         path = resolve_model_path(name_or_path)
         spec = EmbeddingSpec.load(path) if Path(path).is_dir() else None

@@ -1,8 +1,9 @@
 """``unimae eval``: run a named task set through ``mteb.evaluate`` and summarise it.
 
-Named sets: ``offline`` (local tasks from registry packages, see ``offline_tasks.py``), ``mteb-15``
-(LLM2Vec's 15-task subset of MTEB, METHOD.md) and ``mteb-eng`` (the 56 English MTEB v1 datasets); the
-last two download their data from the Hugging Face hub.
+Named sets (``task_sets.py``, each an ``mteb.Benchmark``): ``offline`` and its successors (local tasks
+from registry packages, see ``offline_tasks.py`` and ``offline_v2.py``), ``mteb-15`` (LLM2Vec's 15-task
+subset of MTEB, METHOD.md) and ``mteb-eng`` (the 56 English MTEB v1 datasets); the last two download
+their data from the Hugging Face hub.
 
 Output folder (``evaluate_model(..., output_dir)``):
     summary.json   main score per task, per-category averages, overall average, model, timing, command
@@ -31,7 +32,7 @@ from unimae.evaluation.bootstrap import (
     mean_replicates,
     percentile_interval,
 )
-from unimae.evaluation.offline_tasks import CATEGORIES, SIZES, TASK_CLASSES, offline_tasks
+from unimae.evaluation.offline_tasks import CATEGORIES
 from unimae.evaluation.rescore import TOLERANCE, EmbeddingRecorder, load_task_embeddings, rescore_task
 from unimae.evaluation.results import (
     NO_DATA_NOTE,
@@ -45,38 +46,12 @@ from unimae.evaluation.results import (
     package_versions,
     run_info,
 )
+from unimae.evaluation.task_sets import TaskSet, get_benchmark, select_tasks
+from unimae.evaluation.task_sets import benchmark_tasks as benchmark_tasks  # its home before task_sets
 from unimae.io import atomic_write_text
+from unimae.tables import markdown_table
 
 log = logging.getLogger(__name__)
-
-BENCHMARKS = (
-    "offline",
-    "offline-dev",
-    "offline-test",
-    "offline-v2",
-    "offline-v2-dev",
-    "offline-v2-test",
-    "mteb-15",
-    "mteb-eng",
-)
-MTEB_ENG = "MTEB(eng, v1)"
-MTEB_15 = (
-    "SciFact",
-    "ArguAna",
-    "NFCorpus",
-    "StackOverflowDupQuestions",
-    "SciDocsRR",
-    "BiorxivClusteringS2S",
-    "MedrxivClusteringS2S",
-    "TwentyNewsgroupsClustering",
-    "SprintDuplicateQuestions",
-    "Banking77Classification",
-    "EmotionClassification",
-    "MassiveIntentClassification",
-    "STS17",
-    "SICK-R",
-    "STSBenchmark",
-)
 
 
 class HubUnavailableError(UserError):
@@ -100,34 +75,6 @@ def check_hub(benchmark: str, timeout: float = 5.0) -> None:
         socket.create_connection((host, 443), timeout=timeout).close()
     except OSError as e:
         raise HubUnavailableError(_hub_message(benchmark, f"{host} is not reachable ({e})")) from None
-
-
-def benchmark_tasks(benchmark: str, task_names: list[str] | None = None) -> list:
-    """mteb task objects of a named set (optionally only the named tasks)."""
-    if benchmark == "offline":
-        return offline_tasks(task_names)
-    if benchmark in ("offline-dev", "offline-test"):
-        return offline_tasks(task_names, split=benchmark.removeprefix("offline-"))
-    if benchmark.startswith("offline-v2"):
-        from unimae.evaluation.offline_v2 import offline_v2_tasks
-
-        return offline_v2_tasks(task_names, split=benchmark.removeprefix("offline-v2").lstrip("-") or None)
-    if benchmark not in BENCHMARKS:
-        raise UserError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
-    import mteb
-
-    tasks = list(mteb.get_benchmark(MTEB_ENG).tasks)  # English subsets already selected
-    wanted = list(MTEB_15) if benchmark == "mteb-15" else [t.metadata.name for t in tasks]
-    if task_names:
-        unknown = [n for n in task_names if n not in wanted]
-        if unknown:
-            raise UserError(f"{unknown} not in benchmark {benchmark}")
-        wanted = task_names
-    by_name = {t.metadata.name: t for t in tasks}
-    missing = [n for n in wanted if n not in by_name]
-    if missing:
-        raise ValueError(f"{missing} not found in mteb's {MTEB_ENG}")
-    return [by_name[n] for n in wanted]
 
 
 def load_eval_model(
@@ -236,29 +183,30 @@ def summary_markdown(summary: BenchmarkSummary) -> str:
         return "-" if x is None else f"{100 * x:.2f}"
 
     ci = summary.average_ci_low is not None or any(t.ci_low is not None for t in summary.tasks.values())
-    col, sep = (" 95% interval |", "---|") if ci else ("", "")
+    col = ["95% interval"] if ci else []
 
-    def iv(low, high) -> str:
-        return f" {_interval_text(low, high)} |" if ci else ""
+    def iv(low, high) -> list[str]:
+        return [_interval_text(low, high)] if ci else []
 
     m = summary.model_info
+    tasks = [
+        [task, t.category, fmt(t.score), *iv(t.ci_low, t.ci_high), t.main_score]
+        for task, t in summary.tasks.items()
+    ]
+    categories = [
+        [cat, c.n_tasks, fmt(c.score) if c.score is not None else c.note, *iv(c.ci_low, c.ci_high)]
+        for cat, c in summary.categories.items()
+    ]
+    interval = _interval_text(summary.average_ci_low, summary.average_ci_high)
     lines = [
         f"# {summary.label} on `{summary.benchmark}`",
         "",
         f"model `{m.model}`, pooling `{m.pooling}`, max_length {m.max_length}, revision `{m.revision}`; "
         f"{summary.seconds:.0f} s wall ({summary.cpu_seconds or 0:.0f} s CPU) on {m.device or '?'}",
         "",
-        f"| task | category | main score |{col} metric |",
-        f"|---|---|---|{sep}---|",
-    ]
-    for task, t in summary.tasks.items():
-        lines.append(f"| {task} | {t.category} | {fmt(t.score)} |{iv(t.ci_low, t.ci_high)} {t.main_score} |")
-    lines += ["", f"| category | tasks | average |{col}", f"|---|---|---|{sep}"]
-    for cat, c in summary.categories.items():
-        score = fmt(c.score) if c.score is not None else c.note
-        lines.append(f"| {cat} | {c.n_tasks} | {score} |{iv(c.ci_low, c.ci_high)}")
-    interval = _interval_text(summary.average_ci_low, summary.average_ci_high)
-    lines += [
+        markdown_table(["task", "category", "main score", *col, "metric"], tasks),
+        "",
+        markdown_table(["category", "tasks", "average", *col], categories),
         "",
         f"**Average over {len(summary.tasks)} tasks: {fmt(summary.average)}** "
         + (f"(95% interval {interval}; " if interval != "-" else "(")
@@ -287,42 +235,28 @@ def evaluate_model(
     resume: bool = False,
     intervals: bool = True,
 ) -> BenchmarkSummary:
-    """Evaluate ``model`` on a named set; writes mteb's result files and summary.json/.md to ``output_dir``.
+    """Evaluate ``model`` on a named set (``unimae.evaluation.task_sets``: offline, offline-dev, offline-test,
+    offline-v2 and its parts, mteb-15, mteb-eng); writes mteb's result files and summary.json/.md to
+    ``output_dir``. Returns the summary; its ``path`` is the summary.json written.
 
     Always recomputes (mteb's result cache lives inside ``output_dir`` and is overwritten), so a rerun never
     reports stale scores, unless ``resume``: then the tasks an interrupted run of the same model already
     finished in ``output_dir`` are read back (mteb keys them by the model's revision: weights fingerprint,
     pooling, length limit and prompt, so other weights or settings never match), the rest are run, and the
     summary lists the read ones in ``resumed`` (its seconds and texts_encoded count this run only).
-    Returns the summary; its ``path`` is the summary.json written.
     ``prompt``: a template holding '{text}' around each text (eos or last pooling; default: the model's
-    unimae.json). Benchmarks: offline (the ten tasks that chose the defaults), offline-dev and
-    offline-test (issue 14's split of the widened set; see docs/evaluation.md), offline-v2 and its parts
-    offline-v2-dev / offline-v2-test (issue 24: every category in both parts), mteb-15, mteb-eng.
-    ``intervals``: keep each task's embeddings in ``output_dir/embeddings/<Task>.npz`` and give every
-    main score, category and the average a seeded 95% bootstrap interval (``unimae.evaluation.rescore``);
-    the time this takes is in ``seconds``.
+    unimae.json). ``intervals``: keep each task's embeddings in ``output_dir/embeddings/<Task>.npz`` and
+    give every main score, category and the average a seeded 95% bootstrap interval
+    (``unimae.evaluation.rescore``); the time this takes is in ``seconds``.
     """
-    local = benchmark.startswith("offline")
-    if not local:
-        check_hub(benchmark)
-    task_objs = benchmark_tasks(benchmark, tasks)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    if local:
-        for task in task_objs:  # missing data fails here, before the model is loaded
-            task.load_data()
+    start, cpu_start = time.perf_counter(), time.process_time()  # loading the data counts
+    bench, task_objs = _tasks_to_run(benchmark, tasks)
     mteb_model, info = load_eval_model(
         model, pooling, batch_size=batch_size, max_length=max_length, device=device, prompt=prompt
     )
     output_dir = Path(output_dir) if output_dir else default_output_dir(model, info.pooling, benchmark)
-    try:
-        scores, resumed, revision = _run_mteb(
-            mteb_model, task_objs, output_dir, batch_size, progress, resume, intervals
-        )
-    except (ConnectionError, OSError) as e:
-        if local:
-            raise
-        raise HubUnavailableError(_hub_message(benchmark, f"loading its data failed ({e})")) from None
+    run = (mteb_model, task_objs, output_dir, batch_size, progress, resume, intervals)
+    scores, resumed, revision = _run_tasks(bench, *run)
     found = task_intervals(task_objs, scores, output_dir / "embeddings", revision) if intervals else {}
     summary = BenchmarkSummary(
         label=label or f"{model} ({info.pooling})",
@@ -335,11 +269,34 @@ def evaluate_model(
         resumed=resumed or None,
         command=command or f"unimae eval {model} --benchmark {benchmark}",
         versions=package_versions(),
-        **_scores(task_objs, scores, found, benchmark, tasks),
+        **_scores(bench, task_objs, scores, found, subset=bool(tasks)),
     )
     summary.save(output_dir / "summary.json")
     atomic_write_text(output_dir / "summary.md", summary_markdown(summary))
     return summary
+
+
+def _run_tasks(bench: TaskSet, *run) -> tuple[dict[str, float], list[str], str]:
+    """``_run_mteb(*run)``; a hub set whose data fails to load raises HubUnavailableError instead."""
+    try:
+        return _run_mteb(*run)
+    except (ConnectionError, OSError) as e:
+        if not bench.needs_hub:
+            raise
+        raise HubUnavailableError(_hub_message(bench.name, f"loading its data failed ({e})")) from None
+
+
+def _tasks_to_run(benchmark: str, tasks: list[str] | None) -> tuple[TaskSet, list]:
+    """(the named set, the tasks to run): a hub set's host is checked first; a local set's data is loaded
+    here, so that missing data fails before the model is loaded."""
+    bench = get_benchmark(benchmark)
+    if bench.needs_hub:
+        check_hub(benchmark)
+    task_objs = select_tasks(bench, tasks)
+    if not bench.needs_hub:
+        for task in task_objs:
+            task.load_data()
+    return bench, task_objs
 
 
 def _run_mteb(
@@ -413,40 +370,24 @@ def task_intervals(
     return out
 
 
-def _scores(task_objs, scores: dict, found: dict[str, TaskInterval], benchmark: str, tasks) -> dict:
-    """The summary's task, category and average fields (with intervals where ``found`` has them)."""
+def _scores(bench: TaskSet, task_objs, scores: dict, found: dict[str, TaskInterval], subset: bool) -> dict:
+    """The summary's task, category and average fields (with intervals where ``found`` has them).
+    ``subset``: ``task_objs`` are some of ``bench``'s tasks (categories only the rest have are noted)."""
     types = {t.metadata.name: t.metadata.type for t in task_objs}
     replicates = {n: iv.replicates for n, iv in found.items()}
     categories, average, category_average = summarize(
         scores,
         types,
-        CATEGORIES if benchmark == "offline" else _categories_of(task_objs),
-        left_out={c.metadata.type for c in TASK_CLASSES} if tasks and benchmark == "offline" else (),
+        bench.all_categories or _categories_of(task_objs),
+        left_out={t.metadata.type for t in bench.tasks} if subset and bench.all_categories else (),
         replicates=replicates,
     )
-    task_scores = {}
-    for t in task_objs:
-        name = t.metadata.name
-        if name in scores:
-            iv = found.get(name)
-            task_scores[name] = TaskScore(
-                category=types[name],
-                main_score=t.metadata.main_score,
-                score=scores[name],
-                size=task_size(name, benchmark),
-                **(
-                    {
-                        "ci_low": iv.ci_low,
-                        "ci_high": iv.ci_high,
-                        "n_items": iv.n_items,
-                        "replicates": iv.replicates,
-                    }
-                    if iv
-                    else {}
-                ),
-            )
     out = {
-        "tasks": task_scores,
+        "tasks": {
+            t.metadata.name: _task_score(t, scores[t.metadata.name], found.get(t.metadata.name), bench)
+            for t in task_objs
+            if t.metadata.name in scores
+        },
         "categories": categories,
         "average": average,
         "category_average": category_average,
@@ -459,13 +400,21 @@ def _scores(task_objs, scores: dict, found: dict[str, TaskInterval], benchmark: 
     return out
 
 
-def task_size(name: str, benchmark: str) -> str:
-    """How a task's data is drawn (``SIZES`` / ``V2_SIZES``), or 'mteb default' for a hub task."""
-    if benchmark.startswith("offline-v2"):
-        from unimae.evaluation.offline_v2 import V2_SIZES
-
-        return V2_SIZES[name]
-    return SIZES.get(name, "mteb default")
+def _task_score(task, score: float, interval: TaskInterval | None, bench: TaskSet) -> TaskScore:
+    """One task's record: its main score, how its data is drawn, and its interval when there is one."""
+    meta = task.metadata
+    bootstrap = (
+        dict(
+            ci_low=interval.ci_low,
+            ci_high=interval.ci_high,
+            n_items=interval.n_items,
+            replicates=interval.replicates,
+        )
+        if interval
+        else {}
+    )
+    size = bench.sizes.get(meta.name, "mteb default")
+    return TaskScore(category=meta.type, main_score=meta.main_score, score=score, size=size, **bootstrap)
 
 
 def _categories_of(tasks) -> tuple[str, ...]:

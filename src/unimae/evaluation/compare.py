@@ -13,6 +13,7 @@ from pathlib import Path
 from unimae.errors import UserError
 from unimae.evaluation.bootstrap import Difference, mean_replicates, paired_difference
 from unimae.evaluation.results import BenchmarkSummary
+from unimae.tables import markdown_table
 
 
 @dataclass
@@ -93,22 +94,20 @@ def _verdict(d: Difference) -> str:
     )
 
 
-def _cells(d: Difference) -> str:
+def _cells(d: Difference) -> list[str]:
     interval = "-" if d.ci_low is None else f"[{100 * d.ci_low:+.2f}, {100 * d.ci_high:+.2f}]"
-    return f"{100 * d.difference:+.2f} | {interval} | {_verdict(d)}"
+    return [f"{100 * d.difference:+.2f}", interval, _verdict(d)]
 
 
 def comparison_markdown(c: Comparison) -> str:
     """The comparison as a markdown table (scores x 100; difference = A - B, 95% paired interval)."""
-    lines = [
-        f"A = {c.a}; B = {c.b}; difference A - B x 100 with its 95% paired-bootstrap interval",
-        "",
-        "| task | A | B | A - B | 95% interval | |",
-        "|---|---|---|---|---|---|",
+    rows = [
+        [name, f"{100 * sa:.2f}", f"{100 * sb:.2f}", *_cells(c.tasks[name])]
+        for name, (sa, sb) in c.scores.items()
     ]
-    for name, (sa, sb) in c.scores.items():
-        lines.append(f"| {name} | {100 * sa:.2f} | {100 * sb:.2f} | {_cells(c.tasks[name])} |")
     mean_a = sum(s[0] for s in c.scores.values()) / len(c.scores)
     mean_b = sum(s[1] for s in c.scores.values()) / len(c.scores)
-    lines.append(f"| **Average** | {100 * mean_a:.2f} | {100 * mean_b:.2f} | {_cells(c.average)} |")
-    return "\n".join(lines) + "\n"
+    rows.append(["**Average**", f"{100 * mean_a:.2f}", f"{100 * mean_b:.2f}", *_cells(c.average)])
+    table = markdown_table(["task", "A", "B", "A - B", "95% interval", ""], rows)
+    intro = f"A = {c.a}; B = {c.b}; difference A - B x 100 with its 95% paired-bootstrap interval"
+    return f"{intro}\n\n{table}\n"

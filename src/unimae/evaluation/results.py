@@ -4,7 +4,6 @@
   averages, the overall average, the model and how it was run).
 - :class:`LmEvalResult`: ``lm_eval.json`` of ``unimae lm-eval`` (perplexity, multiple-choice accuracy per
   task, greedy generations).
-- :class:`SweepPoint`: one run of ``unimae sweep`` and its summary.
 
 Every record reads and writes the files as they have always looked, so the committed result files load
 unchanged: ``Record.load(path)`` checks each field's type and raises :class:`ResultFileError` (a
@@ -21,6 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union
 
+from unimae.config_names import flat_names  # results are flat records (older runs' names)
 from unimae.errors import UserError
 from unimae.io import atomic_write_json, atomic_write_text
 
@@ -206,8 +206,6 @@ def run_info(model: str) -> dict:
                 return {}
             if not isinstance(cfg, dict):
                 return {}
-            from unimae.training.config import flat_names  # results are flat records (older runs' names)
-
             training = {k: v for k, v in flat_names(cfg).items() if k not in RUN_ONLY}
             return {"training": training, "training_config": str(config)}
     return {}
@@ -374,18 +372,3 @@ class LmEvalResult(JsonRecord):
     command: str
     versions: dict[str, str | None] | None = _optional()
     path: Path | None = field(default=None, compare=False, repr=False, metadata=_NOT_ON_DISK)
-
-
-# --- unimae sweep ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class SweepPoint:
-    """One point of a sweep: its name, its config overrides, where it trains and where its result goes;
-    ``summary`` once evaluated."""
-
-    name: str
-    overrides: dict[str, Any]
-    run_dir: Path
-    result_dir: Path
-    summary: BenchmarkSummary | None = None

@@ -13,8 +13,8 @@ A run reads a YAML file (optional), applies ``key=value`` overrides, validates, 
 config as ``config.yaml`` in its run folder. Every field's type and range is checked on construction,
 whatever the route (Python, YAML, command line); a ``ConfigError`` names the field (``optim.lr``).
 
-Older runs wrote one flat mapping (``lr: 2e-4``, ``lora: true``, ``decoder_rope: false``); ``LEGACY`` maps
-each flat name to its place, so old ``config.yaml`` files, the ``training`` records inside committed
+Older runs wrote one flat mapping (``lr: 2e-4``, ``lora: true``, ``decoder_rope: false``); ``LEGACY``
+(``unimae.config_names``) maps each flat name to its place, so old ``config.yaml`` files, the ``training`` records inside committed
 result files and flat overrides (``unimae train lr=5e-5 lora=true``) still load. Dotted names
 (``optim.lr=5e-5``) and nested YAML sections work everywhere too.
 """
@@ -32,6 +32,7 @@ from pydantic import model_validator
 from pydantic.dataclasses import dataclass
 from pydantic_core import ArgsKwargs
 
+from unimae.config_names import LEGACY, flatten
 from unimae.errors import ConfigError
 from unimae.io import atomic_write_text
 from unimae.objective.config import ContrastiveConfig, DecoderConfig, DistillConfig, ObjectiveConfig
@@ -126,20 +127,6 @@ SECTIONS = {
     "lora": LoraConfig,
     "contrastive": ContrastiveConfig,
     "distill": DistillConfig,
-}
-
-# The flat names of older configs and result files -> the field's place now (one table, both ways).
-LEGACY: dict[str, str] = {
-    "data": "data.source",
-    "text_field": "data.text_field",
-    "max_texts": "data.max_texts",
-    "max_length": "data.max_length",
-    "objective": "objective.name",
-    **{f"lora_{n}": f"lora.{n}" for n in ("r", "alpha", "dropout", "target_modules")},
-    "lora": "lora.enabled",
-    **{f"decoder_{f.name}": f"decoder.{f.name}" for f in dataclasses.fields(DecoderConfig)},
-    **{f.name: f"objective.{f.name}" for f in dataclasses.fields(ObjectiveConfig) if f.name != "name"},
-    **{f.name: f"optim.{f.name}" for f in dataclasses.fields(OptimConfig)},
 }
 
 
@@ -242,24 +229,6 @@ class TrainConfig:
 
 
 TOP_LEVEL = {f.name for f in dataclasses.fields(TrainConfig)} - set(SECTIONS)
-_FLAT_NAME = {path: name for name, path in LEGACY.items()}
-
-
-def flatten(values: dict[str, Any]) -> dict[str, Any]:
-    """A nested config mapping as ``{dotted name: value}``; a flat (older) one as it is."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in SECTIONS and isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
-
-
-def flat_names(values: dict[str, Any]) -> dict[str, Any]:
-    """A config mapping (nested or flat) under the flat names of older configs, as result files and the
-    report show it (``lr``, ``lora``, ``decoder_rope``); fields without a flat name keep the dotted one."""
-    return {_FLAT_NAME.get(k, k): v for k, v in flatten(values).items()}
 
 
 _EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
