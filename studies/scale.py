@@ -38,7 +38,8 @@ EARLIER = {
 def scale_results(results: str | Path = "results") -> list[BenchmarkSummary | LmEvalResult]:
     """Every result file under ``results/scale`` (their commands go into the report's list)."""
     root = Path(results) / "scale"
-    return [BenchmarkSummary.load(p) for p in sorted(root.rglob("summary.json"))] + [
+    summaries = [p for p in sorted(root.rglob("summary.json")) if p.parent != root]  # not margins.py's list
+    return [BenchmarkSummary.load(p) for p in summaries] + [
         LmEvalResult.load(p) for p in sorted(root.rglob("lm_eval.json"))
     ]
 
@@ -53,7 +54,7 @@ def _average(results: Path, model: str, key: str) -> float | None:
     return BenchmarkSummary.load(p).average if p.is_file() else None
 
 
-def _lm(results: Path, model: str, key: str) -> LmEvalResult | None:
+def lm_eval_result(results: Path, model: str, key: str) -> LmEvalResult | None:
     p = _folder(results, model, f"{key}/lm-eval") / "lm_eval.json"
     return LmEvalResult.load(p) if p.is_file() else None
 
@@ -84,7 +85,7 @@ def scale_rows(results: str | Path = "results") -> list[ScaleRow]:
     for model in MODELS:
         pool = {label: _average(results, model, key) for label, key in POOLINGS.items()}
         mntp, unimae = _seeds(results, model, "mntp"), _seeds(results, model, "unimae")
-        lm = {k: _lm(results, model, k) for k in ("base", "mntp-s42", "unimae-s42")}
+        lm = {k: lm_eval_result(results, model, k) for k in ("base", "mntp-s42", "unimae-s42")}
         if any(v is not None for v in pool.values()) or mntp or unimae or any(lm.values()):
             rows.append(ScaleRow(model, pool, mntp, unimae, lm))
     return rows

@@ -24,6 +24,13 @@ Sections = dict[str, list[str]]  # section name -> its markdown lines, in the or
 SHORT = {"PairClassification": "PairClass."}
 
 
+def _is_list(path: Path) -> bool:
+    """A ``summary.json`` holding a JSON list is a study's table of records (``results/scale/summary.json``),
+    not the summary of one ``unimae eval``."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read(64).lstrip().startswith("[")
+
+
 def find_results(
     root: str | Path, runs: list[str] | None = None
 ) -> tuple[list[BenchmarkSummary], list[LmEvalResult], list[Path]]:
@@ -33,7 +40,7 @@ def find_results(
     for folder in folders:
         if not folder.exists():
             raise FileNotFoundError(f"result folder {folder} does not exist")
-        summaries += [BenchmarkSummary.load(p) for p in sorted(folder.rglob("summary.json"))]
+        summaries += [BenchmarkSummary.load(p) for p in sorted(folder.rglob("summary.json")) if not _is_list(p)]
         lm += [LmEvalResult.load(p) for p in sorted(folder.rglob("lm_eval.json"))]
     if runs is None:  # no order given: supervised reference last, others by label
         summaries.sort(key=lambda s: (s.model_info.model == REFERENCE_ENCODER, s.label))
