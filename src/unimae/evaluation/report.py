@@ -40,7 +40,9 @@ def find_results(
     for folder in folders:
         if not folder.exists():
             raise FileNotFoundError(f"result folder {folder} does not exist")
-        summaries += [BenchmarkSummary.load(p) for p in sorted(folder.rglob("summary.json")) if not _is_list(p)]
+        summaries += [
+            BenchmarkSummary.load(p) for p in sorted(folder.rglob("summary.json")) if not _is_list(p)
+        ]
         lm += [LmEvalResult.load(p) for p in sorted(folder.rglob("lm_eval.json"))]
     if runs is None:  # no order given: supervised reference last, others by label
         summaries.sort(key=lambda s: (s.model_info.model == REFERENCE_ENCODER, s.label))
