@@ -10,10 +10,10 @@ read. Every record reads and writes the files as they have always looked, so the
 load unchanged and save back byte for byte: numbers stay as written (:data:`~unimae.records.Number`: an
 int where a float is expected stays an int), keys are written in the order the fields are declared (the
 order every version wrote), an optional field is left out when it is None, and a field the loaded
-file did not hold (a file written before the field existed) is not added while it keeps its default. ``Record.load(path)`` raises
-:class:`ResultFileError` (a ``UserError`` naming the file and the field's path) for a truncated, corrupt or
-foreign file; ``record.save(path)`` writes atomically. ``record.path`` is where it was loaded from or saved
-to (not part of the file).
+file did not hold (a file written before the field existed) is not added while it keeps its default.
+``Record.load(path)`` raises :class:`ResultFileError` (a ``UserError`` naming the file and the field's
+path) for a truncated, corrupt or foreign file; ``record.save(path)`` writes atomically. ``record.path`` is
+where it was loaded from or saved to (not part of the file).
 
 Unknown keys are ignored, in every record here, on purpose: a result file is an archive that later
 versions extend (intervals, replicates, prompts and subsets were all added after the first files were
@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic.dataclasses import dataclass
 
@@ -50,6 +51,17 @@ class ResultFileError(UserError):
 def _optional(default: Any = None) -> Any:
     """A field written only when it is not None (files written before the field existed lack it)."""
     return dataclasses.field(default=default, metadata={"omit_none": True})
+
+
+def result_record(extra: Literal["forbid", "ignore"]) -> Callable[[type], type]:
+    """Class decorator of the records below: a pydantic dataclass of keyword fields (:mod:`unimae.records`)
+    whose validation errors are one ``ResultFileError`` line naming the field's path; ``extra`` is what
+    its unknown keys do (each record's docstring says which, and why)."""
+
+    def wrap(cls: type) -> type:
+        return user_errors(ResultFileError)(dataclass(kw_only=True, config=record_config(extra=extra))(cls))
+
+    return wrap
 
 
 def _plain(value: Any) -> Any:
@@ -127,26 +139,37 @@ class ResultFile(ResultRecord):
 # --- what every result says about its model -----------------------------------------------------------
 
 
-@user_errors(ResultFileError)
-@dataclass(kw_only=True, config=record_config(extra="ignore"))
+@result_record(extra="ignore")
 class ModelInfo(ResultRecord):
     """The model a result belongs to and how it was loaded; only ``model`` and ``revision`` are always set.
 
-    ``training`` is the config of the unimae run the model came from (None: an untrained or published
-    model); ``revision`` a hash of the weights (plus pooling and token budget for embeddings). Unknown keys: ignored (a newer version's fields; see the module docstring).
+    Unknown keys are ignored: a newer version may describe a model further, and the result still names
+    its model to an older one.
     """
 
     model: StrictStr
+    """The model as the command was given it: an alias, a hub id or a folder."""
     pooling: StrictStr | None = _optional()
-    prompt: StrictStr | None = _optional()  # template around the text (issue 14); None: the text alone
+    """Which hidden states became the embedding (eos, mean, ...); None in lm-eval results."""
+    prompt: StrictStr | None = _optional()
+    """The template around the text (holding ``{text}`` once); None: the text alone."""
     max_length: StrictInt | None = _optional()
+    """The longest input in tokens."""
     revision: StrictStr
+    """A hash of the weights (for embeddings with the pooling and token budget)."""
     mteb_name: StrictStr | None = _optional()
+    """The name mteb knows the model by."""
     n_parameters: StrictInt | None = _optional()
     embedding_dim: StrictInt | None = _optional()
     device: StrictStr | None = _optional()
+    """Where the model ran (``cpu``, ``cuda:0``)."""
     training: dict[StrictStr, Any] | None = _optional()
+    """The config of the unimae run the model came from, under the flat names of older configs
+    (:func:`run_info`); None: an untrained or published model. Kept as written, its keys unchecked: it is
+    the record of whatever config that version had; ``TrainConfig(**training)`` reads it again through
+    the one table of flat names (``unimae.config_names.LEGACY``)."""
     training_config: StrictStr | None = _optional()
+    """The ``config.yaml`` that config was read from."""
 
     @property
     def kind(self) -> str:
@@ -195,76 +218,97 @@ def package_versions() -> dict[str, str | None]:
 # --- unimae eval ---------------------------------------------------------------------------------------
 
 
-@user_errors(ResultFileError)
-@dataclass(kw_only=True, config=record_config(extra="ignore"))
+@result_record(extra="ignore")
 class TaskScore(ResultRecord):
-    """One task's main score (0-1, or -1-1 for correlations), its MTEB category and the data size used.
-    Unknown keys: ignored (a newer version's fields; see the module docstring)."""
+    """One task's main score, its MTEB category and the data used, with its interval when there is one.
+
+    Unknown keys are ignored: a task field a newer version adds (as the intervals were added) does not
+    keep an older one from reading the score.
+    """
 
     category: StrictStr
-    main_score: StrictStr  # the metric's name, e.g. 'cosine_spearman'
+    """The task's MTEB type (STS, Classification, Clustering, ...)."""
+    main_score: StrictStr
+    """The metric's name, e.g. ``cosine_spearman``."""
     score: Number
+    """The main score: 0-1, or -1-1 for correlations."""
     size: StrictStr | None = _optional()
-    ci_low: Number | None = _optional()  # seeded 95% bootstrap interval over the task's items (issue 24)
+    """Which of the task's data was used, in words."""
+    ci_low: Number | None = _optional()
+    """The seeded bootstrap interval over the task's items (at ``BootstrapSettings.level``)."""
     ci_high: Number | None = _optional()
-    n_items: StrictInt | None = _optional()  # items resampled: pairs, test texts, queries or documents
-    replicates: list[Number] | None = _optional()  # the bootstrap replicate scores (paired comparisons)
+    n_items: StrictInt | None = _optional()
+    """The items resampled: pairs, test texts, queries or documents."""
+    replicates: list[Number] | None = _optional()
+    """The score of each bootstrap replicate (for paired comparisons), written with 5 decimals."""
 
 
-@user_errors(ResultFileError)
-@dataclass(kw_only=True, config=record_config(extra="ignore"))
+@result_record(extra="ignore")
 class CategoryScore(ResultRecord):
-    """Mean main score over a category's tasks; None (with a note saying why) when it has none.
-    Unknown keys: ignored (a newer version's fields; see the module docstring)."""
+    """The mean main score over a category's tasks. Unknown keys are ignored, as in a task's score."""
 
     score: Number | None
+    """None when the category has no tasks (``note`` says why)."""
     n_tasks: StrictInt
     note: StrictStr | None = _optional()
-    ci_low: Number | None = _optional()  # from the per-replicate mean over the category's tasks
+    """Why there is no score: no offline data, or not in the task subset."""
+    ci_low: Number | None = _optional()
+    """The interval of the per-replicate mean over the category's tasks."""
     ci_high: Number | None = _optional()
 
 
-@user_errors(ResultFileError)
-@dataclass(kw_only=True, config=record_config(extra="ignore"))
+@result_record(extra="ignore")
 class BootstrapSettings(ResultRecord):
-    """How the intervals were drawn: percentile intervals at ``level`` over ``n_replicates`` resamples
-    (``n_replicates_clustering`` for clustering) keyed by (task, number of items, ``seed``).
-    Unknown keys: ignored (a newer version's fields; see the module docstring)."""
+    """How the intervals were drawn: resamples keyed by (task, number of items, ``seed``).
+
+    Unknown keys are ignored: a setting a newer version adds leaves the intervals readable.
+    """
 
     seed: StrictInt
     level: Number
+    """The percentile interval's coverage (0.95)."""
     n_replicates: StrictInt
     n_replicates_clustering: StrictInt
+    """Fewer for clustering, where each replicate runs k-means again."""
 
 
-@user_errors(ResultFileError)
-@dataclass(kw_only=True, config=record_config(extra="ignore"))
+@result_record(extra="ignore")
 class BenchmarkSummary(ResultFile):
-    """summary.json of ``unimae eval``. ``average`` is the mean over tasks (MTEB's convention),
-    ``category_average`` the mean over categories that have tasks; ``subset`` lists the tasks when only
-    part of the benchmark was run (None: the whole set). Unknown keys: ignored (a newer version's fields; see the module docstring)."""
+    """summary.json of ``unimae eval``.
+
+    Unknown keys are ignored here and in every record inside (see the module docstring): a summary a
+    newer version wrote loads, without the fields this version does not know.
+    """
 
     file_kind: ClassVar[str] = "summary.json"
 
     label: StrictStr
+    """The row's name in reports."""
     benchmark: StrictStr
+    """The task set (``offline``, ``offline-v2-test``, ``mteb-eng-v2``, ...)."""
     subset: list[StrictStr] | None = None
+    """The tasks run when only part of the benchmark was (None: the whole set)."""
     model_info: ModelInfo
     tasks: dict[StrictStr, TaskScore]
     categories: dict[StrictStr, CategoryScore]
     average: Number | None
+    """The mean over tasks (MTEB's convention); None without tasks."""
     category_average: Number | None
+    """The mean over the categories that have tasks."""
     seconds: Number
-    cpu_seconds: Number | None = None  # this process only: on a shared machine, wall time overstates it
+    cpu_seconds: Number | None = None
+    """This process only: on a shared machine, wall time overstates it."""
     texts_encoded: StrictInt | None = None
-    resumed: list[StrictStr] | None = (
-        _optional()
-    )  # tasks read back from an interrupted run (``eval --resume``)
-    average_ci_low: Number | None = _optional()  # interval of ``average``: per-replicate mean over tasks
+    resumed: list[StrictStr] | None = _optional()
+    """The tasks read back from an interrupted run (``eval --resume``)."""
+    average_ci_low: Number | None = _optional()
+    """The interval of ``average``: the per-replicate mean over tasks."""
     average_ci_high: Number | None = _optional()
     bootstrap: BootstrapSettings | None = _optional()
     command: StrictStr
+    """The command that wrote the file."""
     versions: dict[StrictStr, StrictStr | None] = dataclasses.field(default_factory=dict)
+    """The versions of unimae, mteb, torch and transformers (None: not installed)."""
 
     def save(self, path: str | Path) -> Path:
         """As ``ResultFile.save``, with each task's replicate list on one line (5 decimals)."""
@@ -290,11 +334,10 @@ class BenchmarkSummary(ResultFile):
 # --- unimae lm-eval ------------------------------------------------------------------------------------
 
 
-@user_errors(ResultFileError)
-@dataclass(kw_only=True, config=record_config(extra="ignore"))
+@result_record(extra="ignore")
 class Perplexity(ResultRecord):
-    """``exp(nll_per_token)`` over ``tokens`` predicted tokens of ``texts`` held-out texts.
-    Unknown keys: ignored (a newer version's fields; see the module docstring)."""
+    """``perplexity = exp(nll_per_token)`` over ``tokens`` predicted tokens of ``texts`` held-out texts
+    (those of two tokens or more). Unknown keys are ignored (a newer version's measurements)."""
 
     perplexity: Number
     nll_per_token: Number
@@ -303,47 +346,54 @@ class Perplexity(ResultRecord):
     seconds: Number | None = _optional()
 
 
-@user_errors(ResultFileError)
-@dataclass(kw_only=True, config=record_config(extra="ignore"))
+@result_record(extra="ignore")
 class ChoiceScore(ResultRecord):
-    """Multiple-choice accuracy of one task: by summed (``acc``) and per-token mean (``acc_norm``)
-    log-likelihood over ``n`` questions; ``chance`` is the mean of 1 / number of choices.
-    Unknown keys: ignored (a newer version's fields; see the module docstring)."""
+    """Multiple-choice accuracy of one task. Unknown keys are ignored: a newer version may score more."""
 
     acc: Number
+    """The accuracy choosing by summed log-likelihood."""
     acc_norm: Number
+    """The accuracy choosing by mean log-likelihood per token."""
     n: StrictInt
+    """The questions asked."""
     chance: Number
+    """The mean of 1 / number of choices."""
     seconds: Number | None = _optional()
 
 
-@user_errors(ResultFileError)
-@dataclass(kw_only=True, config=record_config(extra="ignore"))
+@result_record(extra="ignore")
 class Generation(ResultRecord):
-    """One greedy continuation of a fixed prompt. Unknown keys: ignored (a newer version's fields; see the module docstring)."""
+    """One greedy continuation of a fixed prompt; unknown keys are ignored (a newer version's)."""
 
     prompt: StrictStr
     output: StrictStr
 
 
-@user_errors(ResultFileError)
-@dataclass(kw_only=True, config=record_config(extra="ignore"))
+@result_record(extra="ignore")
 class LmEvalSettings(ResultRecord):
-    """How ``unimae lm-eval`` sampled and scored (held-out sentences, questions per task, seed).
-    Unknown keys: ignored (a newer version's fields; see the module docstring)."""
+    """How ``unimae lm-eval`` sampled and scored.
+
+    Unknown keys are ignored: a setting a newer version adds does not hide the scores.
+    """
 
     n_sentences: StrictInt
+    """Held-out sentences for the perplexity."""
     n_examples: StrictInt
+    """Questions per multiple-choice task."""
     seed: StrictInt
     scoring: StrictStr
+    """How a choice is scored, in words."""
     max_new_tokens: StrictInt
+    """The length of each greedy generation."""
 
 
-@user_errors(ResultFileError)
-@dataclass(kw_only=True, config=record_config(extra="ignore"))
+@result_record(extra="ignore")
 class LmEvalResult(ResultFile):
-    """lm_eval.json of ``unimae lm-eval``: is generation kept? ``choice_accuracy(_norm)`` is the mean of
-    the tasks' ``acc`` (``acc_norm``). Unknown keys: ignored (a newer version's fields; see the module docstring)."""
+    """lm_eval.json of ``unimae lm-eval``: is generation kept?
+
+    Unknown keys are ignored here and in every record inside (see the module docstring): an lm_eval.json
+    a newer version wrote loads, without the fields this version does not know.
+    """
 
     file_kind: ClassVar[str] = "lm_eval.json"
 
@@ -352,7 +402,9 @@ class LmEvalResult(ResultFile):
     perplexity: Perplexity
     multiple_choice: dict[StrictStr, ChoiceScore]
     choice_accuracy: Number
+    """The mean of the tasks' ``acc``."""
     choice_accuracy_norm: Number
+    """The mean of the tasks' ``acc_norm``."""
     settings: LmEvalSettings | None = _optional()
     generations: list[Generation]
     seconds: Number
