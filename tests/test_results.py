@@ -16,18 +16,32 @@ FIX = Path(__file__).parent / "fixtures" / "eval" / "results"
 COMMITTED = ROOT / "results"
 
 
-@pytest.mark.skipif(not COMMITTED.is_dir(), reason="no committed results/ in this checkout")
-@pytest.mark.parametrize(
-    ("name", "record"), [("summary.json", BenchmarkSummary), ("lm_eval.json", LmEvalResult)]
-)
-def test_every_committed_result_file_loads_and_saves_back_byte_identical(tmp_path, name, record):
-    files = sorted(COMMITTED.rglob(name))
-    assert len(files) >= 10  # hundreds of files: the committed results of every study
-    for path in files:
-        loaded = record.load(path)
-        assert loaded.path == path and loaded.to_dict() == json.loads(path.read_text(encoding="utf-8"))
-        copy = loaded.save(tmp_path / name)
-        assert copy.read_bytes() == path.read_bytes(), f"{path} does not save back as it is"
+RECORDS = {"summary.json": BenchmarkSummary, "lm_eval.json": LmEvalResult}
+COMMITTED_RECORDS = sorted(p for name in RECORDS for p in COMMITTED.rglob(name))
+
+
+def test_results_holds_the_committed_records():
+    """Guards the test below against passing over nothing: every study's summary.json and lm_eval.json."""
+    assert sum(p.name == "summary.json" for p in COMMITTED_RECORDS) >= 100
+    assert sum(p.name == "lm_eval.json" for p in COMMITTED_RECORDS) >= 10
+
+
+@pytest.mark.parametrize("path", COMMITTED_RECORDS, ids=lambda p: str(p.relative_to(COMMITTED)))
+def test_every_committed_result_file_loads_and_saves_back_byte_identical(tmp_path, path):
+    loaded = RECORDS[path.name].load(path)
+    assert loaded.path == path and loaded.to_dict() == json.loads(path.read_text(encoding="utf-8"))
+    copy = loaded.save(tmp_path / path.name)
+    assert copy.read_bytes() == path.read_bytes(), f"{path} does not save back as it is"
+
+
+def test_the_other_committed_json_files_are_mteb_s_own():
+    """unimae reads no other JSON record from results/: the rest are mteb's task results, model metadata
+    and run settings under an ``mteb/`` folder (mteb reads them back for ``eval --resume``). A new record
+    kind written outside ``mteb/`` fails here until it joins ``RECORDS``."""
+    others = [p for p in COMMITTED.rglob("*.json*") if p.name not in RECORDS]
+    assert len(others) > 100
+    outside = [p for p in others if "mteb" not in p.relative_to(COMMITTED).parts]
+    assert not outside, f"JSON files that are not summary.json / lm_eval.json outside mteb/: {outside[:5]}"
 
 
 def test_numbers_keep_their_json_type_and_absent_fields_stay_absent(tmp_path):
