@@ -157,10 +157,11 @@ def test_the_flat_name_table_knows_every_section_and_optim_field():
 
 
 def test_committed_flat_configs_and_result_records_still_load():
-    """Every ``training`` record inside the committed result files (written by the flat config) loads."""
+    """Every ``training`` record inside the committed result files (summary.json and lm_eval.json, written
+    under the flat names of older configs) loads through the one table of flat names."""
     root = Path(__file__).parents[1] / "results"
     records = []
-    for path in sorted(root.rglob("summary.json")):
+    for path in sorted([*root.rglob("summary.json"), *root.rglob("lm_eval.json")]):
         training = json.loads(path.read_text()).get("model_info", {}).get("training")
         if training:
             records.append(training)

@@ -18,12 +18,22 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from unimae.errors import UserError
 
 __all__ = [
     "Field",
+    "Number",
     "Real",
     "StrictBool",
     "StrictInt",
@@ -45,6 +55,18 @@ def _real(value: Any) -> Any:
 
 Real = Annotated[float, BeforeValidator(_real)]
 """A finite float; an int is accepted (and stored as float), a bool is not."""
+
+
+def _number(value: Any) -> Any:
+    """A number kept as written: an int stays an int, a float a float; a bool or anything else is refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected float, got {type(value).__name__} {_short(value)}")
+    return value
+
+
+Number = Annotated[float, PlainValidator(_number)]
+"""A float field of a record whose files must save back unchanged: an int is kept an int (``3`` is not
+rewritten as ``3.0``), a bool is refused. Not checked for finiteness: such a file holds what was measured."""
 
 
 def record_config(extra: Literal["forbid", "ignore"]) -> ConfigDict:
@@ -97,6 +119,8 @@ def _short(value: Any) -> str:
 
 
 def _message(error: dict) -> str:
+    if error.get("type") == "missing":
+        return f"missing field {error['loc'][-1]!r}"
     if error.get("type") == "value_error":  # our own check's message, as written
         return str(error.get("ctx", {}).get("error", error["msg"]))
     if error.get("type") in ("unexpected_keyword_argument", "extra_forbidden"):
@@ -109,10 +133,12 @@ def format_validation_error(error: ValidationError) -> str:
     like ``files['a.txt'].ids[0]``).
 
     A value that matches no member of a union (``str | list[str]``) is one problem: ``expected str |
-    list[str], got VALUE``."""
+    list[str], got VALUE``; a missing field is named on the path of its record: ``model_info: missing
+    field 'revision'``."""
     problems: dict[str, list[tuple[str | None, dict]]] = {}
     for e in error.errors(include_url=False):
-        path, tag = _split(tuple(e.get("loc", ())))
+        loc = tuple(e.get("loc", ()))
+        path, tag = _split(loc[:-1] if e.get("type") == "missing" else loc)  # named by its record's path
         problems.setdefault(path, []).append((tag, e))
     lines = []
     for path, errors in problems.items():

@@ -66,7 +66,8 @@ Ids = Annotated[list[int], BeforeValidator(_whole_numbers)]
 @user_errors(RagIndexError)
 @dataclass(config=record_config(extra="forbid"))
 class IndexedFile:
-    """One indexed file (keyed by its resolved path in ``Manifest.files``)."""
+    """One indexed file (keyed by its resolved path in ``Manifest.files``). Unknown keys are refused, as in
+    the whole manifest (the comment above says why)."""
 
     sha256: StrictStr
     """The hash of the file's bytes when it was indexed: an update re-indexes the file when it differs."""
@@ -77,7 +78,8 @@ class IndexedFile:
 @user_errors(RagIndexError)
 @dataclass(config=record_config(extra="forbid"))
 class FileHashes:
-    """The sha256 of generation g's files, checked before FAISS or JSON parses a byte of them."""
+    """The sha256 of generation g's files, checked before FAISS or JSON parses a byte of them. Unknown keys
+    are refused, as in the whole manifest."""
 
     index: StrictStr
     """Of ``index-g.faiss``."""

@@ -57,7 +57,7 @@ AtLeast1 = Annotated[StrictInt, Field(ge=1)]
 @user_errors(ConfigError)
 @dataclass(config=record_config(extra="forbid"))
 class DataConfig:
-    """The training text and how much of it a step reads."""
+    """The training text and how much of it a step reads. Unknown keys are refused (as in every section)."""
 
     source: NonEmpty = "wiki"
     """'wiki' (the default Wikipedia sentences, train split), a .txt (one text per line), a .jsonl, or 'hf:NAME[:SPLIT]'."""
@@ -72,7 +72,7 @@ class DataConfig:
 @user_errors(ConfigError)
 @dataclass(config=record_config(extra="forbid"))
 class OptimConfig:
-    """Steps, batch and the AdamW optimizer with its schedule."""
+    """Steps, batch and the AdamW optimizer with its schedule. Unknown keys are refused."""
 
     steps: AtLeast1 = 100
     """Optimizer steps."""
@@ -105,7 +105,8 @@ class OptimConfig:
 @user_errors(ConfigError)
 @dataclass(config=record_config(extra="forbid"))
 class LoraConfig:
-    """LoRA adapters (peft) instead of training all LLM weights; the export merges them."""
+    """LoRA adapters (peft) instead of training all LLM weights; the export merges them. Unknown keys are
+    refused."""
 
     enabled: StrictBool = False
     """Train LoRA adapters instead of all LLM weights. The tiny decoder is always trained in full. The default recipe: true with lr 2e-4, which kept choice accuracy where a full fine-tune lost it."""
@@ -160,7 +161,12 @@ def upgrade(values: dict[str, Any]) -> dict[str, Any]:
 @user_errors(ConfigError)
 @dataclass(config=record_config(extra="forbid"))
 class TrainConfig:
-    """One training run's settings (a YAML file's keys, `unimae train --FIELD` options), saved as config.yaml."""
+    """One training run's settings (a YAML file's keys, `unimae train --FIELD` options), saved as config.yaml.
+
+    Unknown keys are refused, here and in every section: a config is written by hand, and a misspelt knob
+    must not train with its default unnoticed. The flat names of older configs are not unknown: they are
+    mapped to their sections through ``unimae.config_names.LEGACY`` before the check.
+    """
 
     model: NonEmpty = "smollm2-135m"
     """A Hugging Face causal-LM id, a local model folder, a .gguf file, or an alias ('smollm2-135m', 'gemma3-270m', ...)."""
