@@ -21,7 +21,7 @@ from pathlib import Path
 
 from unimae.data.wiki import wiki_articles, wiki_sentences
 from unimae.encoding.encoder import Encoder
-from unimae.serving.rag import build_index, chunk_text
+from unimae.rag import build_index, chunk_text
 
 
 def default_model() -> str:

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from unimae.evaluation.results import BenchmarkSummary
+from unimae.tables import markdown_table
 
 BENCHMARKS = ("offline-dev", "offline-test")
 READS = ("template", "eos")  # listed first; then any other read (e.g. another prompt's folder)
@@ -65,10 +66,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/issue14"))
     args = parser.parse_args()
     header = ["point", "seed", "read", "dev average", "test average", "MRC acc. / baseline (91-100)"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows(args.results, args.runs):
-        print("| " + " | ".join(row) + " |")
+    print(markdown_table(header, rows(args.results, args.runs)))
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@
 #                                     also the default) with model=MODEL, + offline (through its encode_prompt,
 #                                     PromptEOL's template) + lm-eval; with EOS_REFERENCE=1, plain EOS too
 # Training-free rows do not depend on SEED. Runs go to runs/scale/MODEL/NAME-sSEED, results to
-# results/scale/MODEL/NAME[-sSEED]/{BENCHMARK,lm-eval}; `unimae report` reads them (RESULTS.md).
+# results/scale/MODEL/NAME[-sSEED]/{BENCHMARK,lm-eval}; `python studies/results.py` reads them (RESULTS.md).
 # BENCHMARK (environment; default offline): the task set every evaluation runs, e.g. BENCHMARK=offline-v2-test
 # re-scores the same trained runs on another set (training and lm-eval are skipped once their files exist).
 # Each job uses one thread (OMP_NUM_THREADS=1); on 2 cores run two steps side by side, e.g.
 #   scripts/scale_study.sh gemma3-270m 42 unimae &  scripts/scale_study.sh gemma3-270m 42 mntp pooling-prompteol &
 # Nothing here is adapted per size: the default recipe's batch 16 x 64 tokens fits every size on a CPU
-# (peak memory per size: README), and the vocabulary head is chunked automatically (loss_chunk_size -1).
+# (peak memory per size: docs/benchmarks.md), and the vocabulary head is chunked automatically (loss_chunk_size -1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:?usage: scripts/scale_study.sh MODEL [SEED] [STEP...]}

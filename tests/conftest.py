@@ -1,12 +1,19 @@
-"""Tiny randomly initialised causal LMs built in code (two architecture families) and small corpora."""
+"""Tiny randomly initialised causal LMs built in code (two architecture families) and small corpora; the
+study scripts' folder on the import path."""
 
 from __future__ import annotations
 
 import random
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+# the study scripts (studies/, outside the package) import each other by name, as when run from there
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+sys.path.insert(0, str(STUDIES))
 
 WORDS = (
     "the a an of to in and is was for on with as by at from that this it be are were he she they we you "
@@ -109,3 +116,13 @@ def corpus_file(tmp_path) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("UNIMAE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def results(tmp_path) -> Path:
+    """A copy of the fixture result files (eval summaries, lm-eval results) with one linked figure."""
+    root = tmp_path / "results"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "eval" / "results", root)
+    (root / "figures").mkdir()
+    (root / "figures" / "tsne.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # only linked, never opened
+    return root

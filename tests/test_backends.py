@@ -264,14 +264,14 @@ def test_server_rejects_a_long_text_naming_it(tiny_llama):
 def test_rag_index_records_its_backend_and_cli_uses_it(exports, tmp_path, capsys):
     """`rag index --backend onnx` embeds with the graph; `rag search` then uses the index's backend."""
     from unimae.cli import main
-    from unimae.serving.rag import RagIndex
+    from unimae.rag import RagIndex
 
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.txt").write_text(" ".join(TEXTS))
     model, index = str(exports["llama"]), str(tmp_path / "index")
     assert main(["rag", "index", str(docs), "--model", model, "--index", index, "--backend", "onnx"]) == 0
-    assert RagIndex.open(index).manifest["backend"] == "onnx"
+    assert RagIndex.open(index).manifest.backend == "onnx"
     assert main(["rag", "search", TEXTS[0], "--index", index, "-k", "1"]) == 0
     assert "a.txt" in capsys.readouterr().out
     RagIndex.open(index).check_model(Encoder.from_pretrained(model, device="cpu"))  # torch: same vectors

@@ -135,3 +135,40 @@ def test_resumed_weights_match_after_a_verified_resume(run2, tiny_llama, corpus_
     a, b = load_trained(straight)[0].state_dict(), load_trained(run2)[0].state_dict()
     for k, v in a.items():
         torch.testing.assert_close(v, b[k], rtol=0, atol=1e-6)
+
+
+# --- the step a checkpoint claims, and a resume that would contradict it (issue 23) ----------------------
+
+
+@pytest.mark.parametrize("step", [1000, -1, 0, "2", 2.5, True])
+def test_an_edited_checkpoint_step_is_refused_by_resume_and_export(step, run2, tiny_llama, corpus_file):
+    ckpt = find_checkpoint(run2)
+    manifest = json.loads((ckpt / MANIFEST).read_text())
+    (ckpt / MANIFEST).write_text(json.dumps({**manifest, "step": step}))
+    config = (run2 / "config.yaml").read_text()
+    for route in (lambda: _resume(run2, tiny_llama, corpus_file), lambda: load_trained(run2)):
+        with pytest.raises(CheckpointError, match=str(ckpt / MANIFEST)):
+            route()
+    assert (run2 / "config.yaml").read_text() == config and not (run2 / "model").exists()
+
+
+def test_resume_may_extend_or_finish_a_run_but_not_end_it_before_its_checkpoint(
+    run2, tiny_llama, corpus_file, capsys
+):
+    from unimae.cli import main
+    from unimae.training.config import ConfigError
+
+    config = (run2 / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match="optim.steps=1, but the checkpoint .* is at step 2"):
+        train(_cfg(tiny_llama, corpus_file, run2, steps=1), resume=True)
+    assert main(["train", "--resume", "--output-dir", str(run2), "steps=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is at step 2" in err
+    assert main(["train", "--resume", "--output-dir", str(run2), "lr=0.5"]) == 2  # what is trained changed
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "optim.lr: 0.001 -> 0.5" in err
+    assert (run2 / "config.yaml").read_text() == config  # nothing rewritten
+    metrics = (run2 / "metrics.jsonl").read_text()
+    train(_cfg(tiny_llama, corpus_file, run2, steps=2), resume=True)  # at its last step: nothing to train
+    assert (run2 / "metrics.jsonl").read_text() == metrics and checkpoint_step(find_checkpoint(run2)) == 2
+    assert load_trained(run2)[2].steps == 2

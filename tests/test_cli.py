@@ -131,18 +131,6 @@ def test_rag_search_k_must_be_positive(k, tmp_path, capsys):
     assert "unimae rag search: error: --k" in capsys.readouterr().err
 
 
-def test_sweep_overrides_are_typed_by_the_config(monkeypatch, tmp_path):
-    from unimae.evaluation import sweep
-
-    seen = {}
-    monkeypatch.setattr(sweep, "run_sweep", _recording(sweep.run_sweep, seen, []))
-    monkeypatch.setattr("unimae.evaluation.sweep.plot_mask_ratio", lambda points, path: path)
-    argv = ["sweep", "--config", "c.yaml", "--ratios", "[0.2, 0.5]", "--tasks", "LeeSTS", "Other"]
-    assert main([*argv, "--results-root", str(tmp_path), "steps=3", "lora=true"]) == 0
-    assert seen["overrides"] == {"steps": 3, "lora": True}
-    assert list(seen["ratios"]) == [0.2, 0.5] and seen["tasks"] == ["LeeSTS", "Other"]
-
-
 def test_encode_writes_npy_and_reports_the_path(tiny_gpt2, corpus_file, tmp_path, capsys):
     out = tmp_path / "v"
     assert main(["encode", str(tiny_gpt2), "the cat", "a dog runs", "-o", str(out)]) == 0
@@ -203,18 +191,20 @@ def test_serve_defaults_come_from_the_library(monkeypatch):
     defaults = {n: p.default for n, p in inspect.signature(config).parameters.items()}
     given = {n: d for n, d in defaults.items() if n in seen and d is not inspect.Parameter.empty}
     assert len(given) > 3 and all(seen[n] == d for n, d in given.items() if n != "truncate")
+    assert seen["ui"] is True  # the browser page is on by default
+    assert main(["serve", "some-model", "--no-ui"]) == 0 and seen["ui"] is False
 
 
 README_COMMANDS = [
     "train --config default steps=200 lr=5e-5",
     "train model=my/hf-model data=texts.jsonl lora=true output_dir=runs/mine",
     "train --resume --output-dir runs/mine",
-    "export runs/mine -o exported/",
+    "export runs/mine -o exported/mine",
+    "export runs/mine -o exported/mine --overwrite",
     'encode runs/mine "first text" "second text" -o vecs.npy',
     "encode runs/mine -i texts.txt",
     "demo runs/mine",
     "demo",
-    "sweep --name sweep --threads 1 lora=false mar_mask_ratio=0.5 --tasks LeeSTS VitaminCPairClassification",
     'tsne "Base (mean)=smollm2-135m@mean" "UniMAE (EOS)=runs/default/model" -o results/figures/tsne.png',
     "report results --runs results/base results/base-mean",
     "data prepare",
@@ -234,3 +224,71 @@ def test_readme_commands_parse(line):
 
     chosen, cmd, ns = parse(shlex.split(line))
     assert cmd is not None and ns is not None
+
+
+TRAIN_REFUSED_BY_THE_MODEL = [  # (argv tail, words of the one-line message)
+    (
+        ["max_length=6", "objective.prompt=the cat : {text} means in one word : the dog"],
+        "no room for the text",
+    ),
+    (["lora=true", "lora.target_modules=[nope_proj]"], "nope_proj"),
+]
+
+
+@pytest.mark.parametrize("tail,expected", TRAIN_REFUSED_BY_THE_MODEL, ids=["prompt", "lora-target"])
+def test_train_values_the_model_cannot_take_are_one_line(
+    tail, expected, tiny_llama, corpus_file, tmp_path, capsys
+):
+    argv = ["train", f"model={tiny_llama}", f"data={corpus_file}", "steps=1", "batch_size=2"]
+    assert main([*argv, f"output_dir={tmp_path / 'run'}", *tail]) == 2
+    err = capsys.readouterr().err  # after the model's loading bar: the one line
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("unimae train: error:") and expected in last
+
+
+def test_interrupt_in_other_commands_does_not_suggest_train_resume(tiny_gpt2, monkeypatch, tmp_path, capsys):
+    from unimae.encoding import files
+
+    @functools.wraps(files.encode_to_file)
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files, "encode_to_file", interrupted)
+    assert main(["encode", str(tiny_gpt2), "text", "-o", str(tmp_path / "v")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == "interrupted" and "train" not in err
+
+
+NO_CUDA = "cuda" if not __import__("torch").cuda.is_available() else "cuda:99"
+BAD_OPTIONS = [  # (command and options with MODEL/OUT/IDX placeholders, words of the one-line message)
+    ("encode MODEL a -o OUT --batch-size 0", "batch_size must be a whole number >= 1, got 0"),
+    ("encode MODEL a -o OUT --batch-size -3", "got -3"),
+    ("encode MODEL a -o OUT --truncate-dim 0", "truncate_dim must be >= 1, got 0"),
+    ("encode MODEL a -o OUT --truncate-dim 999", "truncate_dim must be between 1 and 32, got 999"),
+    ("encode MODEL a -o OUT --max-length 1", "max_length must be >= 2"),
+    ("encode MODEL a -o OUT --max-length 999", "exceeds the model's context of 128"),
+    ("encode MODEL a -o OUT --dtype int8", "--dtype: expected one of fp32"),
+    (f"encode MODEL a -o OUT --device {NO_CUDA}", "CUDA"),
+    ("encode MODEL a -o OUT --device nonsense", "not a device name"),
+    ("rag index DOCS --model MODEL --index IDX --batch-size 0", "batch_size must be a whole number >= 1"),
+    ("rag index DOCS --model MODEL --index IDX --chunk-words 5 --overlap 5", "overlap < chunk_words"),
+    (f"rag index DOCS --model MODEL --index IDX --device {NO_CUDA}", "CUDA"),
+    ("serve MODEL --max-length 0", "max_length must be >= 2"),
+    (f"serve MODEL --device {NO_CUDA}", "CUDA"),
+    ("serve MODEL --port 99999", "port must be a whole number from 0 to 65535, got 99999"),
+    ("serve MODEL --log-level nonsense", "--log_level: expected one of critical"),
+]
+
+
+@pytest.mark.parametrize("line,expected", BAD_OPTIONS, ids=[line for line, _ in BAD_OPTIONS])
+def test_bad_option_values_are_one_line(line, expected, tiny_gpt2, tmp_path, capsys):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("the cat .")
+    where = {"MODEL": tiny_gpt2, "OUT": tmp_path / "v", "IDX": tmp_path / "idx", "DOCS": docs}
+    argv = [str(where.get(token, token)) for token in line.split()]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("unimae ") and expected in last, err
+    assert not (tmp_path / "v.npy").exists() and not (tmp_path / "idx" / "manifest.json").exists()

@@ -1,20 +1,21 @@
 """TrainConfig validates every field's type and range on construction, from Python and from YAML files;
 sections pass whole, and the flat names of older configs still load through one table (LEGACY)."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from unimae.config_names import LEGACY, OPTIM_FIELDS, SECTION_NAMES, flat_names
 from unimae.errors import UserError
 from unimae.training.config import (
-    LEGACY,
+    SECTIONS,
     ConfigError,
     LoraConfig,
     OptimConfig,
     TrainConfig,
-    flat_names,
     load_config,
 )
 
@@ -148,11 +149,19 @@ def test_every_flat_name_maps_to_a_field_and_back():
     assert flat_names({"lr": 1.0, "steps": 3}) == {"lr": 1.0, "steps": 3}  # an older flat record as it is
 
 
+def test_the_flat_name_table_knows_every_section_and_optim_field():
+    """The table lives outside training (evaluation reads run configs with it): it must name TrainConfig's
+    sections, and an optim field added without a flat name would be missed by older-style overrides."""
+    assert SECTION_NAMES == tuple(SECTIONS)
+    assert OPTIM_FIELDS == tuple(f.name for f in dataclasses.fields(OptimConfig))
+
+
 def test_committed_flat_configs_and_result_records_still_load():
-    """Every ``training`` record inside the committed result files (written by the flat config) loads."""
+    """Every ``training`` record inside the committed result files (summary.json and lm_eval.json, written
+    under the flat names of older configs) loads through the one table of flat names."""
     root = Path(__file__).parents[1] / "results"
     records = []
-    for path in sorted(root.rglob("summary.json")):
+    for path in sorted([*root.rglob("summary.json"), *root.rglob("lm_eval.json")]):
         training = json.loads(path.read_text()).get("model_info", {}).get("training")
         if training:
             records.append(training)

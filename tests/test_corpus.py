@@ -31,6 +31,17 @@ def test_jsonl_text_field(tmp_path):
     assert load_texts(str(other), text_field="body") == ["gamma"]
 
 
+@pytest.mark.parametrize("ending", ["\r\n", "\r"], ids=["crlf", "cr"])
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
+def test_any_line_ending_and_a_bom(tmp_path, ending, suffix):
+    """CR-only files are one text per line, a BOM is not part of the first text; a form feed stays inside."""
+    path = tmp_path / f"texts{suffix}"
+    texts = ["first text", "second \x0c text", "third"]
+    lines = texts if suffix == ".txt" else [json.dumps({"text": t}) for t in texts]
+    path.write_bytes(("\ufeff" + ending.join(lines) + ending).encode("utf-8"))
+    assert load_texts(str(path)) == texts
+
+
 @pytest.mark.parametrize("content", ["", "\n  \n", "   "])
 def test_empty_txt_is_an_error(tmp_path, content):
     path = tmp_path / "empty.txt"

@@ -39,6 +39,17 @@ def test_every_format_reads_all_records_in_order(tmp_path, suffix):
 
 
 @pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv", ".tsv"])
+@pytest.mark.parametrize("ending", ["\r\n", "\r"], ids=["crlf", "cr"])
+@pytest.mark.parametrize("bom", [False, True], ids=["", "bom"])
+def test_every_format_takes_every_line_ending_and_a_bom(tmp_path, suffix, ending, bom):
+    """Old Mac files (CR only) are one row per line, not one row; a BOM (Windows editors) is not text."""
+    path = _write(tmp_path / f"in{suffix}", TEXTS)
+    body = path.read_text(encoding="utf-8").replace("\n", ending)
+    path.write_bytes(("\ufeff" if bom else "").encode() + body.encode())
+    assert read_inputs(path) == TEXTS
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv", ".tsv"])
 @pytest.mark.parametrize("bad", [0, 2, 3])
 def test_blank_record_is_refused_with_its_line(tmp_path, suffix, bad):
     records = list(TEXTS)
@@ -82,7 +93,7 @@ def test_txt_lines_split_on_newline_only(tmp_path):
 
 
 def test_bad_files(tmp_path):
-    with pytest.raises(InputFileError, match="no such file"):
+    with pytest.raises(InputFileError, match="missing.txt does not exist"):
         read_inputs(tmp_path / "missing.txt")
     (tmp_path / "x.parquet").write_text("")
     with pytest.raises(InputFileError, match="unsupported"):
@@ -106,3 +117,65 @@ def test_encode_to_file_rows_align_and_path_is_reported(tiny_gpt2, tmp_path, suf
         np.testing.assert_allclose(vecs[i], enc.encode(text, normalize_embeddings=True), atol=1e-5)
     kept = encode_to_file(enc, texts, tmp_path / "vecs.npy", truncate_dim=4)
     assert kept == tmp_path / "vecs.npy" and np.load(kept).shape == (len(TEXTS), 4)
+
+
+def test_text_that_is_not_unicode_is_refused_naming_the_record(tmp_path, tiny_gpt2):
+    from unimae.data.corpus import CorpusError, load_texts
+
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "the cat"}\n{"text": "bad \\udc80"}\n')
+    with pytest.raises(InputFileError, match=r"in.jsonl:2: .*not UTF-8"):
+        read_inputs(path)
+    with pytest.raises(CorpusError, match=r"in.jsonl, line 2: field 'text': .*not UTF-8"):
+        load_texts(str(path))
+    encoder = Encoder.from_pretrained(str(tiny_gpt2), device="cpu")
+    with pytest.raises(UserError, match=r"texts\[1\] cannot be embedded: a lone surrogate U\+D800"):
+        encoder.encode(["fine", "\ud800"])
+    with pytest.raises(UserError, match=r"texts\[0\] is empty"):
+        encoder.encode([" "])
+
+
+def test_command_line_bytes_that_are_not_utf8_are_one_line(tmp_path, tiny_gpt2):
+    """Real argv bytes (Python keeps them as surrogates): encode, rag search and rag ask."""
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "unimae.cli"]
+    runs = [
+        [*cli, "encode", str(tiny_gpt2).encode(), b"fine", b"caf\xe9", b"-o", str(tmp_path / "v").encode()],
+        [*cli, "rag", "search", b"caf\xe9", b"--index", str(tmp_path).encode()],
+        [*cli, "rag", "ask", b"\xff", b"--index", str(tmp_path).encode()],
+    ]
+    wanted = ["texts item 2: byte 0xe9", "query: byte 0xe9", "question: byte 0xff"]
+    for argv, want in zip(runs, wanted, strict=True):
+        proc = subprocess.run(argv, capture_output=True)
+        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        assert proc.returncode == 2 and len(err) == 1 and want in err[0], err
+    assert not (tmp_path / "v.npy").exists()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_a_field_longer_than_csvs_own_cap_is_read(tmp_path, suffix):
+    long = "word " * 40_000  # 200,000 characters; csv refuses fields over 131,072 by default
+    path = _write(tmp_path / f"in{suffix}", ["the cat", long.strip(), "the dog"])
+    assert [len(t) for t in read_inputs(path)] == [7, len(long.strip()), 7]
+
+
+def test_a_fifo_or_a_link_to_a_device_is_said_as_it_is(tmp_path, capsys):
+    import os
+
+    from unimae.cli import main
+
+    os.mkfifo(tmp_path / "pipe.txt")
+    (tmp_path / "zero.txt").symlink_to("/dev/zero")
+    (tmp_path / "c.yaml").symlink_to("/dev/zero")
+    with pytest.raises(InputFileError, match="pipe.txt is a FIFO, not a regular file"):
+        read_inputs(tmp_path / "pipe.txt")
+    with pytest.raises(InputFileError, match="is a character device, not a regular file"):
+        read_inputs(tmp_path / "zero.txt")
+    with pytest.raises(InputFileError, match="none.txt does not exist"):
+        read_inputs(tmp_path / "none.txt")
+    assert main(["encode", "any-model", "-i", str(tmp_path / "pipe.txt")]) == 2  # answered, not blocked
+    assert main(["train", "--config", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "a FIFO" in err[0] and "c.yaml is a character device, not a regular file" in err[1]

@@ -147,3 +147,121 @@ def test_export_keeps_recorded_provenance_and_refuses_bad_requests(full_run, tmp
     with pytest.raises(UserError, match="format"):
         export(full_run, tmp_path / "x", format="tensorrt")
     assert json.loads((again / "unimae.json").read_text())["trained_from"]
+
+
+# --- the target folder (issue 23: an export never replaces what it should not) ---------------------------
+
+
+def _fake_run(folder):
+    """A run folder's marks (config, metrics, checkpoint) without training: the refusals come first."""
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "config.yaml").write_text("optim:\n  steps: 3\n")
+    (folder / "metrics.jsonl").write_text('{"step": 1}\n')
+    return folder
+
+
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_export_refuses_a_folder_that_is_not_an_export_of_its_format(tiny_llama, tmp_path):
+    from unimae.export.target import ExportTargetError
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportTargetError, match="holds no unimae export.*--overwrite"):
+        export(tiny_llama, mine)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    causal = export(tiny_llama, tmp_path / "causal")  # a causal-lm export is refreshed by one...
+    export(tiny_llama, causal)
+    with pytest.raises(ExportTargetError, match="holds a causal-lm export, not a sentence-transformers one"):
+        export(tiny_llama, causal, format="sentence-transformers")  # ...not replaced by another format
+    assert (causal / "config.json").is_file()
+    assert export(tiny_llama, mine, overwrite=True) == mine  # asked for: replaced
+    assert not (mine / "notes.txt").exists() and (mine / "unimae.json").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert export(tiny_llama, empty) == empty
+
+
+@pytest.mark.parametrize("where", ["run", "parent", "source", "cwd"])
+def test_export_never_replaces_a_run_or_what_holds_the_source(where, tiny_llama, tmp_path, monkeypatch):
+    from unimae.export.target import ExportTargetError
+
+    run = _fake_run(tmp_path / "runs" / "mine")
+    source = str(run)
+    target = {"run": run, "parent": tmp_path / "runs", "source": tmp_path, "cwd": tmp_path / "here"}[where]
+    if where == "source":  # the model to export lies inside the target
+        import shutil
+
+        source = str(shutil.copytree(tiny_llama, tmp_path / "holder" / "model"))
+        target = tmp_path / "holder"
+    if where == "cwd":
+        target.mkdir()
+        (target / "x.txt").write_text("x")
+        monkeypatch.chdir(target)
+    before = _tree(target)
+    for overwrite in (False, True):
+        with pytest.raises(ExportTargetError, match="refusing to export into"):
+            export(source, target, overwrite=overwrite)
+    assert _tree(target) == before
+
+
+def test_export_target_that_is_a_file_is_a_disk_error(tiny_llama, tmp_path):
+    from unimae.io import DiskError
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DiskError, match="is a file, not a folder"):
+        export(tiny_llama, tmp_path / "f")
+    with pytest.raises(DiskError, match="not a folder"):
+        export(tiny_llama, tmp_path / "f" / "below")
+
+
+def test_export_cli_refusal_is_one_line_and_overwrite_is_an_option(tiny_llama, tmp_path, capsys):
+    from unimae.cli import main
+
+    run = _fake_run(tmp_path / "run")
+    assert main(["export", str(run), "-o", str(run)]) == 2
+    assert main(["export", str(run), "-o", str(run), "--overwrite"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(e.startswith("unimae export: error: refusing") for e in err)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "config.yaml", "metrics.jsonl"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    assert main(["export", str(tiny_llama), "-o", str(mine)]) == 2
+    assert "holds no unimae export" in capsys.readouterr().err
+    assert main(["export", str(tiny_llama), "-o", str(mine), "--overwrite"]) == 0  # asked for: replaced
+    assert not (mine / "notes.txt").exists() and (mine / "unimae.json").is_file()
+
+
+def test_a_killed_export_leaves_a_temporary_that_the_next_export_removes(tiny_llama, tmp_path):
+    """kill -9 inside the atomic folder write, in a real process; the next export cleans up after it."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "model"
+    code = (
+        "import os, signal; from unimae.io import atomic_dir\n"
+        f"with atomic_dir({str(target)!r}) as tmp:\n"
+        "    (tmp / 'half.bin').write_bytes(b'x' * 1000)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert proc.returncode == -9
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".model.") and left[0].endswith(".tmp")
+    export(tiny_llama, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_train_checks_its_export_target_before_training(tiny_llama, corpus, tmp_path):
+    from unimae.export.target import ExportTargetError
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "notes.txt").write_text("not an export")
+    with pytest.raises(ExportTargetError, match="holds no unimae export"):
+        train_and_export(_cfg(tiny_llama, corpus, run))
+    assert sorted(p.name for p in run.iterdir()) == ["model"]  # nothing trained, nothing written

@@ -165,11 +165,29 @@ def test_summary_categories_and_missing_summarization():
 
 
 def test_hub_benchmarks_are_named_without_downloading():
-    from unimae.evaluation.benchmark import MTEB_15, benchmark_tasks
+    from unimae.evaluation.task_sets import MTEB_15, benchmark_tasks
 
     tasks = benchmark_tasks("mteb-15")
     assert [t.metadata.name for t in tasks] == list(MTEB_15)
     assert len(benchmark_tasks("mteb-eng")) == 56
+
+
+def test_every_named_set_is_an_mteb_benchmark_built_afresh():
+    import mteb
+
+    from unimae.errors import UserError
+    from unimae.evaluation.task_sets import BENCHMARKS, get_benchmark, select_tasks
+
+    for name in BENCHMARKS:
+        bench = get_benchmark(name)
+        assert isinstance(bench, mteb.Benchmark) and bench.name == name and len(bench.tasks) > 0
+        assert bench.needs_hub == name.startswith("mteb-")  # the offline sets never reach the hub
+    assert get_benchmark("offline").tasks[0] is not get_benchmark("offline").tasks[0]  # no data shared
+    assert get_benchmark("offline").all_categories[-1] == "Summarization"  # listed though no task has it
+    with pytest.raises(UserError, match="unknown benchmark 'nope'; choose one of"):
+        get_benchmark("nope")
+    with pytest.raises(UserError, match=r"unknown mteb-15 task\(s\) \['LeeSTS'\]"):
+        select_tasks(get_benchmark("mteb-15"), ["LeeSTS"])
 
 
 def test_unreachable_hub_gives_a_clear_message(monkeypatch, capsys):
@@ -217,6 +235,24 @@ def test_unimae_eval_end_to_end_is_deterministic(tiny_llama, tmp_path, capsys):
     assert loaded.model_info.pooling == "mean" and loaded.texts_encoded > 0
     mteb_files = list((tmp_path / "a" / "mteb" / "results").rglob("LeeSTS.json"))
     assert len(mteb_files) == 1 and (tmp_path / "a" / "summary.md").read_text().startswith("# Tiny")
+    # intervals (issue 24): per task, per category and for the average, from the kept embeddings
+    for task in loaded.tasks.values():
+        assert task.ci_low <= task.score <= task.ci_high and task.n_items > 0 and task.replicates
+    assert loaded.average_ci_low <= loaded.average <= loaded.average_ci_high
+    assert loaded.categories["STS"].ci_low is not None and loaded.bootstrap.n_replicates == 1000
+    assert (
+        loaded.tasks["LeeSTS"].n_items == 1225
+        and len(loaded.tasks["MiniNewsgroupsClustering"].replicates) == 200
+    )
+    from unimae.evaluation.rescore import load_task_embeddings
+
+    stored = load_task_embeddings(tmp_path / "a", "LeeSTS")
+    assert (
+        len(stored.texts) == 50
+        and stored.vectors.shape[0] == 50
+        and stored.revision == loaded.model_info.revision
+    )
+    assert "95% interval" in (tmp_path / "a" / "summary.md").read_text()
 
 
 def test_unimae_eval_resume_reads_back_finished_tasks_and_runs_the_rest(tiny_llama, tmp_path):
@@ -237,6 +273,7 @@ def test_unimae_eval_resume_reads_back_finished_tasks_and_runs_the_rest(tiny_lla
         assert again["tasks"][name]["score"] == pytest.approx(task["score"], abs=1e-6)
     assert 0 < again["texts_encoded"] < full["texts_encoded"]  # only the clustering texts were encoded
     assert "--resume" in again["command"]
+    assert again["tasks"]["LeeSTS"]["replicates"] == full["tasks"]["LeeSTS"]["replicates"]  # from its npz
     # other settings (here the pooling) are another mteb revision: nothing is read back
     assert main([*args[:3], "last", *args[4:], "-o", str(out), "--resume", "true"]) == 0
     assert "resumed" not in json.loads((out / "summary.json").read_text())

@@ -289,8 +289,8 @@ def test_manifest_lists_every_file():
 
 
 def test_offline_set_is_unchanged_and_dev_test_split_the_widened_set():
-    from unimae.evaluation.benchmark import benchmark_tasks
     from unimae.evaluation.offline_tasks import SPLITS, TASK_CLASSES, WORD_CLASSES, offline_tasks
+    from unimae.evaluation.task_sets import benchmark_tasks
 
     names = lambda tasks: [t.metadata.name for t in tasks]  # noqa: E731
     assert names(offline_tasks()) == [

@@ -1,26 +1,16 @@
-"""`unimae report` on fixture result files, and the t-SNE figure pieces."""
+"""`unimae report` (any result folders) on fixture result files, and the t-SNE figure pieces."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from table_text import squeeze
 
 from unimae.evaluation.report import find_results, write_report
-from unimae.evaluation.scale import scale_table
 
 FIX = Path(__file__).parent / "fixtures" / "eval" / "results"
-
-
-@pytest.fixture
-def results(tmp_path) -> Path:
-    root = tmp_path / "results"
-    shutil.copytree(FIX, root)
-    (root / "figures").mkdir()
-    (root / "figures" / "tsne.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # only linked, never opened
-    return root
 
 
 def _row(text: str, label: str) -> str:
@@ -29,7 +19,7 @@ def _row(text: str, label: str) -> str:
 
 def test_report_table_rows_columns_and_links(results, tmp_path):
     out = write_report(results, tmp_path / "RESULTS.md")
-    text = out.read_text()
+    text = squeeze(out.read_text())
     header = next(line for line in text.splitlines() if line.startswith("| model |"))
     for col in (
         "STS",
@@ -59,13 +49,13 @@ def test_report_table_rows_columns_and_links(results, tmp_path):
 
 
 def test_report_is_deterministic_and_ordered_by_runs(results, tmp_path):
-    a = write_report(results, tmp_path / "a.md").read_text()
-    b = write_report(results, tmp_path / "b.md").read_text()
+    a = squeeze(write_report(results, tmp_path / "a.md").read_text())
+    b = squeeze(write_report(results, tmp_path / "b.md").read_text())
     assert a.replace("a.md", "") == b.replace("b.md", "")
     ordered = write_report(
         results, tmp_path / "c.md", runs=[str(results / "unimae"), str(results / "base-mean")]
     )
-    text = ordered.read_text()
+    text = squeeze(ordered.read_text())
     assert text.index("| UniMAE |") < text.index("| Base (mean) |") and "all-MiniLM" not in text
 
 
@@ -89,7 +79,7 @@ def test_summary_markdown_from_fixture():
     from unimae.evaluation.benchmark import summary_markdown
     from unimae.evaluation.results import BenchmarkSummary
 
-    md = summary_markdown(BenchmarkSummary.load(FIX / "base-mean" / "offline" / "summary.json"))
+    md = squeeze(summary_markdown(BenchmarkSummary.load(FIX / "base-mean" / "offline" / "summary.json")))
     assert "| LeeSTS | STS | 56.00 | cosine_spearman |" in md
     assert "| Summarization | 0 | no offline data |" in md and "Average over 2 tasks: 64.50" in md
 
@@ -130,36 +120,21 @@ def test_tsne_command_on_tiny_model(tiny_llama, tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_report_draws_fig3b_and_keeps_task_subsets_apart(results, tmp_path):
+def test_report_keeps_task_subsets_apart(results, tmp_path):
     import json
 
     sub = json.loads((results / "unimae" / "offline" / "summary.json").read_text())
     sub.update(label="sweep: mar0.2", subset=["LeeSTS"], tasks={"LeeSTS": sub["tasks"]["LeeSTS"]})
     (results / "sweep" / "mar0.2").mkdir(parents=True)
     (results / "sweep" / "mar0.2" / "summary.json").write_text(json.dumps(sub))
-    text = write_report(results, tmp_path / "R.md").read_text()
+    text = squeeze(write_report(results, tmp_path / "R.md").read_text())
     full, _, subset = text.partition("## Embeddings and generation: `offline, 1-task subset` benchmark")
     assert subset and "Tasks of this subset: LeeSTS." in subset
     assert "| sweep: mar0.2 |" in subset and "| sweep: mar0.2 |" not in full
     assert "| UniMAE |" in full
     setup = text.split("## Models, steps and seeds")[1]
     assert "| sweep: mar0.2 (offline, 1-task subset) |" in setup and "| UniMAE (offline) |" in setup
-    fig = results / "fig3b_lm_scores.png"
-    assert (
-        fig.read_bytes().startswith(b"\x89PNG") and "![fig3b_lm_scores](results/fig3b_lm_scores.png)" in text
-    )
-
-
-def test_report_checks_targets_from_the_files(results, tmp_path):
-    text = write_report(results, tmp_path / "R.md").read_text()
-    section = text.split("## Against the targets")[1].split("\n## ")[0]
-    # fixture: UniMAE (trained, objective unimae) average 67.50, Base (mean) 64.50; STS 55 against 56
-    assert "UniMAE 67.50 vs best untrained row Base (mean) 64.50: **+3.00** points" in section
-    assert "below an untrained pooling or MNTP: STS (55.00; above it: Base (mean) 56.00)" in section
-    # lm-eval fixture: perplexity 47.0 against 59.6 (-21.1%), choice accuracy 47.0 against 47.5
-    assert "perplexity 47.00 vs 59.60 (**-21.1%**), mean choice accuracy **-0.5** points" in section
-    assert "all-MiniLM" not in section  # the reference encoder is not a baseline to beat
-    assert "slowest evaluation" in section
+    assert not (results / "fig3b_lm_scores.png").exists()  # a study's figure: not drawn here
 
 
 def _copy_run(
@@ -192,7 +167,7 @@ def test_report_seed_table_and_fields_that_differ(results, tmp_path):
     _copy_run(
         results, "unimae", "unimae-rerun", "UniMAE, rerun", 0.675, None, rev="abc123-eos-512"
     )  # counted once
-    text = write_report(results, tmp_path / "R.md").read_text()
+    text = squeeze(write_report(results, tmp_path / "R.md").read_text())
     seeds = text.split("## Seeds")[1].split("\n## ")[0]
     rows = [line for line in seeds.splitlines() if line.startswith("| offline |")]
     # fixture UniMAE: seed 0, average 67.50, choice accuracy 47.0 (lm-eval); the single-seed variant has no row
@@ -203,65 +178,34 @@ def test_report_seed_table_and_fields_that_differ(results, tmp_path):
     assert "seed=7, mar_predict_eos=None" not in setup and "mar_predict_eos=False" in setup
 
 
-def _put(
-    results: Path, src: str, dst: str, label: str, average: float | None = None, model: str | None = None
-):
-    """A copy of fixture result file ``src`` (relative to the fixture root) at ``dst``, relabelled."""
+def test_report_shows_the_interval_beside_an_average_that_has_one(results, tmp_path):
     import json
 
-    d = json.loads((results / src).read_text())
-    d["label"] = label
-    if average is not None:
-        d["average"] = average
-    if model is not None:
-        d["model_info"]["model"] = model
-    (results / dst).parent.mkdir(parents=True, exist_ok=True)
-    (results / dst).write_text(json.dumps(d))
+    path = results / "unimae" / "offline" / "summary.json"
+    data = json.loads(path.read_text())
+    plain = _row(squeeze(write_report(results, tmp_path / "before.md").read_text()), "UniMAE")
+    data["average_ci_low"], data["average_ci_high"] = data["average"] - 0.01, data["average"] + 0.02
+    path.write_text(json.dumps(data))
+    text = squeeze(write_report(results, tmp_path / "after.md").read_text())
+    row = _row(text, "UniMAE")
+    low, high = 100 * data["average_ci_low"], 100 * data["average_ci_high"]
+    assert f"({low:.2f}-{high:.2f})" in row and row.replace(f" ({low:.2f}-{high:.2f})", "") == plain
+    assert "95% bootstrap interval of the average" in text
+    assert "(" not in _row(text, "Base (mean)").split("**")[2].split("|")[0]  # old results: as before
 
 
-def test_report_scale_table_rows_by_size_kept_out_of_the_main_tables(results, tmp_path):
-    s, lm = "base-mean/offline/summary.json", "base/lm-eval/lm_eval.json"  # base: PPL 59.6, MC acc 47.5
-    g = "scale/gemma3-270m"
-    _put(results, s, f"{g}/base-pcot/offline/summary.json", "gemma pcot", 0.62, "gemma3-270m")
-    _put(results, s, f"{g}/base-prompteol/offline/summary.json", "gemma prompteol", 0.60, "gemma3-270m")
-    _put(results, lm, f"{g}/base/lm-eval/lm_eval.json", "gemma base", model="gemma3-270m")
-    _put(results, s, f"{g}/mntp-s42/offline/summary.json", "gemma mntp", 0.61, "runs/g/mntp")
-    _put(results, s, f"{g}/unimae-s42/offline/summary.json", "gemma unimae", 0.6525, "runs/g/unimae")
-    _put(
-        results,
-        "unimae/lm-eval/lm_eval.json",
-        f"{g}/unimae-s42/lm-eval/lm_eval.json",
-        "gemma unimae",
-        model="runs/g/unimae",
-    )
-    text = write_report(results, tmp_path / "R.md").read_text()
-    main = text.split("## Model sizes")[0]
-    assert "gemma" not in main  # another base model: not a row of the main tables, nor a target check
-    section = text.split("## Model sizes")[1].split("\n## ")[0]
-    row = _row(section, "`gemma3-270m`")
-    # pretended CoT 62.00, PromptEOL 60.00, MNTP 61.00, UniMAE 65.25: +3.25 over the best other
-    assert "| 62.00 | 60.00 | 61.00 | 65.25 | +3.25 |" in row
-    # unimae fixture lm-eval: perplexity 47.0, choice accuracy 47.0, against the base's 59.6 / 47.5; no MNTP lm-eval
-    assert "59.60 / not run / 47.00 (-21.1%)" in row and "47.5 / not run / 47.0 (-0.5)" in row
-    assert "`qwen2.5-coder-0.5b`" not in section  # no results: no row
-    assert (
-        "gemma3-270m/unimae-s42/offline/summary.json" in text.split("## Commands")[1]
-    )  # listed with the rest
-    runs = [str(results / "base-mean"), str(results / "unimae")]  # runs named without the scale folder
-    text = write_report(results, tmp_path / "R2.md", runs=runs).read_text()
-    assert "| 62.00 | 60.00 | 61.00 | 65.25 | +3.25 |" in text.split("## Model sizes")[1]
-    assert "gemma3-270m/unimae-s42/offline/summary.json" in text.split("## Commands")[1]
+def test_report_sections_take_a_study_section_in_place(results, tmp_path):
+    from unimae.evaluation.report import insert_after, render_report, report_sections
 
-
-def test_scale_lead_over_the_baselines_measured_so_far_names_the_missing_one(results):
-    s = "base-mean/offline/summary.json"
-    q = "scale/qwen2.5-coder-0.5b"
-    _put(results, s, f"{q}/base-pcot/offline/summary.json", "qwen pcot", 0.64, "qwen2.5-coder-0.5b")
-    _put(results, s, f"{q}/base-prompteol/offline/summary.json", "qwen prompteol", 0.66, "qwen2.5-coder-0.5b")
-    _put(results, s, f"{q}/unimae-s42/offline/summary.json", "qwen unimae", 0.65, "runs/q/unimae")
-    row = _row("\n".join(scale_table(results)), "`qwen2.5-coder-0.5b`")
-    # UniMAE 65.00 against PromptEOL 66.00, the best measured; MNTP not run yet
-    assert "| 64.00 | 66.00 | not run | 65.00 | -1.00 (MNTP not run) |" in row
-    _put(results, s, f"{q}/mntp-s42/offline/summary.json", "qwen mntp", 0.67, "runs/q/mntp")
-    row = _row("\n".join(scale_table(results)), "`qwen2.5-coder-0.5b`")
-    assert "| 64.00 | 66.00 | 67.00 | 65.00 | -2.00 |" in row
+    summaries, lm, figures = find_results(results)
+    sections = report_sections(summaries, lm, figures, tmp_path)
+    assert list(sections)[0] == "title" and list(sections)[-1] == "commands"
+    written = write_report(results, tmp_path / "R.md").read_text()
+    assert render_report(sections) == written and "Generated by `unimae report`" in written
+    assert "## Against the targets" not in written and "## Model sizes" not in written  # studies' own
+    mine = insert_after(sections, "seeds", {"mine": ["## Mine", "", "text", ""]})
+    text = render_report(mine)
+    assert text.index("## Per task") < text.index("## Mine") < text.index("## Is generation kept?")
+    assert text.replace("## Mine\n\ntext\n\n", "") == written
+    with pytest.raises(KeyError, match="no section 'nope'"):
+        insert_after(sections, "nope", {})

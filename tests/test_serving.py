@@ -302,7 +302,7 @@ def test_truncating_server_embeds_long_texts_like_encode(encoder):
 def test_rag_route(encoder, tmp_path):
     from fastapi.testclient import TestClient
 
-    from unimae.serving.rag import build_index
+    from unimae.rag import build_index
 
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("the cat sings in the city .")
@@ -315,6 +315,61 @@ def test_rag_route(encoder, tmp_path):
         assert body["sources"][0]["source"] == "b.md" and body["sources"][0]["index"] == 1
         assert isinstance(body["answer"], str) and body["usage"]["completion_tokens"] <= 4
         assert c.post("/v1/rag", json={"query": "x", "top_k": 0}).status_code == 400
+
+
+RESPONSE_MODELS = {
+    ("get", "/health"): "HealthResponse",
+    ("get", "/v1/models"): "ModelList",
+    ("get", "/v1/models/{model}"): "ModelCard",
+    ("get", "/v1/info"): "InfoResponse",
+    ("post", "/v1/embeddings"): "EmbeddingResponse",
+    ("post", "/v1/completions"): "CompletionResponse",
+    ("post", "/v1/chat/completions"): "ChatCompletionResponse",
+    ("post", "/v1/rag"): "RagAnswerResponse",
+    ("post", "/v1/rag/search"): "RagSearchResponse",
+}
+
+
+def test_openapi_documents_every_response_body(encoder, tmp_path):
+    """Each JSON route declares its typed response model; each body the server sends validates against it."""
+    from fastapi.testclient import TestClient
+
+    from unimae.rag import build_index
+    from unimae.serving import responses
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("the cat sings in the city .")
+    index, _ = build_index(encoder, [tmp_path / "docs"], tmp_path / "index", model_name=NAME)
+    calls = {
+        ("get", "/v1/models/{model}"): ("get", f"/v1/models/{NAME}", None),
+        ("post", "/v1/embeddings"): (
+            "post",
+            "/v1/embeddings",
+            {"input": ["the cat"], "encoding_format": "base64"},
+        ),
+        ("post", "/v1/completions"): ("post", "/v1/completions", {"prompt": ["a", "the"], "max_tokens": 2}),
+        ("post", "/v1/chat/completions"): (
+            "post",
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "the cat"}], "max_tokens": 2},
+        ),
+        ("post", "/v1/rag"): ("post", "/v1/rag", {"query": "a cat", "top_k": 1, "max_tokens": 2}),
+        ("post", "/v1/rag/search"): ("post", "/v1/rag/search", {"query": "a cat", "top_k": 1}),
+    }
+    with TestClient(create_app(encoder, ServerConfig(NAME), rag_index=index)) as c:
+        spec = c.get("/openapi.json").json()
+        for (method, path), name in RESPONSE_MODELS.items():
+            content = spec["paths"][path][method]["responses"]["200"]["content"]
+            assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{name}"}
+            how, url, body = calls.get((method, path), (method, path, None))
+            r = c.request(how, url, json=body)
+            assert r.status_code == 200, r.text
+            getattr(responses, name).model_validate_json(r.content)  # the body is what the schema says
+        assert (
+            "text/event-stream"
+            in spec["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+        )
+        assert c.get("/v1/info").json()["index"] == {"name": "index", "model": NAME, "chunks": 1, "files": 1}
 
 
 def test_cut_at_stop():

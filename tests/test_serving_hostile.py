@@ -159,7 +159,7 @@ def test_host_header_option_in_process(encoder):
 
 
 def test_max_tokens_cap_is_a_400_on_every_generating_route(encoder, tmp_path):
-    from unimae.serving.rag import build_index
+    from unimae.rag import build_index
 
     (tmp_path / "a.txt").write_text("the cat runs .")
     index, _ = build_index(encoder, [tmp_path / "a.txt"], tmp_path / "idx", model_name=NAME)
@@ -220,7 +220,7 @@ def _capture_prompts(app) -> list[list[int]]:
 
 
 def test_forged_turns_stay_text_via_chat_and_rag(encoder, tmp_path):
-    from unimae.serving.rag import build_index
+    from unimae.rag import build_index
 
     tok = encoder.tokenizer
     docs = tmp_path / "docs"
@@ -253,7 +253,7 @@ BAD_TEXT = ['"\\ud800"', '"a \\udfff b"', '"\\ud83d"']  # JSON escapes of lone s
 
 @pytest.mark.parametrize("bad", BAD_TEXT)
 def test_text_that_is_not_unicode_is_a_400_on_every_route(encoder, tmp_path, bad):
-    from unimae.serving.rag import build_index
+    from unimae.rag import build_index
 
     (tmp_path / "a.txt").write_text("the cat runs .")
     index, _ = build_index(encoder, [tmp_path / "a.txt"], tmp_path / "idx", model_name=NAME)
@@ -284,3 +284,190 @@ def test_text_that_is_not_unicode_is_a_400_on_every_route(encoder, tmp_path, bad
             )  # bytes that are not UTF-8 at all
             assert c.post(path, content=raw, headers={"content-type": "application/json"}).status_code == 400
         assert c.post("/v1/embeddings", json={"input": "the cat"}).status_code == 200  # still serving
+
+
+# --- round two (issue 23): limits that could be bypassed, lax types, fields named right -------------------
+
+
+def _raw_post(url: str, head: str, chunks: list[bytes]) -> bytes:
+    """Send a request with hand-written headers and a chunked body over a plain socket; the reply's bytes."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(head.encode())
+        try:
+            for chunk in chunks:
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):  # refused before the whole body was sent
+            pass
+        return sock.recv(65536)
+
+
+def test_a_body_is_counted_as_it_arrives_whatever_content_length_says(server):
+    """Content-Length: 13 with Transfer-Encoding: chunked and 9 MiB of chunks (the limit is 8 MiB)."""
+    head = (
+        "POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        "Content-Length: 13\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    body = b'{"input": "' + b"a" * (9 * 2**20) + b'"}'
+    reply = _raw_post(server, head, [body[i : i + 2**16] for i in range(0, len(body), 2**16)])
+    assert reply.split(b"\r\n", 1)[0].split()[1] in (b"413", b"400"), reply[:200]  # never 200
+    small = b'{"input": "the cat"}'
+    reply = _raw_post(server, head, [small])
+    assert reply.split(b"\r\n", 1)[0].split()[1] in (b"200", b"400"), reply[:200]
+    assert httpx.get(f"{server}/health").status_code == 200  # still serving
+
+
+def test_the_guard_counts_bytes_read_not_headers():
+    """The middleware alone: a body larger than the limit never reaches the app, whatever the headers."""
+    import asyncio
+
+    from unimae.serving.middleware import GuardMiddleware
+
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append(await receive())
+
+    async def send(message):
+        sent.append(message)
+
+    async def run(headers, chunks):
+        messages = [
+            {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+            for i, c in enumerate(chunks)
+        ]
+        guard = GuardMiddleware(app, api_key=None, max_body_bytes=100)
+        scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": headers}
+        await guard(scope, lambda: asyncio.sleep(0, messages.pop(0)), send)
+
+    both = [(b"content-length", b"13"), (b"transfer-encoding", b"chunked")]
+    asyncio.run(run(both, [b"x" * 60, b"x" * 60]))
+    assert not reached and sent[0]["status"] == 413
+    sent.clear()
+    asyncio.run(run([(b"content-length", b"13")], [b"x" * 13]))
+    assert reached and not sent
+
+
+def test_embedding_work_of_clients_that_left_is_shed():
+    """A 256-text request dropped after its first slice stops; a 1-text request behind it is answered."""
+    import asyncio
+
+    import numpy as np
+
+    from unimae.serving.batching import EmbeddingBatcher
+
+    embedded = []
+
+    def slow_embed(items, dims):
+        time.sleep(0.05)
+        embedded.extend(items)
+        return np.ones((len(items), 4), dtype=np.float32)
+
+    async def scenario():
+        batcher = EmbeddingBatcher(slow_embed, max_batch_size=16, timeout_ms=0, slice_texts=16)
+        await batcher.start()
+        big = asyncio.create_task(batcher.embed([f"t{i}" for i in range(256)]))
+        await asyncio.sleep(0.08)  # the first slice runs, then the client leaves
+        big.cancel()
+        start = time.monotonic()
+        small = await batcher.embed(["one"])
+        waited = time.monotonic() - start
+        kept = await batcher.embed(["a", "b", "c"] * 7)  # a request that stays gets all its rows in order
+        await batcher.close()
+        return small, waited, kept
+
+    small, waited, kept = asyncio.run(scenario())
+    assert small.shape == (1, 4) and kept.shape == (21, 4)
+    assert len(embedded) <= 2 * 16 + 1 + 21, "the abandoned request kept being embedded"
+    assert waited < 0.5  # was 16 slices x 0.05 s
+
+
+def test_many_prompts_share_one_requests_token_and_time_limits(encoder):
+    config = ServerConfig(NAME, max_tokens_limit=48_000, max_generation_seconds=0.5)
+    with TestClient(create_app(encoder, config)) as c:
+        r = c.post("/v1/completions", json={"prompt": ["the cat"] * 16, "max_tokens": 3001})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "max_tokens_too_large"
+        assert "16 prompts" in r.json()["error"]["message"] and r.json()["error"]["param"] == "max_tokens"
+        start = time.monotonic()
+        r = c.post("/v1/completions", json={"prompt": ["the cat"] * 16, "max_tokens": 3000})
+        elapsed = time.monotonic() - start
+        assert r.status_code == 200 and elapsed < 4, elapsed  # one 0.5 s budget, not 16 x 0.5 s
+        choices = r.json()["choices"]
+        assert len(choices) == 16 and all(ch["finish_reason"] == "length" for ch in choices)
+        assert choices[-1]["text"] == ""  # the budget was spent before the last prompt
+        r = c.post("/v1/completions", json={"prompt": ["the cat", "a dog"], "max_tokens": 3})
+        assert r.json()["usage"]["completion_tokens"] == 6  # within the budget: each prompt in full
+
+
+def test_seed_lengths_and_field_names(encoder, tmp_path):
+    from unimae.rag import build_index
+
+    (tmp_path / "a.txt").write_text("the cat runs .")
+    index, _ = build_index(encoder, [tmp_path / "a.txt"], tmp_path / "idx", model_name=NAME)
+    chat = {"messages": [{"role": "user", "content": "a dog"}]}
+    with TestClient(create_app(encoder, ServerConfig(NAME, truncate=False), index)) as c:
+        for seed, status in ((2**64, 400), (-(2**63) - 1, 400), (2**64 - 1, 200), (-5, 200)):
+            body = {"prompt": "the", "max_tokens": 2, "temperature": 0.7, "seed": seed}
+            r = c.post("/v1/completions", json=body)
+            assert r.status_code == status, r.text
+            assert status == 200 or r.json()["error"]["param"] == "seed"
+        for given, param in (
+            ({"max_completion_tokens": 0, "max_tokens": 5}, "max_completion_tokens"),
+            ({"max_tokens": 0}, "max_tokens"),
+            ({"max_completion_tokens": -1}, "max_completion_tokens"),
+        ):
+            r = c.post("/v1/chat/completions", json={**chat, **given})
+            assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+            assert param in r.json()["error"]["message"]
+        r = c.post("/v1/chat/completions", json={**chat, "max_completion_tokens": 2, "max_tokens": 9})
+        assert r.json()["usage"]["completion_tokens"] == 2  # max_completion_tokens wins, as given
+        r = c.post("/v1/rag", json={"query": "the cat " * 40, "max_tokens": 2})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "query", r.text
+
+
+LAX = [  # (route, body, the field the 422 must name)
+    ("/v1/embeddings", {"input": "a", "dimensions": True}, "dimensions"),
+    ("/v1/embeddings", {"input": "a", "dimensions": "8"}, "dimensions"),
+    ("/v1/completions", {"prompt": "a", "temperature": True}, "temperature"),
+    ("/v1/completions", {"prompt": "a", "max_tokens": 2.0}, "max_tokens"),
+    ("/v1/completions", {"prompt": "a", "echo": "no"}, "echo"),
+    ("/v1/completions", {"prompt": "a", "n": True}, "n"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}], "stream": 1}, "stream"),
+    (
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "user", "content": "a"}],
+            "stream": True,
+            "stream_options": {"include_usage": "no"},
+        },
+        "stream_options.include_usage",
+    ),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ("/v1/rag", {"query": "a", "top_k": "2"}, "top_k"),
+]
+
+
+@pytest.mark.parametrize("path,body,field", LAX, ids=[f for _, _, f in LAX])
+def test_lax_types_are_422_naming_the_field(encoder, path, body, field):
+    with TestClient(create_app(encoder, ServerConfig(NAME))) as c:
+        r = c.post(path, json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["param"] == field and f"'{field}'" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("key", [" s3cret", "s3cret\n", "s3crét", "s3\tcret"])
+def test_an_api_key_no_client_can_send_is_refused_at_start(key, monkeypatch, capsys):
+    from unimae.cli import main
+    from unimae.errors import UserError
+
+    with pytest.raises(UserError, match="API key"):
+        ServerConfig(NAME, api_key=key)
+    assert main(["serve", "no-such-model", "--api-key", key]) == 2  # before any model is loaded
+    monkeypatch.setenv("UNIMAE_API_KEY", key)
+    assert main(["serve", "no-such-model"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("unimae serve: error: the API key") for line in err)
+    assert ServerConfig(NAME, api_key="s3 cret").api_key == "s3 cret"  # an inner space can be sent

@@ -1,4 +1,5 @@
-"""`unimae sweep` on a tiny model: points, the shared "both" run, resumption, the task subset, Figure 3(a)."""
+"""`python studies/sweep.py` on a tiny model: points, the shared "both" run, resumption, the task subset,
+Figure 3(a), and its command line (declared from ``run_sweep`` like ``unimae``'s commands)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import functools
 import json
 
 import pytest
+import sweep
 import yaml
+from sweep import plot_mask_ratio, run_sweep, sweep_points
 
-from unimae.evaluation import sweep
-from unimae.evaluation.sweep import plot_mask_ratio, run_sweep, sweep_points
-from unimae.training.config import flat_names
+from unimae.config_names import flat_names
 
 
 @pytest.fixture
@@ -82,9 +83,8 @@ def test_sweep_trains_evaluates_resumes_and_plots(config, tmp_path, monkeypatch)
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
-def test_sweep_cli_passes_tasks_and_overrides(monkeypatch, tmp_path):
-    from unimae.cli import main
-
+def _fake_sweep(monkeypatch) -> dict:
+    """Stand-ins for the sweep and its figure; returns the keyword arguments the sweep was called with."""
     seen = {}
 
     @functools.wraps(sweep.run_sweep)  # the command line is declared from run_sweep's signature
@@ -94,8 +94,27 @@ def test_sweep_cli_passes_tasks_and_overrides(monkeypatch, tmp_path):
 
     monkeypatch.setattr(sweep, "run_sweep", fake_run)
     monkeypatch.setattr(sweep, "plot_mask_ratio", lambda points, path: path)
+    return seen
+
+
+def test_sweep_cli_passes_tasks_and_overrides(monkeypatch, tmp_path):
+    seen = _fake_sweep(monkeypatch)
     monkeypatch.chdir(tmp_path)
-    args = ["sweep", "--name", "x", "--ratios", "0.2", "--tasks", "LeeSTS", "--threads", "1", "steps=5"]
-    assert main(args) == 0
+    args = ["--name", "x", "--ratios", "0.2", "--tasks", "LeeSTS", "--threads", "1", "steps=5"]
+    assert sweep.main(args) == 0
     assert seen["tasks"] == ["LeeSTS"] and seen["ratios"] == [0.2] and seen["overrides"] == {"steps": 5}
     assert json.dumps(seen["variants"])  # the defaults pass through
+
+
+def test_sweep_overrides_are_typed_by_the_config(monkeypatch, tmp_path):
+    seen = _fake_sweep(monkeypatch)
+    argv = ["--config", "c.yaml", "--ratios", "[0.2, 0.5]", "--tasks", "LeeSTS", "Other"]
+    assert sweep.main([*argv, "--results-root", str(tmp_path), "steps=3", "lora=true"]) == 0
+    assert seen["overrides"] == {"steps": 3, "lora": True}
+    assert list(seen["ratios"]) == [0.2, 0.5] and seen["tasks"] == ["LeeSTS", "Other"]
+
+
+def test_sweep_bad_value_is_one_line(capsys):
+    assert sweep.main(["--ratios", "many"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python studies/sweep.py: error: --ratios") and err.count("\n") == 1

@@ -44,6 +44,10 @@ Pooling = Literal[POOLINGS] | None
 BACKEND_HELP = "what computes embeddings: torch, onnx, onnx-int8, openvino, openvino-int8 (docs/backends.md)"
 ALIASES = {"-o": "--output", "-i": "--input", "-k": "--k", "--index": "--index_dir"}
 RESUME_HINT = "interrupted; `unimae train --resume` continues from the last checkpoint"
+INTERRUPTED = {  # what Ctrl-C prints, by command: how to continue where there is a way
+    "train": RESUME_HINT,
+    "eval": "interrupted; the same command with --resume true finishes the missing tasks",
+}
 THREADS_HELP = (
     "CPU threads for torch, ONNX Runtime and OpenVINO (default: OMP_NUM_THREADS, else one a core); idle "
     "threads sleep rather than spin unless OMP_WAIT_POLICY is set (docs/backends.md, 'beside a busy neighbour')"
@@ -238,7 +242,7 @@ EXAMPLES_ENCODE = """examples:
 
 def _encode(ns: Namespace) -> None:
     from unimae.encoding.encoder import Encoder
-    from unimae.encoding.files import encode_to_file, read_inputs
+    from unimae.encoding.files import check_encode_options, encode_to_file, read_inputs
 
     texts = list(ns.texts or [])
     if ns.input:
@@ -249,6 +253,7 @@ def _encode(ns: Namespace) -> None:
     loading = {k: args.pop(k) for k in ENCODER_OPTIONS}
     for k in ("texts", "input", "text_field"):
         args.pop(k)
+    check_encode_options(args["output"], args["batch_size"], args["truncate_dim"])  # before loading
     encoder = Encoder.from_pretrained(**loading)
     out = encode_to_file(encoder, texts, **args)
     print(f"wrote {len(texts)} x {encoder.dim} embeddings ({encoder.pooling} pooling) to {out}")
@@ -298,15 +303,16 @@ def _pooling(cmd: Command) -> None:
 
 
 EXAMPLES_EXPORT = """examples:
-  unimae export runs/mine -o exported/             # plain causal-LM folder from the run's last checkpoint
+  unimae export runs/mine -o exported/mine         # plain causal-LM folder from the run's last checkpoint
   unimae export runs/default/model --format sentence-transformers -o exported/st   # SentenceTransformer(folder)
-  unimae export runs/default/model --format onnx-int8 -o exported/int8   # fast CPU embeddings (docs/backends.md)"""
+  unimae export runs/default/model --format onnx-int8 -o exported/int8   # fast CPU embeddings (docs/backends.md)
+the target must be new, empty or an earlier export of the same format (--overwrite: any other folder but a run)"""
 
 
 def _export(ns: Namespace) -> None:
     from unimae.export import export
 
-    out = export(**_plain(ns))  # every option of export's signature
+    out = export(ns.source, ns.output, format=ns.format, overwrite=ns.overwrite, min_cosine=ns.min_cosine)
     loader = {"causal-lm": "AutoModelForCausalLM", "sentence-transformers": "SentenceTransformer"}.get(
         ns.format, f'SentenceTransformer(..., backend="{ns.format.removesuffix("-int8")}") and Encoder'
     )
@@ -397,38 +403,6 @@ def lm_eval_command(help: str) -> Command:
     return cmd
 
 
-EXAMPLES_SWEEP = """examples:
-  unimae sweep --config default --name sweep                      # full offline set per point
-  unimae sweep --config default --name sweep --tasks LeeSTS SquadRetrieval   # cheaper
-  unimae sweep --config default --ratios '[0.2, 0.5]' --variants '[both]' steps=50
-key=value: training config overrides for every run of the sweep"""
-
-
-def _sweep(ns: Namespace) -> None:
-    import yaml
-
-    from unimae.evaluation.sweep import plot_mask_ratio, run_sweep
-
-    args = {k: v for k, v in ns.as_dict().items() if k not in ("threads", "__path__")}
-    # key=value overrides arrive as text; TrainConfig checks the parsed values' types
-    overrides = args.pop("overrides") or {}
-    overrides = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in overrides.items()}
-    points = run_sweep(**args, overrides=overrides)
-    for p in points:
-        print(f"{p.name:10s} average {100 * p.summary.average:.2f}  ({p.result_dir})")
-    figure = Path(args.get("results_root", "results")) / ns.name / "fig3a_mask_ratio.png"
-    print(f"wrote {plot_mask_ratio(points, figure)}")
-
-
-def sweep_command(help: str) -> Command:
-    from unimae.evaluation.sweep import run_sweep
-
-    cmd = Command(_parser(help, EXAMPLES_SWEEP), _sweep, overrides="--overrides.")
-    _add(cmd, run_sweep, positional=False)
-    _threads(cmd)
-    return cmd
-
-
 def _data_prepare(ns: Namespace) -> None:
     from unimae.data.prepare import manifest_table, prepare_data
     from unimae.paths import cache_dir
@@ -474,6 +448,28 @@ def report_command(help: str) -> Command:
     cmd.parser.add_argument(
         "results", nargs="?", default=default_of(write_report, "results"), help="folder searched for results"
     )
+    return cmd
+
+
+def _compare(ns: Namespace) -> None:
+    from unimae.evaluation.compare import compare_summaries, comparison_markdown, load_summary
+    from unimae.io import atomic_write_json
+
+    comparison = compare_summaries(load_summary(ns.a), load_summary(ns.b))
+    print(comparison_markdown(comparison))
+    if ns.json:
+        print(f"wrote {atomic_write_json(ns.json, comparison.to_dict())}")
+
+
+def compare_command(help: str) -> Command:
+    examples = """examples:
+  unimae compare results/unimae/offline-v2-test results/mntp/offline-v2-test
+  unimae compare A B --json results/compare/unimae-vs-mntp.json
+the difference is A - B; its 95% interval comes from the replicate scores both summary.json files keep"""
+    cmd = Command(_parser(help, examples), _compare)
+    cmd.parser.add_argument("a", help="result folder (or summary.json) A")
+    cmd.parser.add_argument("b", help="result folder (or summary.json) B, on the same tasks")
+    cmd.parser.add_argument("--json", type=str | None, default=None, help="also write the comparison here")
     return cmd
 
 
@@ -542,35 +538,19 @@ EXAMPLES_RAG = """examples:
   unimae rag search "lighthouse keeper" --index runs/rag -k 3"""
 
 
-def _load(ns: Namespace, index_must_exist: bool):
-    """(encoder, index or None, model): the model defaults to the one that built the index."""
-    from unimae.encoding.encoder import Encoder
-    from unimae.serving.rag import MANIFEST, RagIndex
+def _open(ns: Namespace, must_exist: bool):
+    """(encoder, index or None, model) by ``unimae.rag.open_index``: the model defaults to the index's."""
+    from unimae.rag import open_index
 
     rebuild = bool(getattr(ns, "rebuild", False))
-    index = None
-    if index_must_exist or (Path(ns.index_dir) / MANIFEST).exists():
-        try:
-            index = RagIndex.open(ns.index_dir)
-        except UserError:
-            if not rebuild:  # a damaged index is only read when asked to rebuild it
-                raise
-    model = ns.model or (index.model_name if index is not None else None)
-    if model is None:
-        raise UserError(f"give --model: there is no readable index at {ns.index_dir} to take it from")
-    if Path(model).exists():  # recorded absolute, so the index works from any folder
-        model = str(Path(model).resolve())
-    backend = ns.backend or (index.manifest.get("backend") if index is not None else None)
-    encoder = Encoder.from_pretrained(model, device=ns.device, backend=backend)  # the index's backend
-    if index is not None and not rebuild:
-        index.check_model(encoder)
-    return encoder, index, model
+    return open_index(ns.index_dir, ns.model, ns.device, ns.backend, rebuild=rebuild, must_exist=must_exist)
 
 
 def _rag_index(ns: Namespace) -> None:
-    from unimae.serving.rag import build_index
+    from unimae.rag import build_index, check_build_options
 
-    encoder, _, model = _load(ns, index_must_exist=False)
+    check_build_options(ns.index_dir, ns.batch_size, ns.chunk_words, ns.overlap)  # before loading
+    encoder, _, model = _open(ns, must_exist=False)
     args = {k: v for k, v in _plain(ns).items() if k not in ("model", "device", "backend")}
     _, up = build_index(encoder, model_name=model, show_progress_bar=True, **args)
     print(
@@ -590,9 +570,9 @@ def _print_hits(hits) -> None:
 
 
 def _rag_ask(ns: Namespace) -> None:
-    from unimae.serving.rag import ask
+    from unimae.rag import ask
 
-    encoder, index, _ = _load(ns, index_must_exist=True)
+    encoder, index, _ = _open(ns, must_exist=True)
     args = {k: v for k, v in _plain(ns).items() if k not in ("model", "device", "index_dir", "backend")}
     result = ask(encoder, index, **args)
     print(f"question: {ns.question}\n\nanswer: {result.answer}\n\nsources:")
@@ -600,7 +580,7 @@ def _rag_ask(ns: Namespace) -> None:
 
 
 def _rag_search(ns: Namespace) -> None:
-    encoder, index, _ = _load(ns, index_must_exist=True)
+    encoder, index, _ = _open(ns, must_exist=True)
     _print_hits(index.search(encoder, ns.query, ns.k))
 
 
@@ -623,7 +603,7 @@ def _rag_common(cmd: Command, k_of: Callable | None = None) -> None:
 
 
 def rag_index_command(help: str) -> Command:
-    from unimae.serving.rag import build_index
+    from unimae.rag import build_index
 
     cmd = Command(_parser(help, EXAMPLES_RAG), _rag_index)
     _add(cmd, build_index, skip={"encoder", "docs", "model_name", "show_progress_bar"}, positional=False)
@@ -633,7 +613,7 @@ def rag_index_command(help: str) -> Command:
 
 
 def rag_ask_command(help: str) -> Command:
-    from unimae.serving.rag import ask
+    from unimae.rag import ask
 
     cmd = Command(_parser(help, EXAMPLES_RAG), _rag_ask)
     _add(cmd, ask, skip={"encoder", "index", "k"})
@@ -642,7 +622,7 @@ def rag_ask_command(help: str) -> Command:
 
 
 def rag_search_command(help: str) -> Command:
-    from unimae.serving.rag import RagIndex
+    from unimae.rag import RagIndex
 
     cmd = Command(_parser(help, EXAMPLES_RAG), _rag_search)
     _add(cmd, RagIndex.search, skip={"self", "encoder", "k"})
@@ -671,8 +651,8 @@ COMMANDS: dict[str, Any] = {  # name: (one-line help, the function that declares
     "eval": ("MTEB-style evaluation (mteb) on a named task set", eval_command),
     "lm-eval": ("is generation kept? perplexity, multiple-choice accuracy, generations", lm_eval_command),
     "report": ("regenerate RESULTS.md from result folders", report_command),
+    "compare": ("paired difference of two eval results with 95% bootstrap intervals", compare_command),
     "tsne": ("t-SNE of a clustering task's embeddings, one panel per model", tsne_command),
-    "sweep": ("ablations: train + eval over mar_mask_ratio and MAR-only/MRC-only/both", sweep_command),
     "data": {
         "prepare": ("fetch the pinned offline evaluation data into the cache (once)", data_prepare_command)
     },
@@ -804,6 +784,30 @@ def _one_line(error: Exception) -> str:
     return re.sub(r'^Parser key "([^"]+)":', r"--\1:", text)
 
 
+# options that are text, not paths: bytes that are not UTF-8 in them are refused (a path may hold any bytes)
+TEXT_OPTIONS = {"texts", "question", "query", "prompt", "encode_prompt", "read_prompt", "text_field", "label"}
+
+
+def check_text_options(values: dict[str, Any], prefix: str = "") -> None:
+    """UserError naming the option whose text is not valid Unicode (bytes that are not UTF-8 on the
+    command line arrive as lone surrogates, which no tokenizer or file can take)."""
+    from unimae.io import not_unicode
+
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            check_text_options(value, f"{name}.")
+            continue
+        if key not in TEXT_OPTIONS:
+            continue
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for i, item in enumerate(items):
+            why = not_unicode(item) if isinstance(item, str) else None
+            if why is not None:
+                where = f"{name} item {i + 1}" if isinstance(value, (list, tuple)) else name
+                raise UserError(f"{where}: {why}; give the text in UTF-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     apply_thread_defaults()  # before any command imports torch
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -820,16 +824,62 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    return _run(" ".join(["unimae", *names]), cmd, ns, INTERRUPTED.get(names[0], "interrupted"))
+
+
+def _run(prog: str, cmd: Command, ns: Namespace, interrupted: str) -> int:
+    """Run a parsed command: 0; a user error as one line naming ``prog``, 2; Ctrl-C prints ``interrupted``
+    (how to continue), 130. Any other exception is a bug and keeps its traceback."""
     try:
+        check_text_options(ns.as_dict())
         _set_threads(ns)
         cmd.run(ns)
     except (UserError, FileNotFoundError, FileExistsError) as e:
-        print(f"{' '.join(['unimae', *names])}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(RESUME_HINT, file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
     return 0
+
+
+# --- scripts outside the package (studies/) -------------------------------------------------------------
+
+
+def script_command(
+    target: Callable,
+    run: Callable[[Namespace], None],
+    help: str,
+    epilog: str,
+    *,
+    overrides: str | None = None,
+    positional: bool = True,
+    threads: bool = False,
+) -> Command:
+    """A command declared like ``unimae``'s, for a script of its own (a study): ``target``'s parameters as
+    options (required ones positional unless ``positional`` is False), ``key=value`` tokens as
+    ``overrides`` options when given, and ``--threads`` when ``threads``."""
+    cmd = Command(_parser(help, epilog), run, overrides=overrides)
+    _add(cmd, target, positional=positional)
+    if threads:
+        _threads(cmd)
+    return cmd
+
+
+def run_script(
+    prog: str, cmd: Command, argv: list[str] | None = None, interrupted: str = "interrupted"
+) -> int:
+    """``main`` for a script's one command: ``unimae``'s spellings, ``--threads`` applied, user errors as
+    one line naming ``prog`` (exit 2)."""
+    cmd.parser.prog = prog
+    argv = _normalize(list(sys.argv[1:] if argv is None else argv), cmd)
+    try:
+        ns = cmd.parser.parse_args(argv)
+    except ArgumentError as e:
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return _run(prog, cmd, ns, interrupted)  # (which applies --threads)
 
 
 if __name__ == "__main__":

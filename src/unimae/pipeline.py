@@ -15,6 +15,7 @@ from pathlib import Path
 from accelerate import PartialState
 
 from unimae.export import export
+from unimae.export.target import check_export_target
 from unimae.training.config import TrainConfig
 from unimae.training.loop import train
 
@@ -23,7 +24,10 @@ log = logging.getLogger(__name__)
 
 def train_and_export(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train as ``cfg`` says (``resume``: continue its run folder), then export ``run_dir/model`` if
-    ``cfg.export``. Returns the run folder. Under several processes only the main one exports."""
+    ``cfg.export``. Returns the run folder. Under several processes only the main one exports.
+    The export's target is checked before training (an ``ExportTargetError`` then costs no training)."""
+    if cfg.export:
+        check_export_target(cfg.output_dir, Path(cfg.output_dir) / "model", "causal-lm")
     run_dir = Path(train(cfg, resume=resume))
     if cfg.export and PartialState().is_main_process:
         model_dir = export(run_dir)

@@ -15,14 +15,25 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from unimae.errors import UserError
 
 __all__ = [
     "Field",
+    "Number",
     "Real",
     "StrictBool",
     "StrictInt",
@@ -46,6 +57,18 @@ Real = Annotated[float, BeforeValidator(_real)]
 """A finite float; an int is accepted (and stored as float), a bool is not."""
 
 
+def _number(value: Any) -> Any:
+    """A number kept as written: an int stays an int, a float a float; a bool or anything else is refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected float, got {type(value).__name__} {_short(value)}")
+    return value
+
+
+Number = Annotated[float, PlainValidator(_number)]
+"""A float field of a record whose files must save back unchanged: an int is kept an int (``3`` is not
+rewritten as ``3.0``), a bool is refused. Not checked for finiteness: such a file holds what was measured."""
+
+
 def record_config(extra: Literal["forbid", "ignore"]) -> ConfigDict:
     """The pydantic settings of a record: ``extra`` says what unknown keys do (refused or dropped)."""
     return ConfigDict(extra=extra)
@@ -55,16 +78,34 @@ _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 
 def _is_tag(part: Any) -> bool:
-    """A union member's tag in an error location (``str``, ``list[str]``, ``function-after[...]``)."""
-    return isinstance(part, str) and (not part.isidentifier() or part in _TYPE_TAGS)
+    """A union member's tag in an error location (``str``, ``list[str]``, ``function-after[...]``,
+    ``constrained-str``), not a field name or a dict key (``x.txt``)."""
+    return isinstance(part, str) and (
+        part in _TYPE_TAGS
+        or part.startswith("constrained-")
+        or re.fullmatch(r"[\w-]+\[.*\]", part, flags=re.DOTALL) is not None
+    )
+
+
+def _path(parts: tuple) -> str:
+    """``files['a.txt'].ids[0]``: names dotted, list indices and other dict keys in brackets."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif isinstance(part, str) and part.isidentifier():
+            text += f".{part}" if text else part
+        else:
+            text += f"[{str(part)!r}]"
+    return text
 
 
 def _split(loc: tuple) -> tuple[str, str | None]:
-    """(dotted field path, the union member tag it failed under, or None) of an error location."""
+    """(field path, the union member tag it failed under, or None) of an error location."""
     for i, part in enumerate(loc):
         if _is_tag(part):
-            return ".".join(map(str, loc[:i])), _tag_name(part)
-    return ".".join(map(str, loc)), None
+            return _path(loc[:i]), _tag_name(part)
+    return _path(loc), None
 
 
 def _tag_name(tag: str) -> str:
@@ -78,6 +119,8 @@ def _short(value: Any) -> str:
 
 
 def _message(error: dict) -> str:
+    if error.get("type") == "missing":
+        return f"missing field {error['loc'][-1]!r}"
     if error.get("type") == "value_error":  # our own check's message, as written
         return str(error.get("ctx", {}).get("error", error["msg"]))
     if error.get("type") in ("unexpected_keyword_argument", "extra_forbidden"):
@@ -86,13 +129,16 @@ def _message(error: dict) -> str:
 
 
 def format_validation_error(error: ValidationError) -> str:
-    """pydantic's errors as one line: ``field.path: what is wrong, got VALUE``, joined by ``; ``.
+    """pydantic's errors as one line: ``field.path: what is wrong, got VALUE``, joined by ``; `` (a path
+    like ``files['a.txt'].ids[0]``).
 
     A value that matches no member of a union (``str | list[str]``) is one problem: ``expected str |
-    list[str], got VALUE``."""
+    list[str], got VALUE``; a missing field is named on the path of its record: ``model_info: missing
+    field 'revision'``."""
     problems: dict[str, list[tuple[str | None, dict]]] = {}
     for e in error.errors(include_url=False):
-        path, tag = _split(tuple(e.get("loc", ())))
+        loc = tuple(e.get("loc", ()))
+        path, tag = _split(loc[:-1] if e.get("type") == "missing" else loc)  # named by its record's path
         problems.setdefault(path, []).append((tag, e))
     lines = []
     for path, errors in problems.items():

@@ -42,8 +42,14 @@ def split_prompt(prompt: str) -> tuple[str, str]:
 
 
 @user_errors(SpecError)
-@dataclass(frozen=True, config=record_config(extra="ignore"))  # unknown keys: newer writers
+@dataclass(frozen=True, config=record_config(extra="ignore"))
 class EmbeddingSpec:
+    """How a model embeds (``unimae.json``).
+
+    Unknown keys are ignored: the file travels with exported models, and a model a newer version exported
+    must still embed with an older one, through the fields that one knows.
+    """
+
     pooling: Literal[POOLINGS] = "eos"
     """Which hidden states become the embedding: eos (the appended EOS), mean, last, echo, prompteol, tokenprepend."""
     attention: Literal[ATTENTIONS] = "causal"

@@ -27,6 +27,10 @@ class TextTooLongError(UserError):
     """A text is longer than the allowed context and truncation is off."""
 
 
+class NoRoomError(UserError):
+    """``max_length`` is taken up by the prompt and special tokens: no text token fits."""
+
+
 def resolve_token_id(tokenizer, token: str) -> int:
     """Id of a single token string; ValueError if the tokenizer does not know it as one token."""
     ids = tokenizer.convert_tokens_to_ids([token])
@@ -75,7 +79,10 @@ def bos_id_if_added(tokenizer) -> int | None:
 def truncate_ids(text_ids: Sequence[int], room: int, truncate: bool) -> list[int]:
     """The first ``room`` ids of a text (TextTooLongError instead when ``truncate`` is off)."""
     if room < 1:
-        raise ValueError("max_length leaves no room for the text after the prompt")
+        raise NoRoomError(
+            "max_length leaves no room for the text after the prompt and special tokens: raise max_length "
+            "(data.max_length when training, --max-length when encoding) or shorten the prompt"
+        )
     if len(text_ids) > room:
         if not truncate:
             raise TextTooLongError(

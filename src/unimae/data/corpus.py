@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from unimae.errors import UserError
+from unimae.io import not_unicode, split_lines
 
 ACCEPTED_FORMS = (
     '"wiki" (the Wikipedia sample shipped with gensim), '
@@ -84,10 +85,11 @@ def _resolve_path(source: str) -> Path:
 
 
 def _read_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 text file; CorpusError naming the path when it cannot be read or decoded."""
+    """The lines of a UTF-8 text file (a byte-order mark dropped; any line ending); CorpusError naming the
+    path when it cannot be read or decoded."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().splitlines()
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return split_lines(f.read())
     except UnicodeDecodeError as e:
         raise CorpusError(f"cannot read {path}: not valid UTF-8 ({e.reason} at byte {e.start})") from e
     except OSError as e:
@@ -119,6 +121,9 @@ def _load_jsonl(path: Path, text_field: str) -> list[str]:
             raise CorpusError(
                 f"{path}, line {number}: field {text_field!r} is {type(value).__name__}, expected a string"
             )
+        why = not_unicode(value)  # a JSON "\\ud800" escape
+        if why is not None:
+            raise CorpusError(f"{path}, line {number}: field {text_field!r}: {why}")
         if value.strip():
             texts.append(value.strip())
     return texts

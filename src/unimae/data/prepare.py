@@ -29,6 +29,7 @@ from pathlib import Path
 from unimae.data.wiki import sha256_file
 from unimae.errors import UserError
 from unimae.paths import cache_dir, package_file
+from unimae.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,12 @@ BIGBENCH = Source(
         "vitaminc_fact_verification/task.json": "10f83da50374701fc7ce69162a7a167b14e1a86351201aa8bf14b56fa0a3214f",
         "question_selection/task.json": "60bd807dc17c552e2156d894455febf23cc42bb72f4bef257274e13b4e6b872b",
         "squad_shifts/squaddev_v1.1.json": "45089eff3cf52004b1dca6814cde5c57082fdb09872f18c79a5d944d45be523a",
+        # added by offline-v2 (issue 24)
+        "abstract_narrative_understanding/9_distractors/task.json": (
+            "f56f4e8d0c2f511c9ff0a41b5eaa01e61b0a1163af4b564d72205a960c5d3d11"
+        ),
+        "goal_step_wikihow/goal_inference/task.json": "ae9d68546ae17707034b284444169b6035ea291dfab15826edaa867888090de6",
+        "goal_step_wikihow/step_inference/task.json": "e3cba757d9f6050a90f4a9d7b32d0159f2c0d69a4b6656588f56593f85193494",
         # multiple-choice tasks of `unimae lm-eval`
         "social_iqa/task.json": "edc9f568b70ae6d4af0783764dbe4e4f18aa1242c675a93f534338d73a565348",
         "strategyqa/task.json": "60af9081fed20102fd8bb1e02dc7d9f12238efcba33e4c1a56b4d61cb6409803",
@@ -284,12 +291,13 @@ def prepare_data(archives: dict[str, Path] | None = None, progress: bool = True)
 
 def manifest_table() -> str:
     """The manifest as a markdown table (for docs and `unimae data prepare --list`)."""
-    rows = ["| package | archive sha256 | file | file sha256 |", "|---|---|---|---|"]
-    for s in SOURCES.values():
-        for rel, digest in s.files.items():
-            rows.append(
-                f"| {s.requirement} | `{s.sha256[:16]}…` | `{s.member_prefix}{rel}` | `{digest[:16]}…` |"
-            )
-    for rel, digest in GENSIM_FILES.items():
-        rows.append(f"| gensim==4.4.0 (installed) | - | `gensim/{rel}` | `{digest[:16]}…` |")
-    return "\n".join(rows)
+    rows = [
+        [s.requirement, f"`{s.sha256[:16]}…`", f"`{s.member_prefix}{rel}`", f"`{digest[:16]}…`"]
+        for s in SOURCES.values()
+        for rel, digest in s.files.items()
+    ]
+    rows += [
+        ["gensim==4.4.0 (installed)", "-", f"`gensim/{rel}`", f"`{d[:16]}…`"]
+        for rel, d in GENSIM_FILES.items()
+    ]
+    return markdown_table(["package", "archive sha256", "file", "file sha256"], rows)

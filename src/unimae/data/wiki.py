@@ -12,13 +12,12 @@ from __future__ import annotations
 import bz2
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from unimae.errors import UserError
+from unimae.io import atomic_write_json
 from unimae.paths import cache_dir, package_file
 
 WIKI_RELATIVE_PATH = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -348,16 +347,8 @@ def _cache_path() -> Path:
 
 
 def _write_json_atomic(path: Path, payload: object) -> None:
-    """Write JSON to ``path`` via a temporary file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON to ``path`` atomically (``unimae.io``: the umask's permissions, stale temporaries removed)."""
+    atomic_write_json(path, payload, indent=None)
 
 
 def _read_cache(path: Path) -> dict[str, list[str]] | None:

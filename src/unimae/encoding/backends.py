@@ -24,14 +24,12 @@ openvino-int8   the same after NNCF's int8 weight compression (data-free); OpenV
 
 Graphs live in ``onnx/`` or ``openvino/`` of an exported folder (``unimae export --format onnx-int8``),
 with ``unimae_backend.json`` saying which backend they are; for any other model they are built once on
-first use into the unimae cache.
+first use into the unimae cache (``backend_runtime.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -39,11 +37,8 @@ import numpy as np
 import torch
 
 from unimae.errors import UserError
-from unimae.io import atomic_dir, atomic_write_json
+from unimae.io import atomic_write_json
 from unimae.llm import bidirectional_mask, last_hidden_states
-from unimae.paths import cache_dir
-
-log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 GRAPH_FILES = {"onnx": ("onnx", "model.onnx"), "openvino": ("openvino", "openvino_model.xml")}
@@ -214,51 +209,7 @@ def load_body(folder: str | Path, backend: str, threads: int | None = None):
     return OpenVinoBody(graph_file(folder, backend), threads, backend)
 
 
-def _cache_key(model_path: str, attention: str) -> str:
-    """Which weights a cached graph was built from: the folder, and each file's size and mtime."""
-    path = Path(model_path).resolve()
-    stats = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
-    return hashlib.sha256(f"{path}:{attention}:{stats}".encode()).hexdigest()[:16]
-
-
-def cached_graph(encoder, model_path: str, backend: str) -> Path:
-    """The folder holding ``backend``'s graph of ``encoder``'s model (loaded from ``model_path``), built on
-    first use. An int8 graph below ``INT8_MIN_COSINE`` against PyTorch is refused (``UserError``), not
-    cached."""
-    from unimae.encoding.backend_build import build_checked_graph
-
-    key = _cache_key(model_path, encoder.attention)
-    target = cache_dir() / "backends" / f"{Path(model_path).name}-{key}" / backend
-    if graph_file(target, backend).is_file():
-        return target
-    log.warning(
-        "building the %s graph of %s once (about a minute); cached in %s", backend, model_path, target
-    )
-    with atomic_dir(target) as tmp:
-        figures = build_checked_graph(encoder, tmp, backend, INT8_MIN_COSINE)
-        if figures and figures["min_cosine"] < INT8_MIN_COSINE:
-            raise UserError(
-                f"the {backend} graph of {model_path} has min cosine {figures['min_cosine']:.4f} against "
-                f"PyTorch fp32 on built-in sentences (below {INT8_MIN_COSINE}); use backend "
-                f"{runtime_of(backend)!r} or openvino-int8"
-            )
-    return target
-
-
 def write_backend_record(folder: Path, backend: str, **details) -> None:
     """``unimae_backend.json`` beside the graph: what the graph is and how it was made."""
     sub, name = GRAPH_FILES[runtime_of(backend)]
     atomic_write_json(folder / sub / BACKEND_FILE, {"backend": backend, "file": name, **details})
-
-
-def load_runtime(encoder, model_path: str, backend: str | None):
-    """``(backend, body or None)`` for ``encoder`` loaded from ``model_path``: the folder's own graph when it
-    holds ``backend``'s (None: whichever it holds, else torch), otherwise one built into the cache."""
-    found = exported_backends(model_path) if Path(model_path).is_dir() else []
-    backend = check_backend(backend) if backend else (found[0] if found else "torch")
-    if backend == "torch":
-        return backend, None
-    if encoder.pooling == "tokenprepend":
-        raise UserError("tokenprepend pooling rewrites states inside the model: use the torch backend")
-    folder = model_path if backend in found else cached_graph(encoder, model_path, backend)
-    return backend, load_body(folder, backend)

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unimae.chat import chat_input_ids, has_chat_template, text_input_ids
-from unimae.encoding.loading import context_length, load_causal_lm, resolve_model_path
+from unimae.encoding.loading import DtypeName, context_length, load_causal_lm, resolve_model_path
 from unimae.encoding.pooling import (
     POOLINGS,
     PooledInput,
@@ -28,6 +28,7 @@ from unimae.encoding.pooling import (
     token_prepending,
 )
 from unimae.errors import UserError
+from unimae.io import not_unicode
 from unimae.llm import bidirectional_mask, last_hidden_states, require_mask_honouring_attention
 from unimae.spec import ATTENTIONS, SPEC_FILE, EmbeddingSpec, SpecError
 from unimae.tokens import bos_id_if_added, eos_token_id, pad_batch, pad_token_id
@@ -41,6 +42,30 @@ def default_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` this machine has; UserError for a name torch does not know or a
+    device that is not there (``cuda`` without CUDA, ``cuda:3`` on a one-GPU machine, ``mps`` off a Mac)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UserError(f"device {device!r} is not a device name (cpu, cuda, cuda:1, mps): {e}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"device {device!r}: this machine (this torch build) has no CUDA device")
+        if dev.index is not None and dev.index >= count:
+            raise UserError(
+                f"device {device!r}: this machine has {count} CUDA device(s), cuda:0..{count - 1}"
+            )
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UserError(f"device {device!r}: MPS (Apple GPU) is not available here")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device {device!r}: unimae runs on cpu, cuda or mps")
+    return dev
 
 
 class Encoder:
@@ -82,7 +107,7 @@ class Encoder:
         if attention == "bidirectional":
             require_mask_honouring_attention(model, "embedding with bidirectional attention")
         self.model, self.tokenizer, self.pooling = model, tokenizer, pooling
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = check_device(device) if device is not None else default_device()
         self.model.to(self.device).eval()
         self.eos_id = eos_token_id(tokenizer, eos_token)
         self.bos_id = bos_id_if_added(tokenizer)
@@ -112,7 +137,7 @@ class Encoder:
         name_or_path: str,
         pooling: str | None = None,
         *,
-        dtype: str = "fp32",
+        dtype: DtypeName = "fp32",
         device: str | torch.device | None = None,
         max_length: int | None = None,
         prompt: str | None = None,
@@ -129,7 +154,7 @@ class Encoder:
         ``unimae.encoding.backends``; generation stays on torch). None: the graph an ONNX/OpenVINO export
         folder holds, else torch. A graph the folder lacks is built once into the cache.
         """
-        from unimae.encoding.backends import load_runtime
+        from unimae.encoding.backend_runtime import load_runtime
 
         path = resolve_model_path(name_or_path)
         spec = EmbeddingSpec.load(path) if Path(path).is_dir() else None
@@ -178,10 +203,12 @@ class Encoder:
         return self.model.config.get_text_config().hidden_size
 
     def _check_max_length(self, max_length: int) -> int:
+        if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
+            raise TypeError(f"max_length must be an int, got {type(max_length).__name__}")
         if max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {max_length}")
+            raise UserError(f"max_length must be >= 2 (a text token and the EOS), got {max_length}")
         if self.context_length is not None and max_length > self.context_length:
-            raise ValueError(
+            raise UserError(
                 f"max_length={max_length} exceeds the model's context of {self.context_length} tokens"
             )
         return max_length
@@ -192,7 +219,7 @@ class Encoder:
         if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, (int, np.integer)):
             raise TypeError(f"truncate_dim must be an int, got {type(truncate_dim).__name__}")
         if not 1 <= truncate_dim <= self.dim:
-            raise ValueError(f"truncate_dim must be between 1 and {self.dim}, got {truncate_dim}")
+            raise UserError(f"truncate_dim must be between 1 and {self.dim}, got {truncate_dim}")
         return truncate_dim
 
     @torch.inference_mode()
@@ -216,7 +243,7 @@ class Encoder:
         """
         single = isinstance(texts, str)
         if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
         inputs = self.tokenize([texts] if single else texts, max_length, truncate)
         out = self.encode_tokenized(inputs, batch_size, normalize_embeddings, show_progress_bar, truncate_dim)
         return out[0] if single else out
@@ -228,7 +255,7 @@ class Encoder:
         them, and ``len(item.ids)`` is the token count (a server counts and embeds from one tokenization).
         Same errors as ``encode``."""
         texts = _check_texts(list(texts))
-        limit = self._check_max_length(max_length or self.max_length)
+        limit = self._check_max_length(self.max_length if max_length is None else max_length)
         return [
             layout(self.pooling, self.tokenizer, t, limit, self.eos_id, self.bos_id, truncate, self.prompt)
             for t in texts
@@ -344,10 +371,14 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | No
 
 
 def _check_texts(texts: list) -> list[str]:
-    """The texts, or TypeError/ValueError naming the first one that is not a non-blank string."""
+    """The texts, or TypeError (not a string) / UserError (blank, or not valid Unicode: a lone surrogate,
+    bytes that were not UTF-8) naming the first bad one."""
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
         if not t.strip():
-            raise ValueError(f"texts[{i}] is empty")
+            raise UserError(f"texts[{i}] is empty")
+        why = not_unicode(t)
+        if why is not None:
+            raise UserError(f"texts[{i}] cannot be embedded: {why}")
     return texts

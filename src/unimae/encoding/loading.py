@@ -10,10 +10,12 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from unimae.encoding.packaged import ModelLoadError, WheelSlices, verified_gguf
+from unimae.errors import UserError
 from unimae.io import atomic_dir
 from unimae.paths import cache_dir, package_file
 
@@ -56,6 +58,7 @@ PACKAGED_MODELS: dict[str, InstalledGGUF | WheelSlices] = {
     ),
 }
 
+DtypeName = Literal["fp32", "float32", "bf16", "bfloat16", "fp16", "float16"]
 DTYPES = {
     "fp32": torch.float32,
     "float32": torch.float32,
@@ -155,6 +158,8 @@ def load_causal_lm(name_or_path: str, dtype: str | torch.dtype = "fp32"):
     """``(model, tokenizer)`` for any causal LM; ModelLoadError with a hint when that fails."""
     from transformers import AutoModelForCausalLM
 
+    if isinstance(dtype, str) and dtype not in DTYPES:
+        raise UserError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     path = resolve_model_path(name_or_path)
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     tokenizer = load_tokenizer(path)

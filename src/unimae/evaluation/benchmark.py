@@ -1,8 +1,9 @@
 """``unimae eval``: run a named task set through ``mteb.evaluate`` and summarise it.
 
-Named sets: ``offline`` (local tasks from registry packages, see ``offline_tasks.py``), ``mteb-15``
-(LLM2Vec's 15-task subset of MTEB, METHOD.md) and ``mteb-eng`` (the 56 English MTEB v1 datasets); the
-last two download their data from the Hugging Face hub.
+Named sets (``task_sets.py``, each an ``mteb.Benchmark``): ``offline`` and its successors (local tasks
+from registry packages, see ``offline_tasks.py`` and ``offline_v2.py``), ``mteb-15`` (LLM2Vec's 15-task
+subset of MTEB, METHOD.md) and ``mteb-eng`` (the 56 English MTEB v1 datasets); the last two download
+their data from the Hugging Face hub.
 
 Output folder (``evaluate_model(..., output_dir)``):
     summary.json   main score per task, per-category averages, overall average, model, timing, command
@@ -22,41 +23,35 @@ from urllib.parse import urlparse
 import numpy as np
 
 from unimae.errors import UserError
-from unimae.evaluation.offline_tasks import CATEGORIES, SIZES, TASK_CLASSES, offline_tasks
+from unimae.evaluation.bootstrap import (
+    LEVEL,
+    N_REPLICATES,
+    N_REPLICATES_CLUSTERING,
+    SEED,
+    TaskInterval,
+    mean_replicates,
+    percentile_interval,
+)
+from unimae.evaluation.offline_tasks import CATEGORIES
+from unimae.evaluation.rescore import TOLERANCE, EmbeddingRecorder, load_task_embeddings, rescore_task
 from unimae.evaluation.results import (
     NO_DATA_NOTE,
     REFERENCE_ENCODER,
     SUBSET_NOTE,
     BenchmarkSummary,
+    BootstrapSettings,
     CategoryScore,
     ModelInfo,
     TaskScore,
     package_versions,
     run_info,
 )
+from unimae.evaluation.task_sets import TaskSet, get_benchmark, select_tasks
+from unimae.evaluation.task_sets import benchmark_tasks as benchmark_tasks  # its home before task_sets
 from unimae.io import atomic_write_text
+from unimae.tables import markdown_table
 
 log = logging.getLogger(__name__)
-
-BENCHMARKS = ("offline", "offline-dev", "offline-test", "mteb-15", "mteb-eng")
-MTEB_ENG = "MTEB(eng, v1)"
-MTEB_15 = (
-    "SciFact",
-    "ArguAna",
-    "NFCorpus",
-    "StackOverflowDupQuestions",
-    "SciDocsRR",
-    "BiorxivClusteringS2S",
-    "MedrxivClusteringS2S",
-    "TwentyNewsgroupsClustering",
-    "SprintDuplicateQuestions",
-    "Banking77Classification",
-    "EmotionClassification",
-    "MassiveIntentClassification",
-    "STS17",
-    "SICK-R",
-    "STSBenchmark",
-)
 
 
 class HubUnavailableError(UserError):
@@ -80,30 +75,6 @@ def check_hub(benchmark: str, timeout: float = 5.0) -> None:
         socket.create_connection((host, 443), timeout=timeout).close()
     except OSError as e:
         raise HubUnavailableError(_hub_message(benchmark, f"{host} is not reachable ({e})")) from None
-
-
-def benchmark_tasks(benchmark: str, task_names: list[str] | None = None) -> list:
-    """mteb task objects of a named set (optionally only the named tasks)."""
-    if benchmark == "offline":
-        return offline_tasks(task_names)
-    if benchmark in ("offline-dev", "offline-test"):
-        return offline_tasks(task_names, split=benchmark.removeprefix("offline-"))
-    if benchmark not in BENCHMARKS:
-        raise UserError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
-    import mteb
-
-    tasks = list(mteb.get_benchmark(MTEB_ENG).tasks)  # English subsets already selected
-    wanted = list(MTEB_15) if benchmark == "mteb-15" else [t.metadata.name for t in tasks]
-    if task_names:
-        unknown = [n for n in task_names if n not in wanted]
-        if unknown:
-            raise UserError(f"{unknown} not in benchmark {benchmark}")
-        wanted = task_names
-    by_name = {t.metadata.name: t for t in tasks}
-    missing = [n for n in wanted if n not in by_name]
-    if missing:
-        raise ValueError(f"{missing} not found in mteb's {MTEB_ENG}")
-    return [by_name[n] for n in wanted]
 
 
 def load_eval_model(
@@ -164,7 +135,11 @@ def _reference_encoder(batch_size: int, device: str | None) -> tuple[object, Mod
 
 
 def summarize(
-    scores: dict[str, float], task_types: dict[str, str], categories=CATEGORIES, left_out=()
+    scores: dict[str, float],
+    task_types: dict[str, str],
+    categories=CATEGORIES,
+    left_out=(),
+    replicates: dict[str, list[float]] | None = None,
 ) -> tuple[dict[str, CategoryScore], float | None, float | None]:
     """(per-category averages, overall average, mean of category averages); the overall average is the
     mean over tasks (MTEB's convention).
@@ -177,8 +152,15 @@ def summarize(
     for task, score in scores.items():
         by_cat.setdefault(task_types[task], []).append(score)
     cats = {}
+    replicates = replicates or {}
     for cat, values in by_cat.items():
-        if values:
+        members = [t for t in scores if task_types[t] == cat]
+        if values and members and all(t in replicates for t in members):
+            low, high = percentile_interval(mean_replicates({t: replicates[t] for t in members}))
+            cats[cat] = CategoryScore(
+                score=float(np.mean(values)), n_tasks=len(values), ci_low=low, ci_high=high
+            )
+        elif values:
             cats[cat] = CategoryScore(score=float(np.mean(values)), n_tasks=len(values))
         else:
             note = SUBSET_NOTE if cat in left_out else NO_DATA_NOTE
@@ -189,31 +171,46 @@ def summarize(
     return cats, average, float(np.mean([c.score for c in cats.values() if c.score is not None]))
 
 
+def _interval_text(low: float | None, high: float | None) -> str:
+    return "-" if low is None or high is None else f"{100 * low:.2f}-{100 * high:.2f}"
+
+
 def summary_markdown(summary: BenchmarkSummary) -> str:
-    """summary.json as markdown: one row per task, then the categories and the average (scores x 100)."""
+    """summary.json as markdown: one row per task, then the categories and the average (scores x 100),
+    each with its 95% bootstrap interval where the summary has them (older ones render as they did)."""
 
     def fmt(x):
         return "-" if x is None else f"{100 * x:.2f}"
 
+    ci = summary.average_ci_low is not None or any(t.ci_low is not None for t in summary.tasks.values())
+    col = ["95% interval"] if ci else []
+
+    def iv(low, high) -> list[str]:
+        return [_interval_text(low, high)] if ci else []
+
     m = summary.model_info
+    tasks = [
+        [task, t.category, fmt(t.score), *iv(t.ci_low, t.ci_high), t.main_score]
+        for task, t in summary.tasks.items()
+    ]
+    categories = [
+        [cat, c.n_tasks, fmt(c.score) if c.score is not None else c.note, *iv(c.ci_low, c.ci_high)]
+        for cat, c in summary.categories.items()
+    ]
+    interval = _interval_text(summary.average_ci_low, summary.average_ci_high)
     lines = [
         f"# {summary.label} on `{summary.benchmark}`",
         "",
         f"model `{m.model}`, pooling `{m.pooling}`, max_length {m.max_length}, revision `{m.revision}`; "
         f"{summary.seconds:.0f} s wall ({summary.cpu_seconds or 0:.0f} s CPU) on {m.device or '?'}",
         "",
-        "| task | category | main score | metric |",
-        "|---|---|---|---|",
-    ]
-    for task, t in summary.tasks.items():
-        lines.append(f"| {task} | {t.category} | {fmt(t.score)} | {t.main_score} |")
-    lines += ["", "| category | tasks | average |", "|---|---|---|"]
-    for cat, c in summary.categories.items():
-        lines.append(f"| {cat} | {c.n_tasks} | {fmt(c.score) if c.score is not None else c.note} |")
-    lines += [
+        markdown_table(["task", "category", "main score", *col, "metric"], tasks),
+        "",
+        markdown_table(["category", "tasks", "average", *col], categories),
         "",
         f"**Average over {len(summary.tasks)} tasks: {fmt(summary.average)}** "
-        f"(mean of category averages: {fmt(summary.category_average)})",
+        + (f"(95% interval {interval}; " if interval != "-" else "(")
+        + f"mean of category averages: {fmt(summary.category_average)})",
         "",
         f"command: `{summary.command}`",
         "",
@@ -236,33 +233,80 @@ def evaluate_model(
     command: str | None = None,
     progress: bool = True,
     resume: bool = False,
+    intervals: bool = True,
 ) -> BenchmarkSummary:
-    """Evaluate ``model`` on a named set; writes mteb's result files and summary.json/.md to ``output_dir``.
+    """Evaluate ``model`` on a named set (``unimae.evaluation.task_sets``: offline, offline-dev, offline-test,
+    offline-v2 and its parts, mteb-15, mteb-eng); writes mteb's result files and summary.json/.md to
+    ``output_dir``. Returns the summary; its ``path`` is the summary.json written.
 
     Always recomputes (mteb's result cache lives inside ``output_dir`` and is overwritten), so a rerun never
     reports stale scores, unless ``resume``: then the tasks an interrupted run of the same model already
     finished in ``output_dir`` are read back (mteb keys them by the model's revision: weights fingerprint,
     pooling, length limit and prompt, so other weights or settings never match), the rest are run, and the
     summary lists the read ones in ``resumed`` (its seconds and texts_encoded count this run only).
-    Returns the summary; its ``path`` is the summary.json written.
     ``prompt``: a template holding '{text}' around each text (eos or last pooling; default: the model's
-    unimae.json). Benchmarks: offline (the ten tasks that chose the defaults), offline-dev and
-    offline-test (issue 14's split of the widened set; see docs/evaluation.md), mteb-15, mteb-eng.
+    unimae.json). ``intervals``: keep each task's embeddings in ``output_dir/embeddings/<Task>.npz`` and
+    give every main score, category and the average a seeded 95% bootstrap interval
+    (``unimae.evaluation.rescore``); the time this takes is in ``seconds``.
     """
-    import mteb
-
-    local = benchmark.startswith("offline")
-    if not local:
-        check_hub(benchmark)
-    task_objs = benchmark_tasks(benchmark, tasks)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    if local:
-        for task in task_objs:  # missing data fails here, before the model is loaded
-            task.load_data()
+    start, cpu_start = time.perf_counter(), time.process_time()  # loading the data counts
+    bench, task_objs = _tasks_to_run(benchmark, tasks)
     mteb_model, info = load_eval_model(
         model, pooling, batch_size=batch_size, max_length=max_length, device=device, prompt=prompt
     )
     output_dir = Path(output_dir) if output_dir else default_output_dir(model, info.pooling, benchmark)
+    run = (mteb_model, task_objs, output_dir, batch_size, progress, resume, intervals)
+    scores, resumed, revision = _run_tasks(bench, *run)
+    found = task_intervals(task_objs, scores, output_dir / "embeddings", revision) if intervals else {}
+    summary = BenchmarkSummary(
+        label=label or f"{model} ({info.pooling})",
+        benchmark=benchmark,
+        subset=[t.metadata.name for t in task_objs] if tasks else None,  # None: the whole set
+        model_info=info,
+        seconds=time.perf_counter() - start,
+        cpu_seconds=time.process_time() - cpu_start,
+        texts_encoded=getattr(mteb_model, "n_encoded", None),
+        resumed=resumed or None,
+        command=command or f"unimae eval {model} --benchmark {benchmark}",
+        versions=package_versions(),
+        **_scores(bench, task_objs, scores, found, subset=bool(tasks)),
+    )
+    summary.save(output_dir / "summary.json")
+    atomic_write_text(output_dir / "summary.md", summary_markdown(summary))
+    return summary
+
+
+def _run_tasks(bench: TaskSet, *run) -> tuple[dict[str, float], list[str], str]:
+    """``_run_mteb(*run)``; a hub set whose data fails to load raises HubUnavailableError instead."""
+    try:
+        return _run_mteb(*run)
+    except (ConnectionError, OSError) as e:
+        if not bench.needs_hub:
+            raise
+        raise HubUnavailableError(_hub_message(bench.name, f"loading its data failed ({e})")) from None
+
+
+def _tasks_to_run(benchmark: str, tasks: list[str] | None) -> tuple[TaskSet, list]:
+    """(the named set, the tasks to run): a hub set's host is checked first; a local set's data is loaded
+    here, so that missing data fails before the model is loaded."""
+    bench = get_benchmark(benchmark)
+    if bench.needs_hub:
+        check_hub(benchmark)
+    task_objs = select_tasks(bench, tasks)
+    if not bench.needs_hub:
+        for task in task_objs:
+            task.load_data()
+    return bench, task_objs
+
+
+def _run_mteb(
+    mteb_model, task_objs, output_dir: Path, batch_size: int, progress: bool, resume: bool, intervals: bool
+):
+    """({task: main score}, tasks read back by ``resume``, the mteb revision) of ``mteb.evaluate`` with its result cache in
+    ``output_dir/mteb``; with ``intervals`` the model records each task's embeddings under
+    ``output_dir/embeddings``."""
+    import mteb
+
     cache = mteb.ResultCache(cache_path=output_dir / "mteb")
     # resuming needs the model's mteb revision: unimae encoders have one (the reference encoder recomputes)
     meta = getattr(mteb_model, "mteb_model_meta", None) if resume else None
@@ -273,57 +317,104 @@ def evaluate_model(
     ]
     if resumed:
         log.info("resuming: %d task(s) already done in %s: %s", len(resumed), output_dir, ", ".join(resumed))
-    try:
-        result = mteb.evaluate(
-            mteb_model,
-            task_objs,
-            cache=cache,
-            overwrite_strategy="only-missing" if meta is not None else "always",
-            encode_kwargs={"batch_size": batch_size},
-            show_progress_bar=progress,
-        )
-    except (ConnectionError, OSError) as e:
-        if local:
-            raise
-        raise HubUnavailableError(_hub_message(benchmark, f"loading its data failed ({e})")) from None
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    if intervals:
+        mteb_model = EmbeddingRecorder(_as_mteb_encoder(mteb_model), output_dir / "embeddings")
+    result = mteb.evaluate(
+        mteb_model,
+        task_objs,
+        cache=cache,
+        overwrite_strategy="only-missing" if meta is not None else "always",
+        encode_kwargs={"batch_size": batch_size},
+        show_progress_bar=progress,
+    )
+    revision = getattr(getattr(mteb_model, "mteb_model_meta", None), "revision", None) or ""
+    return {r.task_name: float(r.get_score()) for r in result.task_results}, resumed, revision
+
+
+def _as_mteb_encoder(model):
+    """mteb's own wrapper around a sentence-transformers model (what mteb.evaluate would build)."""
+    from sentence_transformers import SentenceTransformer
+
+    if isinstance(model, SentenceTransformer):
+        from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
+
+        return SentenceTransformerEncoderWrapper(model)
+    return model
+
+
+def task_intervals(
+    task_objs, scores: dict[str, float], folder: Path, revision: str
+) -> dict[str, TaskInterval]:
+    """Bootstrap intervals of the evaluated tasks from their stored embeddings; a task whose interval
+    cannot be had (type without per-item form, missing or foreign embeddings, a score that does not
+    reproduce, or an unexpected error, logged with its traceback) is left without one."""
+    out = {}
+    for task in task_objs:
+        name = task.metadata.name
+        if name not in scores:
+            continue
+        try:
+            stored = load_task_embeddings(folder, name)
+            if stored.revision != revision:  # e.g. a file left by another model in this folder
+                raise ValueError(f"embeddings of another model ({stored.revision})")
+            found = rescore_task(task, stored.lookup())
+            if abs(found.score - scores[name]) > TOLERANCE:
+                raise ValueError(f"the stored embeddings score {found.score}, the evaluation {scores[name]}")
+        except (OSError, KeyError, ValueError, AssertionError) as e:
+            log.warning("%s: no interval (%s)", name, e)
+            continue
+        except Exception:  # a bug here must not cost the finished evaluation its summary
+            log.exception("%s: no interval (unexpected error while rescoring)", name)
+            continue
+        out[name] = found
+    return out
+
+
+def _scores(bench: TaskSet, task_objs, scores: dict, found: dict[str, TaskInterval], subset: bool) -> dict:
+    """The summary's task, category and average fields (with intervals where ``found`` has them).
+    ``subset``: ``task_objs`` are some of ``bench``'s tasks (categories only the rest have are noted)."""
     types = {t.metadata.name: t.metadata.type for t in task_objs}
-    metric = {t.metadata.name: t.metadata.main_score for t in task_objs}
-    scores = {r.task_name: float(r.get_score()) for r in result.task_results}
+    replicates = {n: iv.replicates for n, iv in found.items()}
     categories, average, category_average = summarize(
         scores,
         types,
-        CATEGORIES if benchmark == "offline" else _categories_of(task_objs),
-        left_out={c.metadata.type for c in TASK_CLASSES} if tasks and benchmark == "offline" else (),
+        bench.all_categories or _categories_of(task_objs),
+        left_out={t.metadata.type for t in bench.tasks} if subset and bench.all_categories else (),
+        replicates=replicates,
     )
-    summary = BenchmarkSummary(
-        label=label or f"{model} ({info.pooling})",
-        benchmark=benchmark,
-        subset=[t.metadata.name for t in task_objs] if tasks else None,  # None: the whole set
-        model_info=info,
-        tasks={
-            name: TaskScore(
-                category=types[name],
-                main_score=metric[name],
-                score=scores[name],
-                size=SIZES.get(name, "mteb default"),
-            )
-            for name in (t.metadata.name for t in task_objs)
-            if name in scores
+    out = {
+        "tasks": {
+            t.metadata.name: _task_score(t, scores[t.metadata.name], found.get(t.metadata.name), bench)
+            for t in task_objs
+            if t.metadata.name in scores
         },
-        categories=categories,
-        average=average,
-        category_average=category_average,
-        seconds=seconds,
-        cpu_seconds=cpu_seconds,
-        texts_encoded=getattr(mteb_model, "n_encoded", None),
-        resumed=resumed or None,
-        command=command or f"unimae eval {model} --benchmark {benchmark}",
-        versions=package_versions(),
+        "categories": categories,
+        "average": average,
+        "category_average": category_average,
+    }
+    if scores and set(replicates) == set(scores):
+        out["average_ci_low"], out["average_ci_high"] = percentile_interval(mean_replicates(replicates))
+        out["bootstrap"] = BootstrapSettings(
+            seed=SEED, level=LEVEL, n_replicates=N_REPLICATES, n_replicates_clustering=N_REPLICATES_CLUSTERING
+        )
+    return out
+
+
+def _task_score(task, score: float, interval: TaskInterval | None, bench: TaskSet) -> TaskScore:
+    """One task's record: its main score, how its data is drawn, and its interval when there is one."""
+    meta = task.metadata
+    bootstrap = (
+        dict(
+            ci_low=interval.ci_low,
+            ci_high=interval.ci_high,
+            n_items=interval.n_items,
+            replicates=interval.replicates,
+        )
+        if interval
+        else {}
     )
-    summary.save(output_dir / "summary.json")
-    atomic_write_text(output_dir / "summary.md", summary_markdown(summary))
-    return summary
+    size = bench.sizes.get(meta.name, "mteb default")
+    return TaskScore(category=meta.type, main_score=meta.main_score, score=score, size=size, **bootstrap)
 
 
 def _categories_of(tasks) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ from unimae.evaluation.results import (
     run_info,
 )
 from unimae.objective.losses import next_token_targets
+from unimae.tables import markdown_table
 
 # task name -> file under the prepared bigbench folder
 MC_TASKS = {
@@ -237,17 +238,8 @@ def run_lm_eval(
     paths = {t: data_file("bigbench", MC_TASKS[t]) for t in tasks}  # fail before loading the model
     start, cpu_start = time.perf_counter(), time.process_time()
     enc = Encoder.from_pretrained(model, device=device)
-    lm, tok = enc.model, enc.tokenizer
-    t0 = time.perf_counter()
-    ppl = perplexity(lm, tok, heldout_sample(n_sentences), batch_size, desc="perplexity")
-    ppl.seconds = time.perf_counter() - t0
-    mc = {}
-    for name in tasks:
-        t0 = time.perf_counter()
-        mc[name] = choice_accuracy(
-            lm, tok, bigbench_items(paths[name], n_examples, name), batch_size, desc=name
-        )
-        mc[name].seconds = time.perf_counter() - t0
+    lm = enc.model
+    ppl, mc = _scores(enc, n_sentences, paths, n_examples, batch_size)
     generations = [
         Generation(prompt=p, output=enc.generate(p, max_new_tokens=max_new_tokens)) for p in prompts
     ]
@@ -279,23 +271,37 @@ def run_lm_eval(
     return result
 
 
+def _scores(
+    enc, n_sentences: int, paths: dict[str, Path], n_examples: int, batch_size: int
+) -> tuple[Perplexity, dict[str, ChoiceScore]]:
+    """Held-out perplexity and each multiple-choice task's accuracy (``paths``: task -> its BIG-bench file)
+    of ``enc``'s model, each with the seconds it took."""
+    lm, tok = enc.model, enc.tokenizer
+    t0 = time.perf_counter()
+    ppl = perplexity(lm, tok, heldout_sample(n_sentences), batch_size, desc="perplexity")
+    ppl.seconds = time.perf_counter() - t0
+    mc = {}
+    for name, path in paths.items():
+        t0 = time.perf_counter()
+        mc[name] = choice_accuracy(lm, tok, bigbench_items(path, n_examples, name), batch_size, desc=name)
+        mc[name].seconds = time.perf_counter() - t0
+    return ppl, mc
+
+
 def lm_eval_markdown(result: LmEvalResult) -> str:
     """lm_eval.json as markdown: perplexity, one row per multiple-choice task, the generations."""
-    p = result.perplexity
+    p, mc = result.perplexity, result.multiple_choice
     lines = [
         f"# {result.label}: generation kept?",
         "",
         f"held-out Wikipedia perplexity: **{p.perplexity:.2f}** ({p.texts} sentences, {p.tokens} tokens)",
         "",
-        "| task | acc | acc_norm | chance | n |",
-        "|---|---|---|---|---|",
     ]
-    for name, m in result.multiple_choice.items():
-        lines.append(f"| {name} | {m.acc:.3f} | {m.acc_norm:.3f} | {m.chance:.3f} | {m.n} |")
-    lines += [
-        f"| **mean** | **{result.choice_accuracy:.3f}** | {result.choice_accuracy_norm:.3f} | | |",
-        "",
-    ]
+    rows = [[name, f"{m.acc:.3f}", f"{m.acc_norm:.3f}", f"{m.chance:.3f}", m.n] for name, m in mc.items()]
+    rows.append(
+        ["**mean**", f"**{result.choice_accuracy:.3f}**", f"{result.choice_accuracy_norm:.3f}", "", ""]
+    )
+    lines += [markdown_table(["task", "acc", "acc_norm", "chance", "n"], rows), ""]
     for g in result.generations:
         lines.append(f"- **{g.prompt}** → {g.output!r}")
     return "\n".join(lines) + "\n"

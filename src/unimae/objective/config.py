@@ -29,7 +29,8 @@ def check_prompt(name: str, value: str | None) -> None:
 @user_errors(ConfigError)
 @dataclass(config=record_config(extra="forbid"))
 class ObjectiveConfig:
-    """What is trained (METHOD.md): the losses, their masks and weights, and the tokens they use."""
+    """What is trained (METHOD.md): the losses, their masks and weights, and the tokens they use. Unknown
+    keys are refused (a config is written by hand: a misspelt knob must not pass unnoticed)."""
 
     name: Literal["unimae", "mntp"] = "unimae"
     """'unimae': alpha * L_MAR + mrc_weight * L_MRC. 'mntp': the LLM2Vec baseline (bidirectional attention, masked next-token prediction)."""
@@ -91,6 +92,7 @@ class DecoderConfig:
     Conditioning options (all off by default, which is the decoder of METHOD.md): a Llama-family final
     norm makes ``h_eos`` ~14x longer than ``e(x) + p``, so the query rows are nearly identical and MRC
     degenerates toward a bag-of-words loss; these bring what the decoder sees of ``h_eos`` to scale.
+    Unknown keys are refused.
     """
 
     heads: Annotated[StrictInt, Field(ge=1)] | None = None
@@ -123,7 +125,7 @@ of the base models on offline-dev and offline-test (docs/method.md)."""
 class ContrastiveConfig:
     """A contrastive term on the embedding state (beyond the paper; docs/method.md): InfoNCE between the
     EOS state of the MAR-masked training input and a second view of the same text, in-batch negatives
-    gathered over processes. Off unless ``weight`` > 0."""
+    gathered over processes. Off unless ``weight`` > 0. Unknown keys are refused."""
 
     weight: NonNegative = 0.0
     """Weight of the contrastive term in the trained loss; 0 turns it off (no extra forward pass)."""
@@ -140,7 +142,7 @@ class ContrastiveConfig:
 class DistillConfig:
     """Distillation from a prompt (beyond the paper; docs/method.md): the read state is pulled toward the
     frozen base model's embedding of the same text through ``prompt``, computed once per corpus and cached
-    (``unimae.training.teacher``). Off unless ``weight`` > 0."""
+    (``unimae.training.teacher``). Off unless ``weight`` > 0. Unknown keys are refused."""
 
     weight: NonNegative = 0.0
     """Weight of the distillation term; 0 turns it off."""

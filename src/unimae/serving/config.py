@@ -42,6 +42,8 @@ class ServerConfig:
     client learns the limit)."""
     max_generation_seconds: float = 120.0
     """Wall-clock limit of one generation; it then ends with ``finish_reason`` "length"."""
+    ui: bool = True
+    """Serve the browser page (chat, compare, search) at ``GET /``; ``--no-ui``: the JSON routes only."""
 
     def __post_init__(self):
         if not self.served_model_name:
@@ -65,7 +67,22 @@ class ServerConfig:
             raise UserError(
                 f"default_max_tokens ({self.default_max_tokens}) is over max_tokens_limit ({self.max_tokens_limit})"
             )
+        if self.api_key is not None:
+            check_api_key(self.api_key)
         if self.allowed_hosts is not None:
             self.allowed_hosts = [h for h in self.allowed_hosts if h]
             if not self.allowed_hosts:
                 raise UserError("allowed_hosts is empty: give host names, or '*' for any")
+
+
+def check_api_key(key: str) -> None:
+    """UserError for a key no standard client can send: spaces at either end (HTTP drops them from a
+    header) or characters that are not printable ASCII (clients send header values as ASCII)."""
+    if key != key.strip():
+        raise UserError("the API key starts or ends with spaces, which no client can send: remove them")
+    bad = next((c for c in key if not " " <= c <= "~"), None)
+    if bad is not None:
+        raise UserError(
+            f"the API key holds {bad!r} (U+{ord(bad):04X}); use printable ASCII only, which every client "
+            "can send in an Authorization header"
+        )

@@ -58,6 +58,24 @@ def error_response(
     return AsciiJSONResponse(error_body(status, message, param, code), status_code=status)
 
 
+def _common_prefix(locs: list[list]) -> list:
+    """The part all error locations share: the field itself, without the union members' tags."""
+    out = []
+    for parts in zip(*locs, strict=False):
+        if any(p != parts[0] for p in parts):
+            break
+        out.append(parts[0])
+    return out
+
+
+def field_path(loc: list) -> str:
+    """An error location as the client wrote the field: ``messages[0].content``, ``stream_options.include_usage``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f"{'.' if text else ''}{part}"
+    return text
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves the server as an OpenAI error body; none stops it."""
 
@@ -77,16 +95,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if bad_text is not None:  # text the tokenizer cannot take: a value error, like an empty input
             where = ".".join(str(p) for p in bad_text.get("loc", ()) if p not in ("body", "str"))
             return error_response(400, f"'{where}': {bad_text['msg']}", where.split(".")[0], INVALID_TEXT)
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        loc = [p for p in first.get("loc", ()) if p != "body"]
         if not loc:  # the body itself (not an object, or missing)
             return error_response(422, f"request body: {first.get('msg', 'invalid')}", None, "invalid_type")
-        param = loc[0]
         # a union type gives one error per member: say them once, for the field the client sent wrong
-        msgs = list(
-            dict.fromkeys(
-                e["msg"] for e in errors if [str(p) for p in e.get("loc", ()) if p != "body"][:1] == [param]
-            )
-        )
+        same = [e for e in errors if [p for p in e.get("loc", ()) if p != "body"][:1] == loc[:1]]
+        param = field_path(_common_prefix([[p for p in e["loc"] if p != "body"] for e in same]))
+        msgs = list(dict.fromkeys(e["msg"] for e in same))
         return error_response(422, f"invalid '{param}': {'; or '.join(msgs[:3])}", param, "invalid_type")
 
     @app.exception_handler(StarletteHTTPException)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,10 +31,14 @@ class SamplingParams:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    max_seconds: float | None = None
+    """This generation's own time limit, under the generator's (a request's share of its time)."""
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError("max_seconds must be > 0")
         if not 0 <= self.temperature <= 2:
             raise ValueError("temperature must be between 0 and 2")
         if not 0 < self.top_p <= 1:
@@ -48,6 +53,7 @@ class GenerationResult:
     finish_reason: (
         str  # "stop" (EOS or a stop string) or "length" (max_tokens, the context or the time limit)
     )
+    seconds: float = 0.0  # time spent generating (not waiting for the generator)
 
 
 def completion_prompt_ids(encoder: Encoder, prompt: str) -> list[int]:
@@ -124,9 +130,10 @@ class Generator:
         criteria = StoppingCriteriaList([_Cancelled(cancel)] if cancel is not None else [])
         if params.stop:
             criteria.append(_StopOnText(enc.tokenizer, params.stop, len(ids)))
+        limits = [t for t in (self.max_seconds, params.max_seconds) if t is not None]
         return dict(
             max_new_tokens=params.max_new_tokens,
-            max_time=self.max_seconds,
+            max_time=min(limits) if limits else None,
             pad_token_id=enc.pad_id,
             stopping_criteria=criteria,
             **kwargs,
@@ -144,6 +151,7 @@ class Generator:
                     streamer.end()
                 return GenerationResult("", len(ids), 0, "stop")
             input_ids = torch.tensor([ids], device=enc.device)  # (1, n_prompt)
+            start = time.monotonic()
             out = enc.model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
@@ -159,7 +167,8 @@ class Generator:
         eos = enc.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) | {enc.tokenizer.eos_token_id}
         ended = stopped or (bool(new) and new[-1] in eos_ids)
-        return GenerationResult(text, len(ids), len(new), "stop" if ended else "length")
+        seconds = time.monotonic() - start
+        return GenerationResult(text, len(ids), len(new), "stop" if ended else "length", seconds)
 
     async def generate(
         self, ids: list[int], params: SamplingParams, cancel: threading.Event | None = None

@@ -5,7 +5,9 @@
   that re-points its own domain name at 127.0.0.1 (DNS rebinding) sends its own name as Host, so a
   loopback server that only answers to ``localhost``/``127.0.0.1``/``[::1]`` cannot be read that way.
 - 401 for a missing or wrong bearer key (``/health`` needs none).
-- 413 for a body over ``max_body_bytes`` (by Content-Length, or counted while reading a chunked body).
+- 413 for a body over ``max_body_bytes``: refused early by its Content-Length, and in every case counted as
+  it is read (a request can send ``Content-Length: 13`` with ``Transfer-Encoding: chunked`` and a body of
+  any size; the server reads the chunked body), so no body over the limit reaches the app or memory.
 """
 
 from __future__ import annotations
@@ -72,14 +74,8 @@ class GuardMiddleware:
         refusal = self._refusal(scope, headers)
         if refusal is not None:
             return await _send(send, refusal[0], refusal[1])
-        if headers.get(b"content-length") is not None or scope["method"] in (
-            "GET",
-            "HEAD",
-            "OPTIONS",
-            "DELETE",
-        ):
-            return await self.app(scope, receive, send)
-        # No Content-Length (chunked): read it all, within the limit, then replay it to the app.
+        # Read the body, counting the bytes that actually arrive (not what a header claims), within the
+        # limit; then replay it to the app. A body-less request is one empty message.
         messages, size = [], 0
         while True:
             message = await receive()

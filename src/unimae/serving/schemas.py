@@ -1,15 +1,17 @@
 """Request bodies of the OpenAI-compatible API (the fields unimae reads; unknown fields are ignored).
 
-Types are checked here (a wrong type is a 422); values (empty input, too many inputs, lengths) are
-checked by the handlers, which answer 400 with the field that is wrong. Every string is a ``Text``: JSON
-can carry a lone surrogate (``"\\ud800"``) that no tokenizer can encode, and that is a 400 too.
+Types are checked here, strictly (a wrong type is a 422 naming the field): ``true`` is not the number 1,
+``"no"`` is not a boolean, ``"5"`` is not an integer (a whole number is a float, as JSON has one number
+type). Values (empty input, too many inputs, lengths, a seed out of range) are checked by the handlers,
+which answer 400 with the field that is wrong. Every string is a ``Text``: JSON can carry a lone
+surrogate (``"\\ud800"``) that no tokenizer can encode, and that is a 400 too.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from unimae.serving.errors import INVALID_TEXT
@@ -30,7 +32,13 @@ def _encodable(text: str) -> str:
 Text = Annotated[str, AfterValidator(_encodable)]
 
 
-class EmbeddingRequest(BaseModel):
+class _Strict(BaseModel):
+    """Strict types (no bool for a number, no string for a bool); unknown fields are ignored."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class EmbeddingRequest(_Strict):
     input: Text | list[Text] | list[int] | list[list[int]]
     model: Text | None = None
     encoding_format: Literal["float", "base64"] = "float"
@@ -38,7 +46,11 @@ class EmbeddingRequest(BaseModel):
     user: Text | None = None
 
 
-class _Sampling(BaseModel):
+class StreamOptions(_Strict):
+    include_usage: bool | None = None
+
+
+class _Sampling(_Strict):
     model: Text | None = None
     max_tokens: int | None = None
     temperature: float | None = Field(
@@ -49,7 +61,7 @@ class _Sampling(BaseModel):
     seed: int | None = None
     n: int = 1
     stream: bool = False
-    stream_options: dict | None = None
+    stream_options: StreamOptions | None = None
     user: Text | None = None
 
 
@@ -59,12 +71,12 @@ class CompletionRequest(_Sampling):
     logprobs: int | None = None
 
 
-class ContentPart(BaseModel):
+class ContentPart(_Strict):
     type: Text
     text: Text | None = None
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(_Strict):
     role: Text
     content: Text | list[ContentPart] | None = None
 
@@ -75,8 +87,14 @@ class ChatCompletionRequest(_Sampling):
     logprobs: bool | None = None
 
 
-class RagRequest(BaseModel):
+class RagRequest(_Strict):
     query: Text
     model: Text | None = None
     top_k: int = 4
     max_tokens: int | None = None
+
+
+class RagSearchRequest(_Strict):
+    query: Text
+    model: Text | None = None
+    top_k: int = 4

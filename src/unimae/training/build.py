@@ -19,7 +19,7 @@ from unimae.objective.losses import LOGIT_BUDGET_BYTES, auto_logit_bytes, resolv
 from unimae.objective.mntp import MNTP
 from unimae.objective.model import UniMAE
 from unimae.tokens import bos_id_if_added, eos_token_id, mask_token_id
-from unimae.training.config import TrainConfig
+from unimae.training.config import ConfigError, TrainConfig
 from unimae.training.lora import use_low_memory_lora
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,16 @@ def build(cfg: TrainConfig) -> Setup:
     )
 
 
+def linear_module_names(model: nn.Module) -> list[str]:
+    """The distinct last names of ``model``'s Linear (and GPT-2 Conv1D) layers: what LoRA can target."""
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+    }
+    return sorted(names)
+
+
 def with_lora(llm: nn.Module, cfg: TrainConfig) -> nn.Module:
     """``llm`` with trainable LoRA adapters (fp32, whatever the base weights' dtype) on frozen weights.
 
@@ -89,7 +99,15 @@ def with_lora(llm: nn.Module, cfg: TrainConfig) -> nn.Module:
         target_modules=cfg.lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    llm = get_peft_model(llm, lora, autocast_adapter_dtype=True)
+    try:
+        llm = get_peft_model(llm, lora, autocast_adapter_dtype=True)
+    except ValueError as e:  # peft's NoMatchingPeftModuleError: a module name the model does not have
+        if "not found in the base model" not in str(e):
+            raise
+        raise ConfigError(
+            f"lora.target_modules={cfg.lora.target_modules!r}: {str(e).splitlines()[0]} "
+            f"(this {type(llm).__name__} has: {', '.join(linear_module_names(llm))})"
+        ) from None
     if cfg.model_dtype != "fp32":
         # fp32 adapters over bf16/fp16 weights: peft would keep fp32 copies of every adapted layer's input
         # (training/lora.py). fp32 models keep peft's own path (and the golden losses).

@@ -81,6 +81,19 @@ def checkpoint_step(path: Path) -> int:
     return int(_read_marker(path)["step"])
 
 
+def check_step(ckpt: Path, step: int, planned: int) -> int:
+    """``step`` if a run planned for ``planned`` optimizer steps can have reached it (``0 < step <=
+    planned``); else :class:`CheckpointError`: the manifest's step was edited or damaged (its own bytes are
+    not hashed), and resuming or exporting from it would mislabel the weights."""
+    if not 0 < step <= planned:
+        raise CheckpointError(
+            f"{Path(ckpt) / MANIFEST} says step {step}, but the run's config.yaml plans optim.steps={planned}; "
+            "a checkpoint's step is between 1 and that: the manifest was edited or damaged. Restore the "
+            "checkpoint from a copy, or start the run again without --resume"
+        )
+    return step
+
+
 def verify_checkpoint(path: Path) -> int:
     """Check every file of a checkpoint against its manifest; returns the step.
 
@@ -120,7 +133,8 @@ def _read_marker(path: Path) -> dict:
     marker = path / MANIFEST if (path / MANIFEST).is_file() else path / LEGACY_MARKER
     try:
         data = json.loads(marker.read_text(encoding="utf-8"))
-        int(data["step"])
+        if isinstance(data["step"], bool) or not isinstance(data["step"], int):
+            raise ValueError(f"step {data['step']!r} is not a whole number")
         if marker.name == MANIFEST and not all(
             isinstance(v, dict) and {"bytes", "sha256"} <= v.keys() for v in data["files"].values()
         ):

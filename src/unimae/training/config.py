@@ -13,8 +13,8 @@ A run reads a YAML file (optional), applies ``key=value`` overrides, validates, 
 config as ``config.yaml`` in its run folder. Every field's type and range is checked on construction,
 whatever the route (Python, YAML, command line); a ``ConfigError`` names the field (``optim.lr``).
 
-Older runs wrote one flat mapping (``lr: 2e-4``, ``lora: true``, ``decoder_rope: false``); ``LEGACY`` maps
-each flat name to its place, so old ``config.yaml`` files, the ``training`` records inside committed
+Older runs wrote one flat mapping (``lr: 2e-4``, ``lora: true``, ``decoder_rope: false``); ``LEGACY``
+(``unimae.config_names``) maps each flat name to its place, so old ``config.yaml`` files, the ``training`` records inside committed
 result files and flat overrides (``unimae train lr=5e-5 lora=true``) still load. Dotted names
 (``optim.lr=5e-5``) and nested YAML sections work everywhere too.
 """
@@ -32,6 +32,7 @@ from pydantic import model_validator
 from pydantic.dataclasses import dataclass
 from pydantic_core import ArgsKwargs
 
+from unimae.config_names import LEGACY, flatten
 from unimae.errors import ConfigError
 from unimae.io import atomic_write_text
 from unimae.objective.config import ContrastiveConfig, DecoderConfig, DistillConfig, ObjectiveConfig
@@ -56,7 +57,7 @@ AtLeast1 = Annotated[StrictInt, Field(ge=1)]
 @user_errors(ConfigError)
 @dataclass(config=record_config(extra="forbid"))
 class DataConfig:
-    """The training text and how much of it a step reads."""
+    """The training text and how much of it a step reads. Unknown keys are refused (as in every section)."""
 
     source: NonEmpty = "wiki"
     """'wiki' (the default Wikipedia sentences, train split), a .txt (one text per line), a .jsonl, or 'hf:NAME[:SPLIT]'."""
@@ -71,7 +72,7 @@ class DataConfig:
 @user_errors(ConfigError)
 @dataclass(config=record_config(extra="forbid"))
 class OptimConfig:
-    """Steps, batch and the AdamW optimizer with its schedule."""
+    """Steps, batch and the AdamW optimizer with its schedule. Unknown keys are refused."""
 
     steps: AtLeast1 = 100
     """Optimizer steps."""
@@ -104,7 +105,8 @@ class OptimConfig:
 @user_errors(ConfigError)
 @dataclass(config=record_config(extra="forbid"))
 class LoraConfig:
-    """LoRA adapters (peft) instead of training all LLM weights; the export merges them."""
+    """LoRA adapters (peft) instead of training all LLM weights; the export merges them. Unknown keys are
+    refused."""
 
     enabled: StrictBool = False
     """Train LoRA adapters instead of all LLM weights. The tiny decoder is always trained in full. The default recipe: true with lr 2e-4, which kept choice accuracy where a full fine-tune lost it."""
@@ -126,20 +128,6 @@ SECTIONS = {
     "lora": LoraConfig,
     "contrastive": ContrastiveConfig,
     "distill": DistillConfig,
-}
-
-# The flat names of older configs and result files -> the field's place now (one table, both ways).
-LEGACY: dict[str, str] = {
-    "data": "data.source",
-    "text_field": "data.text_field",
-    "max_texts": "data.max_texts",
-    "max_length": "data.max_length",
-    "objective": "objective.name",
-    **{f"lora_{n}": f"lora.{n}" for n in ("r", "alpha", "dropout", "target_modules")},
-    "lora": "lora.enabled",
-    **{f"decoder_{f.name}": f"decoder.{f.name}" for f in dataclasses.fields(DecoderConfig)},
-    **{f.name: f"objective.{f.name}" for f in dataclasses.fields(ObjectiveConfig) if f.name != "name"},
-    **{f.name: f"optim.{f.name}" for f in dataclasses.fields(OptimConfig)},
 }
 
 
@@ -173,7 +161,12 @@ def upgrade(values: dict[str, Any]) -> dict[str, Any]:
 @user_errors(ConfigError)
 @dataclass(config=record_config(extra="forbid"))
 class TrainConfig:
-    """One training run's settings (a YAML file's keys, `unimae train --FIELD` options), saved as config.yaml."""
+    """One training run's settings (a YAML file's keys, `unimae train --FIELD` options), saved as config.yaml.
+
+    Unknown keys are refused, here and in every section: a config is written by hand, and a misspelt knob
+    must not train with its default unnoticed. The flat names of older configs are not unknown: they are
+    mapped to their sections through ``unimae.config_names.LEGACY`` before the check.
+    """
 
     model: NonEmpty = "smollm2-135m"
     """A Hugging Face causal-LM id, a local model folder, a .gguf file, or an alias ('smollm2-135m', 'gemma3-270m', ...)."""
@@ -242,24 +235,6 @@ class TrainConfig:
 
 
 TOP_LEVEL = {f.name for f in dataclasses.fields(TrainConfig)} - set(SECTIONS)
-_FLAT_NAME = {path: name for name, path in LEGACY.items()}
-
-
-def flatten(values: dict[str, Any]) -> dict[str, Any]:
-    """A nested config mapping as ``{dotted name: value}``; a flat (older) one as it is."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in SECTIONS and isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
-
-
-def flat_names(values: dict[str, Any]) -> dict[str, Any]:
-    """A config mapping (nested or flat) under the flat names of older configs, as result files and the
-    report show it (``lr``, ``lora``, ``decoder_rope``); fields without a flat name keep the dotted one."""
-    return {_FLAT_NAME.get(k, k): v for k, v in flatten(values).items()}
 
 
 _EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
@@ -288,6 +263,10 @@ def config_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.exists():  # a folder, a FIFO, a device: not "not found"
+        from unimae.io import file_kind
+
+        raise ConfigError(f"config file {path} is {file_kind(path)}, not a regular file")
     shipped = RECIPES / f"{name_or_path}.yaml"
     if isinstance(name_or_path, str) and "/" not in name_or_path and shipped.is_file():
         return shipped

@@ -26,13 +26,20 @@ from transformers import get_scheduler
 from unimae.data.corpus import load_texts
 from unimae.encoding.pooling import PromptTokens
 from unimae.errors import UserError
-from unimae.io import append_jsonl
+from unimae.io import append_jsonl, check_writable, disk_errors
 from unimae.llm import base_weights_fingerprint
 from unimae.objective.model import UniMAEBatch
 from unimae.tokens import pad_token_id
 from unimae.training.build import build, make_optimizer
-from unimae.training.checkpoint import find_checkpoint, rng_state_problem, save_checkpoint, verify_checkpoint
-from unimae.training.config import TrainConfig, load_config
+from unimae.training.checkpoint import (
+    check_step,
+    checkpoint_step,
+    find_checkpoint,
+    rng_state_problem,
+    save_checkpoint,
+    verify_checkpoint,
+)
+from unimae.training.config import ConfigError, TrainConfig, load_config
 from unimae.training.data import (
     ReadView,
     needed_examples,
@@ -46,6 +53,9 @@ from unimae.training.teacher import TeacherKey, teacher_vectors
 
 log = logging.getLogger(__name__)
 
+RESUME_AFTER_DISK_ERROR = (
+    "the last complete checkpoint is kept: free space (or fix the folder) and run `unimae train --resume`"
+)
 # Fields that may differ between a run and its resumption.
 RESUMABLE_CHANGES = {"optim.steps", "save_every", "log_every", "export", "output_dir"}
 
@@ -55,7 +65,14 @@ class NonFiniteLossError(RuntimeError):
 
 
 def resolve_resume(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from (None: a fresh run); refuses a config that changed what is trained."""
+    """The checkpoint to resume from (None: a fresh run), checked before anything is loaded or written.
+
+    Refuses (one-line ``UserError``s): a config that changed what is trained (only ``RESUMABLE_CHANGES``
+    may differ); a checkpoint step outside ``1..optim.steps`` of the saved config (an edited manifest);
+    and ``optim.steps`` below the checkpoint's step. A run may be extended (more steps) or resumed at its
+    last step (nothing left to train; it is exported again); it is never cut below its checkpoint, so
+    ``config.yaml``, the checkpoint and the export always agree on the step count.
+    """
     ckpt = find_checkpoint(run_dir)
     if not resume:
         if ckpt is not None:
@@ -66,11 +83,20 @@ def resolve_resume(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None
     saved_path = run_dir / "config.yaml"
     if ckpt is None or not saved_path.exists():
         raise FileNotFoundError(f"--resume: no complete checkpoint in {run_dir}")
-    saved = load_config(saved_path).flat()
+    saved_cfg = load_config(saved_path)
+    saved = saved_cfg.flat()
     changed = sorted(k for k, v in cfg.flat().items() if saved[k] != v and k not in RESUMABLE_CHANGES)
     if changed:
-        raise ValueError(
-            f"--resume with a config that differs from the run's in {changed}; resume with the saved config.yaml"
+        detail = ", ".join(f"{k}: {saved[k]!r} -> {cfg.flat()[k]!r}" for k in changed[:3])
+        raise ConfigError(
+            f"--resume with a config that differs from the run's {saved_path} in {detail}"
+            f"{' ...' if len(changed) > 3 else ''}; only {sorted(RESUMABLE_CHANGES)} may change on resume"
+        )
+    step = check_step(ckpt, checkpoint_step(ckpt), saved_cfg.optim.steps)
+    if cfg.optim.steps < step:
+        raise ConfigError(
+            f"--resume with optim.steps={cfg.optim.steps}, but the checkpoint in {run_dir} is at step {step}: "
+            f"a resumed run can go on (optim.steps >= {step}), not end before its checkpoint"
         )
     return ckpt
 
@@ -81,6 +107,7 @@ class Recipe:
     def __init__(self, cfg: TrainConfig, resume: bool = False):
         self.cfg = cfg
         self.run_dir = Path(cfg.output_dir)
+        check_writable(self.run_dir, folder=True)  # a file there, a read-only disk: before any work
         self.ckpt = resolve_resume(cfg, self.run_dir, resume)
         self.start = 0
 
@@ -135,9 +162,10 @@ class Recipe:
         if self.ckpt is not None:
             self._restore(self.ckpt)
         if acc.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(self.run_dir / "config.yaml")
-            trim_metrics(self.run_dir / "metrics.jsonl", self.start)
+            with disk_errors(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                cfg.save(self.run_dir / "config.yaml")
+                trim_metrics(self.run_dir / "metrics.jsonl", self.start)
         acc.wait_for_everyone()
         acc.print(
             f"{len(self.corpus)} training texts, {cfg.optim.steps} steps x {cfg.optim.batch_size} texts, "
@@ -262,13 +290,16 @@ class Recipe:
             return
         done = record["step"]
         if done % self.cfg.log_every == 0 or done == self.cfg.optim.steps:
-            append_jsonl(self.run_dir / "metrics.jsonl", record)
+            with disk_errors(self.run_dir / "metrics.jsonl", RESUME_AFTER_DISK_ERROR):
+                append_jsonl(self.run_dir / "metrics.jsonl", record)
         self.bar.set_postfix(bar_postfix(record))
         self.bar.update(1)
 
     def save(self, done: int) -> Path:
-        """Checkpoint the full training state after ``done`` steps (all processes take part)."""
-        return save_checkpoint(self.accelerator, self.run_dir, done)
+        """Checkpoint the full training state after ``done`` steps (all processes take part); a disk error
+        is one line (the previous complete checkpoint stays: the new one is swapped in only when whole)."""
+        with disk_errors(self.run_dir / "checkpoint", RESUME_AFTER_DISK_ERROR):
+            return save_checkpoint(self.accelerator, self.run_dir, done)
 
     def cleanup(self) -> None:
         self.bar.close()
@@ -284,6 +315,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """
     recipe = Recipe(cfg, resume)
     recipe.setup()
-    recipe.train()
+    try:
+        recipe.train()
+    finally:  # a failed run's progress bar is drawn before its error, not after it
+        if getattr(recipe, "bar", None) is not None:
+            recipe.bar.close()
     recipe.cleanup()
     return recipe.run_dir

@@ -14,7 +14,13 @@ from torch import nn
 
 from unimae.spec import EmbeddingSpec
 from unimae.training.build import build
-from unimae.training.checkpoint import CheckpointError, find_checkpoint, load_model_state, verify_checkpoint
+from unimae.training.checkpoint import (
+    CheckpointError,
+    check_step,
+    find_checkpoint,
+    load_model_state,
+    verify_checkpoint,
+)
 from unimae.training.config import load_config
 
 
@@ -35,8 +41,8 @@ def load_trained(run_dir: str | Path) -> tuple[nn.Module, object, EmbeddingSpec]
             f"{run_dir} is not a training run with a complete checkpoint (it needs config.yaml and "
             "checkpoint/manifest.json); train it first, or pass the run's folder"
         )
-    steps = verify_checkpoint(ckpt)
     cfg = load_config(config)
+    steps = check_step(ckpt, verify_checkpoint(ckpt), cfg.optim.steps)
     setup = build(cfg)
     missing, unexpected = setup.model.load_state_dict(load_model_state(ckpt), strict=False)
     missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied weights are saved once

@@ -1,10 +1,11 @@
-"""Issue 12's scale table: the same measurements at each model size, one row a size.
+"""The model-size study (RESULTS.md's "Model sizes"): the same measurements at each model size, one row a size.
 
 ``scripts/scale_study.sh MODEL`` writes ``results/scale/MODEL/<result>/{offline,lm-eval}``: the two best
 training-free poolings of the base model (pretended chain of thought, PromptEOL), its perplexity and
 choice accuracy, MNTP and UniMAE with the default recipe. For the default model, results of the same
 recipe and seeds measured before the scale study are read where they already are (``EARLIER``), not rerun.
-The report keeps these results out of its main tables (they are other base models) and shows this table.
+``studies/results.py`` keeps these results out of the main tables (they are other base models) and shows
+this table.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unimae.evaluation.results import BenchmarkSummary, LmEvalResult
+from unimae.tables import markdown_table
 
 MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b")
 SEEDS = (42, 7)
 POOLINGS = {"pretended CoT": "base-pcot", "PromptEOL": "base-prompteol"}
 
-# results/scale/smollm2-135m/<key> -> results/<value>: the same config and seed, run before issue 12
+# results/scale/smollm2-135m/<key> -> results/<value>: the same config and seed, run before the study
 EARLIER = {
     "smollm2-135m": {
         "base-prompteol/offline": "base-prompteol/offline",
@@ -36,7 +38,8 @@ EARLIER = {
 def scale_results(results: str | Path = "results") -> list[BenchmarkSummary | LmEvalResult]:
     """Every result file under ``results/scale`` (their commands go into the report's list)."""
     root = Path(results) / "scale"
-    return [BenchmarkSummary.load(p) for p in sorted(root.rglob("summary.json"))] + [
+    summaries = [p for p in sorted(root.rglob("summary.json")) if p.parent != root]  # not margins.py's list
+    return [BenchmarkSummary.load(p) for p in summaries] + [
         LmEvalResult.load(p) for p in sorted(root.rglob("lm_eval.json"))
     ]
 
@@ -51,7 +54,7 @@ def _average(results: Path, model: str, key: str) -> float | None:
     return BenchmarkSummary.load(p).average if p.is_file() else None
 
 
-def _lm(results: Path, model: str, key: str) -> LmEvalResult | None:
+def lm_eval_result(results: Path, model: str, key: str) -> LmEvalResult | None:
     p = _folder(results, model, f"{key}/lm-eval") / "lm_eval.json"
     return LmEvalResult.load(p) if p.is_file() else None
 
@@ -82,7 +85,7 @@ def scale_rows(results: str | Path = "results") -> list[ScaleRow]:
     for model in MODELS:
         pool = {label: _average(results, model, key) for label, key in POOLINGS.items()}
         mntp, unimae = _seeds(results, model, "mntp"), _seeds(results, model, "unimae")
-        lm = {k: _lm(results, model, k) for k in ("base", "mntp-s42", "unimae-s42")}
+        lm = {k: lm_eval_result(results, model, k) for k in ("base", "mntp-s42", "unimae-s42")}
         if any(v is not None for v in pool.values()) or mntp or unimae or any(lm.values()):
             rows.append(ScaleRow(model, pool, mntp, unimae, lm))
     return rows
@@ -129,10 +132,29 @@ def scale_table(results: str | Path = "results") -> list[str]:
         "PPL ↓ base / MNTP / UniMAE",
         "MC acc base / MNTP / UniMAE",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table = []
     for r in rows:
         pools = [f"{100 * a:.2f}" if a is not None else "not run" for a in r.poolings.values()]
         ppl, acc = _generation(r)
-        cells = [f"`{r.model}`", *pools, _scores(r.mntp), _scores(r.unimae), _lead(r), ppl, acc]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        table.append([f"`{r.model}`", *pools, _scores(r.mntp), _scores(r.unimae), _lead(r), ppl, acc])
+    return markdown_table(head, table).splitlines()
+
+
+def model_sizes_section(results: str | Path = "results") -> list[str]:
+    """RESULTS.md's "Model sizes" section (no lines when no size has a result)."""
+    table = scale_table(results)
+    if not table:
+        return []
+    return [
+        "## Model sizes",
+        "",
+        "`scripts/scale_study.sh MODEL` on each size, the default recipe unchanged (`configs/default.yaml` "
+        "with `model=MODEL`; MNTP with the same optimizer). `offline` averages x 100; two numbers are "
+        "seeds 42 / 7. UniMAE - best other: against the best of the two training-free poolings and MNTP "
+        "(of those measured so far: a baseline not run yet is named). "
+        "PPL and MC acc: seed 42, in brackets UniMAE against the base model. 135M results of the same "
+        "recipe and seeds that predate the study are read where they are (`EARLIER` in `studies/scale.py`).",
+        "",
+        *table,
+        "",
+    ]

@@ -5,23 +5,44 @@ benchmark (``results/<sweep>/<name>/<benchmark>``). Finished runs and evaluation
 interrupted sweep continues where it stopped. The figure is the paper's Figure 3(a): benchmark
 average against ``mar_mask_ratio``.
 
-    unimae sweep --config default --name sweep
-    unimae sweep --tasks LeeSTS PangLeePolarityClassification ...   # a cheaper task subset
+    python studies/sweep.py --config default --name sweep
+    python studies/sweep.py --tasks LeeSTS PangLeePolarityClassification ...   # a cheaper task subset
 
 The "both" variant is the mask-ratio point at the config's own ``mar_mask_ratio`` when that ratio is swept,
-so it is trained and evaluated once.
+so it is trained and evaluated once. A study script, not part of the package: it calls the library
+(training, ``unimae eval``) and declares its options from ``run_sweep``'s signature as ``unimae``'s
+commands do (``--help`` lists them).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from unimae.evaluation.results import BenchmarkSummary, SweepPoint
+from jsonargparse import Namespace
+
+from unimae.cli import run_script, script_command
+from unimae.evaluation.results import BenchmarkSummary
 from unimae.training.config import load_config
 
+PROG = "python studies/sweep.py"
 RATIOS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8)
 VARIANTS = {"mar-only": {"mrc_weight": 0.0}, "mrc-only": {"alpha": 0.0}, "both": {}}
+
+
+@dataclass
+class SweepPoint:
+    """One point of a sweep: its name, its config overrides, where it trains and where its result goes;
+    ``summary`` once evaluated."""
+
+    name: str
+    overrides: dict[str, Any]
+    run_dir: Path
+    result_dir: Path
+    summary: BenchmarkSummary | None = None
 
 
 def sweep_points(
@@ -93,7 +114,7 @@ def run_sweep(
                 p.result_dir,
                 tasks=list(tasks) if tasks else None,
                 label=f"{name}: {p.name}",
-                command=f"unimae sweep --name {name}"
+                command=f"{PROG} --name {name}"
                 + (f" --tasks {' '.join(tasks)}" if tasks else "")
                 + f" ({p.name}: {p.overrides or 'the config as is'})",
             )
@@ -132,3 +153,38 @@ def plot_mask_ratio(points: list[SweepPoint], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     return save_figure(fig, path)
+
+
+EXAMPLES = f"""examples:
+  {PROG} --config default --name sweep                      # full offline set per point
+  {PROG} --config default --name sweep --tasks LeeSTS SquadRetrieval   # cheaper
+  {PROG} --config default --ratios '[0.2, 0.5]' --variants '[both]' steps=50
+key=value: training config overrides for every run of the sweep"""
+
+
+def _run(ns: Namespace) -> None:
+    """Run the sweep with the parsed options, print each point's average and draw Figure 3(a)."""
+    import yaml
+
+    args = {k: v for k, v in ns.as_dict().items() if k not in ("threads", "__path__")}
+    # key=value overrides arrive as text; TrainConfig checks the parsed values' types
+    overrides = args.pop("overrides") or {}
+    overrides = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in overrides.items()}
+    points = run_sweep(**args, overrides=overrides)
+    for p in points:
+        print(f"{p.name:10s} average {100 * p.summary.average:.2f}  ({p.result_dir})")
+    figure = Path(args.get("results_root", "results")) / ns.name / "fig3a_mask_ratio.png"
+    print(f"wrote {plot_mask_ratio(points, figure)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    help = "ablations: train + eval over mar_mask_ratio and MAR-only/MRC-only/both (Figure 3(a))"
+    cmd = script_command(
+        run_sweep, _run, help, EXAMPLES, overrides="--overrides.", positional=False, threads=True
+    )
+    interrupted = "interrupted; the same command continues the sweep (finished points are kept)"
+    return run_script(PROG, cmd, argv, interrupted)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

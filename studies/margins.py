@@ -1,0 +1,213 @@
+"""The size study on ``offline-v2-test``: does training lead the best training-free prompt, by how much, and
+how sure is that?
+
+The same runs as ``scale.py`` (``scripts/scale_study.sh MODEL``; ``BENCHMARK=offline-v2-test``), each read
+from ``results/scale/MODEL/<result>/offline-v2-test``. Per size, the best training-free pooling is the
+best of pretended chain of thought, PromptEOL and Token Prepending *on the test set itself*: the most
+generous choice for the baselines, so a margin over it is conservative. A recipe's margin is its average
+minus that baseline's, with the paired-bootstrap interval of ``unimae compare`` (the same resampled items
+on both sides).
+
+``margin_records`` gives one record per size, recipe and seed (``results/scale/summary.json``, written by
+``studies/results.py``); ``margins_section`` is RESULTS.md's table of them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from scale import MODELS, SEEDS, lm_eval_result
+
+from unimae.evaluation.compare import compare_summaries
+from unimae.evaluation.results import BenchmarkSummary
+from unimae.io import atomic_write_text
+from unimae.tables import markdown_table
+
+BENCHMARK = "offline-v2-test"
+BASELINES = {
+    "pretended CoT": "base-pcot",
+    "PromptEOL": "base-prompteol",
+    "Token Prepending": "base-tokenprepend",
+}
+# recipe name (``src/unimae/configs/<name>.yaml``; "mntp": default.yaml with objective=mntp, the baseline)
+# -> its run folders' prefix under results/scale/MODEL (``<prefix>-s<seed>``)
+RECIPES = {"default": "unimae", "mntp": "mntp"}
+
+
+@dataclass
+class MarginRecord:
+    """One size, recipe and seed on ``benchmark``: averages and margin in 0-1, ``*_ci_*`` 95% intervals
+    (None: a side has no bootstrap replicates); ``ppl``/``mc_acc`` from the run's lm-eval (seed 42 only;
+    None: not run), ``*_base`` the base model's."""
+
+    model: str
+    recipe: str
+    seed: int
+    benchmark: str
+    average: float
+    average_ci_low: float | None
+    average_ci_high: float | None
+    best_baseline: float
+    best_baseline_name: str
+    margin: float
+    margin_ci_low: float | None
+    margin_ci_high: float | None
+    ppl: float | None
+    ppl_base: float | None
+    mc_acc: float | None
+    mc_acc_base: float | None
+
+
+def _summary(results: Path, model: str, key: str) -> BenchmarkSummary | None:
+    p = results / "scale" / model / key / BENCHMARK / "summary.json"
+    return BenchmarkSummary.load(p) if p.is_file() else None
+
+
+def best_baseline(results: Path, model: str) -> tuple[str, BenchmarkSummary] | None:
+    """The training-free pooling with the highest average on the test set (None: none measured)."""
+    found = [(name, s) for name, key in BASELINES.items() if (s := _summary(results, model, key)) is not None]
+    return max(found, key=lambda x: x[1].average) if found else None
+
+
+def _record(results: Path, model: str, recipe: str, seed: int, run: BenchmarkSummary, best) -> MarginRecord:
+    name, base = best
+    diff = compare_summaries(run, base).average
+    lm, lm_base = (
+        lm_eval_result(results, model, f"{RECIPES[recipe]}-s{seed}"),
+        lm_eval_result(results, model, "base"),
+    )
+    return MarginRecord(
+        model=model,
+        recipe=recipe,
+        seed=seed,
+        benchmark=BENCHMARK,
+        average=run.average,
+        average_ci_low=run.average_ci_low,
+        average_ci_high=run.average_ci_high,
+        best_baseline=base.average,
+        best_baseline_name=name,
+        margin=diff.difference,
+        margin_ci_low=diff.ci_low,
+        margin_ci_high=diff.ci_high,
+        ppl=lm.perplexity.perplexity if lm else None,
+        ppl_base=lm_base.perplexity.perplexity if lm_base else None,
+        mc_acc=lm.choice_accuracy if lm else None,
+        mc_acc_base=lm_base.choice_accuracy if lm_base else None,
+    )
+
+
+def margin_records(results: str | Path = "results") -> list[MarginRecord]:
+    """One record per size, recipe and seed that has an ``offline-v2-test`` result (sizes with no
+    baseline measured yet have none)."""
+    results = Path(results)
+    records = []
+    for model in MODELS:
+        best = best_baseline(results, model)
+        for recipe, prefix in RECIPES.items():
+            for seed in SEEDS:
+                run = _summary(results, model, f"{prefix}-s{seed}")
+                if best is not None and run is not None:
+                    records.append(_record(results, model, recipe, seed, run, best))
+    return records
+
+
+def write_margins(results: str | Path = "results") -> Path | None:
+    """``results/scale/summary.json``: the records as a JSON list (None, nothing written, without any)."""
+    records = margin_records(results)
+    if not records:
+        return None
+    text = json.dumps([asdict(r) for r in records], indent=2) + "\n"
+    return atomic_write_text(Path(results) / "scale" / "summary.json", text)
+
+
+def _pct(x: float | None, sign: str = "") -> str:
+    return "-" if x is None else f"{100 * x:{sign}.2f}"
+
+
+def _interval(low: float | None, high: float | None, sign: str = "") -> str:
+    return "" if low is None or high is None else f" [{_pct(low, sign)}, {_pct(high, sign)}]"
+
+
+def _verdict(r: MarginRecord) -> str:
+    if r.margin_ci_low is None:
+        return "no interval"
+    if r.margin_ci_low > 0:
+        return "lead"
+    return "trails" if r.margin_ci_high < 0 else "includes 0"
+
+
+def _generation(value: float | None, base: float | None, relative: bool) -> str:
+    if value is None or base is None:
+        return "not run"
+    if relative:
+        return f"{value:.2f} vs {base:.2f} ({100 * (value / base - 1):+.1f}%)"
+    return f"{100 * value:.1f} vs {100 * base:.1f} ({100 * (value - base):+.1f})"
+
+
+def _averages_table(results: Path) -> list[str]:
+    """One row a size: every method's average with its interval."""
+    keys = {**BASELINES, **{f"{r} s{s}": f"{p}-s{s}" for r, p in RECIPES.items() for s in SEEDS}}
+    rows = []
+    for model in MODELS:
+        cells = [_summary(results, model, key) for key in keys.values()]
+        if any(cells):
+            rows.append(
+                [f"`{model}`"]
+                + [
+                    "not run"
+                    if s is None
+                    else _pct(s.average) + _interval(s.average_ci_low, s.average_ci_high)
+                    for s in cells
+                ]
+            )
+    return markdown_table(["model", *keys], rows).splitlines() if rows else []
+
+
+def margins_section(results: str | Path = "results") -> list[str]:
+    """RESULTS.md's "Model sizes on offline-v2-test" (no lines before any result)."""
+    results = Path(results)
+    averages, records = _averages_table(results), margin_records(results)
+    if not averages:
+        return []
+    rows = [
+        [
+            f"`{r.model}`",
+            r.recipe,
+            r.seed,
+            _pct(r.average),
+            f"{r.best_baseline_name} {_pct(r.best_baseline)}",
+            _pct(r.margin, "+") + _interval(r.margin_ci_low, r.margin_ci_high, "+"),
+            _verdict(r),
+            _generation(r.ppl, r.ppl_base, relative=True),
+            _generation(r.mc_acc, r.mc_acc_base, relative=False),
+        ]
+        for r in records
+    ]
+    head = [
+        "model",
+        "recipe",
+        "seed",
+        "average",
+        "best training-free",
+        "margin [95% CI]",
+        "",
+        "PPL vs base",
+        "MC acc vs base",
+    ]
+    return [
+        f"## Model sizes on `{BENCHMARK}`",
+        "",
+        f"The size study's runs re-scored on `{BENCHMARK}` (it chose nothing), x 100 with 95% bootstrap "
+        "intervals. Recipes: `default` is `unimae train --config default`; `mntp` the same with "
+        "`objective=mntp` (LLM2Vec's masked next-token step). The best training-free pooling is chosen per "
+        "size on this test set (the generous choice for the baselines); the margin's interval is paired "
+        "(`unimae compare`). lead / trails: the interval is above / below 0. Generation: seed 42's lm-eval "
+        "against the base model's. Records: `results/scale/summary.json`.",
+        "",
+        *averages,
+        "",
+        *(markdown_table(head, rows).splitlines() if rows else ["No trained run measured on this set yet."]),
+        "",
+    ]

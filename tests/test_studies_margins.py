@@ -1,0 +1,83 @@
+"""The size study on offline-v2-test (``studies/margins.py``): the best training-free pooling per size, each
+recipe's margin over it with a paired interval, ``results/scale/summary.json`` and RESULTS.md's table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from margins import margin_records, margins_section, write_margins
+from table_text import squeeze
+
+from unimae.evaluation import bootstrap as bs
+from unimae.evaluation import item_scores as its
+from unimae.evaluation.results import BenchmarkSummary, CategoryScore, ModelInfo, TaskScore
+
+ITEMS = {"TaskA": np.random.default_rng(0).random(200), "TaskB": np.random.default_rng(1).random(300)}
+
+
+def _put(results: Path, model: str, key: str, shift: float) -> None:
+    """A v2-test summary whose item scores are the fixture's plus ``shift`` (so margins are exact)."""
+    tasks = {}
+    for name, v in ITEMS.items():
+        stat = its.ItemStatistic(len(v), its.mean_of(v + shift))
+        iv = bs.interval(stat.full(), stat(bs.draw_indices(name, len(v))), len(v))
+        tasks[name] = TaskScore(
+            category="STS", main_score="cosine_spearman", score=iv.score, ci_low=iv.ci_low,
+            ci_high=iv.ci_high, n_items=iv.n_items, replicates=iv.replicates,
+        )  # fmt: skip
+    average = float(np.mean([t.score for t in tasks.values()]))
+    BenchmarkSummary(
+        label=key, benchmark="offline-v2-test", model_info=ModelInfo(model=model, revision="r"),
+        tasks=tasks, categories={"STS": CategoryScore(score=average, n_tasks=2)}, average=average,
+        category_average=average, seconds=1.0, command="unimae eval", average_ci_low=average - 0.01,
+        average_ci_high=average + 0.01,
+    ).save(results / "scale" / model / key / "offline-v2-test" / "summary.json")  # fmt: skip
+
+
+def test_margins_against_the_best_prompt_per_size_with_paired_intervals(results):
+    g = "gemma3-270m"
+    _put(results, g, "base-pcot", 0.0)
+    _put(results, g, "base-prompteol", 0.02)  # the best training-free pooling
+    _put(results, g, "base-tokenprepend", -0.01)
+    _put(results, g, "unimae-s42", 0.05)
+    _put(results, g, "unimae-s7", 0.01)
+    shutil.copytree(results / "unimae" / "lm-eval", results / "scale" / g / "unimae-s42" / "lm-eval")
+    shutil.copytree(results / "base" / "lm-eval", results / "scale" / g / "base" / "lm-eval")
+    records = {(r.recipe, r.seed): r for r in margin_records(results)}
+    assert set(records) == {("default", 42), ("default", 7)}  # no MNTP result: no record
+    r42, r7 = records["default", 42], records["default", 7]
+    assert r42.best_baseline_name == "PromptEOL" and r42.margin == pytest.approx(0.03)
+    # a constant shift of every item: the paired interval is that shift exactly
+    assert r42.margin_ci_low == pytest.approx(0.03) and r42.margin_ci_high == pytest.approx(0.03)
+    assert r7.margin == pytest.approx(-0.01) and r7.margin_ci_high == pytest.approx(-0.01)
+    # the lm-eval fixtures: perplexity 47.0 (UniMAE) against 59.6 (base); seed 7 has none
+    assert (r42.ppl, r42.ppl_base) == (47.0, 59.6) and r7.ppl is None and r7.ppl_base == 59.6
+    path = write_margins(results)
+    assert path == results / "scale" / "summary.json"
+    saved = json.loads(path.read_text())
+    assert len(saved) == 2 and {"model", "recipe", "benchmark", "average", "best_baseline", "margin",
+        "margin_ci_low", "margin_ci_high", "ppl", "ppl_base", "mc_acc", "mc_acc_base"} <= set(saved[0])  # fmt: skip
+    text = squeeze("\n".join(margins_section(results)))
+    assert "| `gemma3-270m` | default | 42 |" in text and "| +3.00 [+3.00, +3.00] | lead |" in text
+    assert "| -1.00 [-1.00, -1.00] | trails |" in text and "47.00 vs 59.60 (-21.1%)" in text
+
+
+def test_no_v2_results_no_section_and_no_file(results):
+    assert margins_section(results) == [] and write_margins(results) is None
+    assert not (results / "scale" / "summary.json").exists()
+
+
+def test_results_md_gets_the_section_and_the_records_file_is_not_a_result(results, tmp_path):
+    import results as study
+
+    _put(results, "smollm2-135m", "base-pcot", 0.0)
+    _put(results, "smollm2-135m", "mntp-s42", 0.01)
+    text = study.write_results(str(results), str(tmp_path / "R.md")).read_text()
+    assert "## Model sizes on `offline-v2-test`" in text
+    assert (results / "scale" / "summary.json").is_file()
+    study.write_results(str(results), str(tmp_path / "R2.md"))  # the records file is not read as a result
+    assert (tmp_path / "R2.md").read_text() == text
