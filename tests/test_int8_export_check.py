@@ -113,3 +113,21 @@ def test_onnx_export_leaves_the_model_in_eval_mode(tmp_path):
     enc = Encoder.from_pretrained(str(make_tiny_gpt2(tmp_path / "g")), device="cpu")
     export_onnx(enc.model, tmp_path / "model.onnx")
     assert not any(m.training for m in enc.model.modules())
+
+
+def test_cache_build_refuses_an_int8_graph_below_the_floor_and_caches_nothing(tiny, monkeypatch):
+    """``Encoder.from_pretrained(model, backend=int8)`` on a folder without that graph: built into the cache,
+    checked the same way; below the default floor it is a one-line UserError and nothing is cached."""
+    from unimae.encoding import backend_build
+    from unimae.paths import cache_dir
+
+    real = backend_build.parity
+    monkeypatch.setattr(backend_build, "parity", lambda enc, body: {**real(enc, body), "min_cosine": 0.5})
+    with pytest.raises(UserError, match=r"min cosine 0\.5000 .* \(below 0\.99\)") as refused:
+        Encoder.from_pretrained(str(tiny), device="cpu", backend="openvino-int8")
+    assert "\n" not in str(refused.value)
+    assert not list((cache_dir() / "backends").rglob("openvino_model.xml"))  # not cached
+    monkeypatch.setattr(backend_build, "parity", real)
+    enc = Encoder.from_pretrained(str(tiny), device="cpu", backend="openvino-int8")
+    (record,) = (cache_dir() / "backends").rglob(BACKEND_FILE)
+    assert enc.backend == "openvino-int8" and json.loads(record.read_text())["parity"]["min_cosine"] >= 0.99
