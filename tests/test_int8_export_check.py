@@ -131,3 +131,24 @@ def test_cache_build_refuses_an_int8_graph_below_the_floor_and_caches_nothing(ti
     enc = Encoder.from_pretrained(str(tiny), device="cpu", backend="openvino-int8")
     (record,) = (cache_dir() / "backends").rglob(BACKEND_FILE)
     assert enc.backend == "openvino-int8" and json.loads(record.read_text())["parity"]["min_cosine"] >= 0.99
+
+
+def test_quantizer_notes_stay_out_of_the_users_log(tmp_path, caplog):
+    """ONNX Runtime's quantizer warns on the root logger (pre-processing, untyped tensors): dropped during an
+    export's quantization, and only there."""
+    import logging
+
+    from onnxruntime.quantization import quantize_dynamic
+
+    from unimae.encoding.backend_build import export_onnx, quantize_rest_dynamic
+    from unimae.encoding.loading import load_causal_lm
+
+    fp32 = export_onnx(load_causal_lm(str(make_tiny_llama(tmp_path / "l")))[0], tmp_path / "fp32.onnx")
+    caplog.set_level(logging.WARNING)
+    filters_before = list(logging.getLogger().filters)
+    quantize_dynamic(str(fp32), str(tmp_path / "plain.onnx"))
+    assert any("onnxruntime" in r.pathname for r in caplog.records)  # what the filter is for
+    caplog.clear()
+    quantize_rest_dynamic(fp32, tmp_path / "int8.onnx")
+    assert not [r.getMessage() for r in caplog.records if "onnxruntime" in r.pathname]
+    assert logging.getLogger().filters == filters_before  # the filter is gone again

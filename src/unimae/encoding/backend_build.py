@@ -13,6 +13,7 @@ import json
 import logging
 import tempfile
 import warnings
+from contextlib import contextmanager
 from copy import deepcopy
 from pathlib import Path
 
@@ -116,19 +117,40 @@ def quantize_blocks(src: Path, dst: Path, exclude: list[str] | None = None) -> P
     return dst
 
 
+class _QuantizerNotes(logging.Filter):
+    """Drops ONNX Runtime's quantizer notes below ERROR sent to the root logger (``logging.warning``): a
+    suggestion to pre-process and one line per tensor its shape inference left untyped, about 30 lines per
+    export that ask nothing of the user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
+
+
+@contextmanager
+def quiet_quantizer():
+    """While inside: ``_QuantizerNotes`` on the root logger (records of other loggers are not touched)."""
+    notes = _QuantizerNotes()
+    logging.getLogger().addFilter(notes)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(notes)
+
+
 def quantize_rest_dynamic(src: Path, dst: Path) -> Path:
     """ONNX Runtime's dynamic quantization of the MatMuls ``src`` still has in fp32: int8 weights per output
     channel, each activation tensor quantized with one scale at run time (its fastest int8 MatMul)."""
     quantization = _require("onnxruntime.quantization")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    quantization.quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=quantization.QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul"],
-        use_external_data_format=_has_external_data(src),
-    )
+    with quiet_quantizer():
+        quantization.quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=quantization.QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            use_external_data_format=_has_external_data(src),
+        )
     return dst
 
 
