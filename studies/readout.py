@@ -175,9 +175,9 @@ def main() -> None:
             continue
         print(f"{folder}", flush=True)
         reading = study_reading(folder, tasks, fit_texts, args.replicates)
-        reading["command"] = "python studies/readout.py " + " ".join(
-            map(str, [*args.folders, "--benchmark", args.benchmark, "--out", args.out])
-        )
+        settings = ["--benchmark", args.benchmark, "--out", args.out, "--fit-texts", args.fit_texts]
+        settings += ["--replicates", args.replicates, *(["--tasks", *args.tasks] if args.tasks else [])]
+        reading["command"] = "python studies/readout.py " + " ".join(map(str, [folder, *settings]))
         target.write_text(json.dumps(reading))
         for layer, posts in averages(reading).items():
             print(f"  {layer:8s} " + "  ".join(f"{h} {100 * v:.2f}" for h, v in posts.items()), flush=True)
