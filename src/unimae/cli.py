@@ -2,15 +2,20 @@
 
 Options, types, defaults and help text come from the function's signature and docstring, or from the
 config dataclass's field docstrings (jsonargparse, as litgpt does); this file holds no defaults of its own,
-only the examples and the few lines that print what a command did. Spellings kept from the hand-built CLI:
-``key=value`` training overrides, ``--dashed-names``, ``--no-flag``, ``--tasks A B C`` and ``-o/-i/-k``.
+only the examples and the few lines that print what a command did. ``COMMANDS`` is the table of
+subcommands (jsonargparse parses them); only the one chosen is declared, so one command imports only what
+it uses. The spellings of the interface, read into jsonargparse's by ``_normalize``: ``key=value``
+training overrides (dotted ``optim.lr=...`` or the flat names of older configs, ``unimae.config_names``),
+``--dashed-names``, bare ``--flag`` and ``--no-flag``, ``--tasks A B C`` and ``-o/-i/-k``.
 
 Errors: ``unimae.errors.UserError`` (bad input) and a missing or existing path the user gave print one line
-and exit 2; every other exception is a bug and keeps its traceback.
+and exit 2; an option value its type refuses is named from the option's type (``_refusal``), not from
+jsonargparse's wording; every other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import json
 import logging
@@ -18,12 +23,13 @@ import os
 import re
 import shlex
 import sys
+import types
 import typing
 from argparse import ArgumentError, RawDescriptionHelpFormatter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from jsonargparse import (
     ActionConfigFile,
@@ -32,7 +38,7 @@ from jsonargparse import (
     Namespace,
     set_parsing_settings,
 )
-from jsonargparse.typing import PositiveInt
+from pydantic import PositiveInt
 
 from unimae.errors import UserError
 from unimae.spec import POOLINGS
@@ -60,14 +66,18 @@ class _Formatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
 
 @dataclass
 class Command:
-    """One subcommand: its parser, what it runs, and the option spellings normalised before parsing."""
+    """One subcommand: its parser, what it runs, and each option's type (which says how it is spelled)."""
 
     parser: ArgumentParser
     run: Callable[[Namespace], None]
-    bools: set[str] = field(default_factory=set)
-    lists: set[str] = field(default_factory=set)
+    hints: dict[str, Any] = field(default_factory=dict)  # option name -> type hint
     overrides: str | None = None  # "key=value" tokens become --key=value (train) or --overrides.key=value
     renames: dict[str, str] = field(default_factory=dict)  # older option names -> today's (train: LEGACY)
+
+    def option(self, name: str, hint: Any, help: str, **kwargs: Any) -> None:
+        """Declare ``--name`` of type ``hint`` (default None unless given)."""
+        self.parser.add_argument(f"--{name}", type=hint, help=help, **{"default": None, **kwargs})
+        self.hints[name] = hint
 
 
 def _parser(help: str, epilog: str | None = None) -> ArgumentParser:
@@ -80,11 +90,7 @@ def _hints(target: Callable | type, prefix: str = "") -> dict[str, Any]:
     """Option name -> type hint of ``target``'s parameters, or of a dataclass's fields (a nested
     dataclass's fields as ``section.field``)."""
     dataclass_ = isinstance(target, type) and hasattr(target, "__dataclass_fields__")
-    fn = target.__init__ if isinstance(target, type) and not dataclass_ else target
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # an annotation that cannot be resolved here: no flag spellings for it
-        return {}
+    hints = typing.get_type_hints(target.__init__ if isinstance(target, type) and not dataclass_ else target)
     out: dict[str, Any] = {}
     for name, hint in hints.items():
         if dataclass_ and isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
@@ -102,12 +108,7 @@ def _add(
         cmd.parser.add_class_arguments(target, None, skip=set(skip), sub_configs=True)
     else:
         cmd.parser.add_function_arguments(target, None, skip=set(skip), as_positional=positional)
-    for name, hint in _hints(target).items():
-        text = str(hint)
-        if hint is bool or text in ("bool", "Optional[bool]", "bool | None"):
-            cmd.bools.add(name)
-        elif "list" in text or "Sequence" in text:
-            cmd.lists.add(name)
+    cmd.hints.update(_hints(target))
 
 
 def default_of(fn: Callable, name: str) -> Any:
@@ -115,38 +116,133 @@ def default_of(fn: Callable, name: str) -> Any:
     return inspect.signature(fn).parameters[name].default
 
 
+# --- the spellings of the interface, as jsonargparse's ---------------------------------------------------
+
+
+LISTS = (list, tuple, collections.abc.Sequence)
+
+
+def _members(hint: Any) -> list[Any]:
+    """The types a hint allows, None and ``Annotated`` constraints left out (``int | None`` -> [int])."""
+    if typing.get_origin(hint) is Annotated:
+        return _members(typing.get_args(hint)[0])
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(hint) for m in _members(a)]
+    return [] if hint is type(None) else [hint]
+
+
+def _is_bool(hint: Any) -> bool:
+    """A flag: bare ``--name`` is true, ``--no-name`` false."""
+    return _members(hint) == [bool]
+
+
+def _is_list(hint: Any) -> bool:
+    """Takes ``--name A B C`` (the words up to the next option) as a list."""
+    return any((typing.get_origin(m) or m) in LISTS for m in _members(hint))
+
+
+def _name(flag: str, cmd: Command) -> str:
+    """An option's name as declared: ``--output-dir`` -> ``output_dir``, ``-o`` -> ``output``, an older
+    name -> today's (``--max-texts`` -> ``data.max_texts``)."""
+    name = ALIASES.get(flag, flag).removeprefix("--").replace("-", "_")
+    return cmd.renames.get(name, name)
+
+
 def _normalize(argv: list[str], cmd: Command) -> list[str]:
-    """The old spellings as jsonargparse ones: key=value, --a-b, --no-flag, bare --flag, --list A B."""
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        i += 1
+    """The interface's spellings as jsonargparse's: a known option becomes ``--name=value`` (its value
+    taken from the next tokens as its type says); ``key=value`` an override; anything else is kept."""
+    out, rest = [], list(argv)
+    while rest:
+        token = rest.pop(0)
         key, eq, value = token.partition("=")
         if cmd.overrides and eq and re.fullmatch(r"[A-Za-z_][\w.]*", key):
             out.append(f"{cmd.overrides}{cmd.renames.get(key, key)}={value}")
-            continue
-        if not token.startswith("-") or token == "--":
-            out.append(token)
-            continue
-        key = ALIASES.get(key, key)
-        key = "--" + key[2:].replace("-", "_") if key.startswith("--") else key
-        name = cmd.renames.get(key[2:], key[2:])
-        key = "--" + name if key.startswith("--") else key
-        negated = cmd.renames.get(name[3:], name[3:])
-        if name.startswith("no_") and negated in cmd.bools and not eq:
-            out.append(f"--{negated}=false")
-        elif name in cmd.bools and not eq and (i == len(argv) or argv[i].lower() not in ("true", "false")):
-            out.append(f"{key}=true")
-        elif name in cmd.lists and not eq and i < len(argv) and not argv[i].startswith(("[", "-")):
-            items = []
-            while i < len(argv) and not argv[i].startswith("-"):
-                items.append(argv[i])
-                i += 1
-            out.append(f"{key}={json.dumps(items)}")
+        elif key.startswith("--") and len(key) > 2 or key in ALIASES:
+            out.append(_option(_name(key, cmd), eq, value, rest, cmd))
         else:
-            out.append(key + eq + value)
+            out.append(token)
     return out
+
+
+def _option(name: str, eq: str, value: str, rest: list[str], cmd: Command) -> str:
+    """``--name=value`` for option ``name``, its value (when not given after ``=``) taken from the front
+    of ``rest``: none for a flag (``--no-name``: false), the words up to the next option for a list."""
+    negated = cmd.renames.get(name[3:], name[3:])
+    if name.startswith("no_") and not eq and _is_bool(cmd.hints.get(negated)):
+        return f"--{negated}=false"
+    hint = cmd.hints.get(name)
+    if eq or hint is None:  # as given: jsonargparse reads it (or says it does not know it)
+        return f"--{name}{eq}{value}"
+    if _is_bool(hint):
+        value = rest.pop(0) if rest and rest[0].lower() in ("true", "false") else "true"
+    elif _is_list(hint) and rest and not rest[0].startswith(("[", "-")):
+        words = []
+        while rest and not rest[0].startswith("-"):
+            words.append(rest.pop(0))
+        value = json.dumps(words)
+    elif rest:
+        value = rest.pop(0)
+    else:
+        return f"--{name}"
+    return f"--{name}={value}"
+
+
+def _refusal(hint: Any, given: str) -> str | None:
+    """Why an option of type ``hint`` cannot be ``given`` (as typed, or read as YAML as jsonargparse reads
+    it), from the type: ``expected int, got 'abc'``, ``expected one of a, b``, or the bound it breaks
+    (``input should be greater than 0, got 0``); None if it can, or if pydantic cannot check the type."""
+    import yaml
+    from pydantic import TypeAdapter
+
+    from unimae.records import format_validation_error
+
+    try:
+        value = yaml.safe_load(given)
+        problem = _problem(TypeAdapter(hint), given, value)
+        of_type = [_problem(TypeAdapter(member), value) for member in _members(hint)]
+    except Exception:  # a type pydantic cannot check, or text that is not YAML: jsonargparse's word stands
+        return None
+    if problem is None:
+        return None
+    if None in of_type:  # the right type, outside its bounds
+        return format_validation_error(problem)
+    return f"expected {_describe(hint)}, got {given!r}"
+
+
+def _problem(adapter: Any, *values: Any) -> Exception | None:
+    """None if ``adapter`` takes one of ``values``, else its ValidationError for the last."""
+    from pydantic import ValidationError
+
+    for value in values:
+        try:
+            adapter.validate_python(value)
+            return None
+        except ValidationError as e:
+            problem = e
+    return problem
+
+
+def _describe(hint: Any) -> str:
+    """The types ``hint`` allows, as a user reads them: ``int``, ``one of fp32, bf16``, ``dict | str``."""
+    names = []
+    for member in _members(hint):
+        if typing.get_origin(member) is Literal:
+            names.append("one of " + ", ".join(str(c) for c in typing.get_args(member)))
+        else:
+            names.append(getattr(typing.get_origin(member) or member, "__name__", str(member)))
+    return " | ".join(names)
+
+
+def _one_line(error: ArgumentError, argv: list[str], cmd: Command | None) -> str:
+    """A parse error as one line: the first given option whose type refuses its value, named, with why;
+    else jsonargparse's message with its lines joined."""
+    for token in argv if cmd else []:
+        key, eq, given = token.partition("=")
+        hint = cmd.hints.get(key[2:]) if key.startswith("--") and eq else None
+        why = None if hint is None else _refusal(hint, given)
+        if why:
+            return f"{key}: {why}"
+    return " ".join(str(error).split())
 
 
 def command_line(name: str, ns: Namespace, positional: list[str], skip: tuple[str, ...] = ()) -> str:
@@ -195,7 +291,7 @@ def _set_threads(ns: Namespace) -> None:
 
 
 def _threads(cmd: Command) -> None:
-    cmd.parser.add_argument("--threads", type=PositiveInt | None, help=THREADS_HELP)
+    cmd.option("threads", PositiveInt | None, THREADS_HELP)
 
 
 # --- train, encode, export, demo -----------------------------------------------------------------------
@@ -229,8 +325,7 @@ def train_command(help: str) -> Command:
     cmd.parser.add_argument("--config", action=ActionConfigFile, help="YAML file of TrainConfig fields")
     _add(cmd, TrainConfig)
     _add(cmd, train_and_export, skip={"cfg"})
-    cmd.parser.add_argument("--demo", type=bool, default=False, help="after training, run `unimae demo`")
-    cmd.bools.add("demo")
+    cmd.option("demo", bool, "after training, run `unimae demo`", default=False)
     return cmd
 
 
@@ -272,9 +367,7 @@ def _encoder_options(cmd: Command) -> None:
 
 
 def _device(cmd: Command) -> None:
-    cmd.parser.add_argument(
-        "--device", type=str | None, default=None, help="cpu, cuda, cuda:1, mps (default: best available)"
-    )
+    cmd.option("device", str | None, "cpu, cuda, cuda:1, mps (default: best available)")
 
 
 def encode_command(help: str) -> Command:
@@ -285,21 +378,14 @@ def encode_command(help: str) -> Command:
     _threads(cmd)
     _add(cmd, encode_to_file, skip={"encoder", "texts"}, positional=False)
     cmd.parser.add_argument("texts", nargs="*", help="texts to embed (or use --input)")
-    cmd.parser.add_argument(
-        "--input", type=str | None, default=None, help=".txt (one text per line), .jsonl, ... file"
-    )
-    cmd.parser.add_argument(
-        "--text_field",
-        default=default_of(read_inputs, "text_field"),
-        help="field holding the text in .jsonl records",
-    )
+    cmd.option("input", str | None, ".txt (one text per line), .jsonl, ... file")
+    text_field = default_of(read_inputs, "text_field")
+    cmd.option("text_field", str, "field holding the text in .jsonl records", default=text_field)
     return cmd
 
 
 def _pooling(cmd: Command) -> None:
-    cmd.parser.add_argument(
-        "--pooling", type=Pooling, default=None, help="default: what the model's unimae.json says, else eos"
-    )
+    cmd.option("pooling", Pooling, "default: what the model's unimae.json says, else eos")
 
 
 EXAMPLES_EXPORT = """examples:
@@ -426,8 +512,7 @@ def data_prepare_command(help: str) -> Command:
   unimae data prepare --archives.bigbench bigbench-1.0.0.tar.gz   # an archive already downloaded"""
     cmd = Command(_parser(help, examples), _data_prepare)
     _add(cmd, prepare_data, skip={"progress"})
-    cmd.parser.add_argument("--list", type=bool, default=False, help="print the manifest and exit")
-    cmd.bools.add("list")
+    cmd.option("list", bool, "print the manifest and exit", default=False)
     return cmd
 
 
@@ -469,7 +554,7 @@ the difference is A - B; its 95% interval comes from the replicate scores both s
     cmd = Command(_parser(help, examples), _compare)
     cmd.parser.add_argument("a", help="result folder (or summary.json) A")
     cmd.parser.add_argument("b", help="result folder (or summary.json) B, on the same tasks")
-    cmd.parser.add_argument("--json", type=str | None, default=None, help="also write the comparison here")
+    cmd.option("json", str | None, "also write the comparison here")
     return cmd
 
 
@@ -508,21 +593,14 @@ EXAMPLES_SERVE = """examples:
 then: openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="s3cret").embeddings.create(...)"""
 
 
-def _server_config() -> type:
-    try:  # helper 3's home for the server's options
-        from unimae.serving.config import ServerConfig
-    except ImportError:
-        from unimae.serving.app import ServerConfig
-    return ServerConfig
-
-
 def serve_command(help: str) -> Command:
+    from unimae.serving.config import ServerConfig
     from unimae.serving.server import serve
 
     cmd = Command(_parser(help, EXAMPLES_SERVE), lambda ns: serve(**_plain(ns)))
     _add(cmd, serve)
     named = set(inspect.signature(serve).parameters)
-    _add(cmd, _server_config(), skip=named)
+    _add(cmd, ServerConfig, skip=named)
     _threads(cmd)
     return cmd
 
@@ -586,19 +664,15 @@ def _rag_search(ns: Namespace) -> None:
 
 def _rag_common(cmd: Command, k_of: Callable | None = None) -> None:
     """--model, --device, the index folder of ask/search and their positive -k (the library's default)."""
-    p = cmd.parser
-    p.add_argument(
-        "--model", type=str | None, help="model to embed with (default: the one that built the index)"
-    )
-    _device(cmd)
     from unimae.encoding.backends import BACKENDS
 
-    p.add_argument(
-        "--backend", type=Literal[BACKENDS] | None, help=BACKEND_HELP + " (ask/search: default the index's)"
-    )
+    cmd.option("model", str | None, "model to embed with (default: the one that built the index)")
+    _device(cmd)
+    backends = Literal[BACKENDS] | None
+    cmd.option("backend", backends, BACKEND_HELP + " (ask/search: default the index's)")
     if k_of is not None:
-        p.add_argument("--index_dir", required=True, help="index folder (`unimae rag index`)")
-        p.add_argument("--k", type=PositiveInt, default=default_of(k_of, "k"), help="chunks to retrieve")
+        cmd.option("index_dir", str, "index folder (`unimae rag index`)", required=True)
+        cmd.option("k", PositiveInt, "chunks to retrieve", default=default_of(k_of, "k"))
     _threads(cmd)
 
 
@@ -668,42 +742,46 @@ COMMANDS: dict[str, Any] = {  # name: (one-line help, the function that declares
 }
 
 
-def build_parser(chosen: list[str], cmd: Command | None) -> ArgumentParser:
-    """The ``unimae`` parser: the chosen subcommand declared in full, the others by name and help only
-    (so that ``unimae --help`` and one command import only what they use)."""
+def build_parser(names: list[str], cmd: Command | None) -> ArgumentParser:
+    """The ``unimae`` parser: the subcommand at ``names`` declared in full (``cmd``), the others by name
+    and help only (so that ``unimae --help`` and one command import only what they use)."""
     root = _parser("UniMAE: one decoder-only LLM that embeds and generates.", ROOT_EXAMPLES)
     root.prog = "unimae"
     root.add_argument("-v", "--verbose", action="store_true", help="log more")
-    _subcommands(root, COMMANDS, "command", chosen, cmd)
+    _subcommands(root, COMMANDS, "command", names, cmd)
     return root
 
 
 def _subcommands(
-    parser: ArgumentParser, table: dict, dest: str, chosen: list[str], cmd: Command | None
+    parser: ArgumentParser, table: dict, dest: str, names: list[str], cmd: Command | None
 ) -> None:
     sub = parser.add_subcommands(dest=dest)
     for name, entry in table.items():
+        below = names[1:] if names[:1] == [name] else None  # the path under this entry, if chosen
         if isinstance(entry, dict):
             group = _parser(f"{name} subcommands")
             sub.add_subcommand(name, group, help=f"{name}: {', '.join(entry)}")  # parent first, then its own
-            _subcommands(group, entry, f"{name}_command", chosen[1:] if chosen[:1] == [name] else [], cmd)
+            _subcommands(group, entry, f"{name}_command", below or [], cmd)
         else:
-            is_chosen = chosen == [name] and cmd is not None
-            sub.add_subcommand(name, cmd.parser if is_chosen else _parser(entry[0]), help=entry[0])
+            chosen = below == [] and cmd is not None
+            sub.add_subcommand(name, cmd.parser if chosen else _parser(entry[0]), help=entry[0])
 
 
-def _chosen(argv: list[str]) -> list[str]:
-    """The subcommand's name path (``["rag", "ask"]``) from the first non-option tokens of ``argv``."""
-    names: list[str] = []
+def _choose(argv: list[str]) -> tuple[list[str], int]:
+    """The subcommand's name path (``["rag", "ask"]``) from ``argv``'s leading words, and the index where
+    its own arguments start; ``([], len(argv))`` when the words name no subcommand."""
     entry: Any = COMMANDS
-    for token in argv:
+    names: list[str] = []
+    for at, token in enumerate(argv):
         if token.startswith("-"):
             continue
         if not isinstance(entry, dict) or token not in entry:
             break
         names.append(token)
         entry = entry[token]
-    return names if isinstance(entry, tuple) else []
+        if isinstance(entry, tuple):
+            return names, at + 1
+    return [], len(argv)
 
 
 def declare(names: list[str]) -> Command:
@@ -716,29 +794,31 @@ def declare(names: list[str]) -> Command:
 
 
 def parse(argv: list[str]) -> tuple[list[str], Command | None, Namespace]:
-    """Parse ``argv`` (old spellings normalised) into the chosen command's namespace."""
-    names = _chosen(argv)
+    """The chosen subcommand's names, Command and namespace from ``argv`` (its spellings read by
+    ``_normalize``); a value or option jsonargparse refuses is a UserError of one line naming it."""
+    names, at = _choose(argv)
     cmd = declare(names) if names else None
     if cmd is not None:
-        at = argv.index(names[-1]) + 1
         argv = argv[:at] + _normalize(argv[at:], cmd)
-        if names == ["train"]:
-            argv = _with_saved_config(argv, at, cmd)
-    ns = build_parser(names, cmd).parse_args(argv)
+    parser = build_parser(names, cmd)
+    try:
+        ns = _parse_train(parser, argv, at) if names == ["train"] else parser.parse_args(argv)
+    except ArgumentError as e:
+        raise UserError(_one_line(e, argv, cmd)) from None
     for name in names:
         ns = ns[name]
     return names, cmd, ns
 
 
-def _with_saved_config(argv: list[str], at: int, cmd: Command) -> list[str]:
-    """``train --resume`` without --config: the run's saved config.yaml first, the other options over it.
-    Every config file is read here (any spelling, older flat files too) and handed on as its content."""
+def _parse_train(parser: ArgumentParser, argv: list[str], at: int) -> Namespace:
+    """``train``'s namespace; with ``--resume`` and no --config, parsed again over the run's saved
+    config.yaml (the options given still win). Config files are read by ``_config_contents``."""
     argv = _config_contents(argv)
-    ns = build_parser(["train"], cmd).parse_args(argv).train
-    saved = Path(ns.output_dir) / "config.yaml"
-    if ns.resume and not any(ns.config or []) and saved.is_file():
-        return _config_contents(argv[:at] + ["--config", str(saved)] + argv[at:])
-    return argv
+    ns = parser.parse_args(argv)
+    saved = Path(ns.train.output_dir) / "config.yaml"
+    if ns.train.resume and not any(ns.train.config or []) and saved.is_file():
+        ns = parser.parse_args(_config_contents(argv[:at] + ["--config", str(saved)] + argv[at:]))
+    return ns
 
 
 def _config_contents(argv: list[str]) -> list[str]:
@@ -760,28 +840,6 @@ def _config_contents(argv: list[str]) -> list[str]:
         out.append("--config=" + json.dumps(upgrade(read_config_file(path))))
         i += 1 if token.startswith("--config=") else 2
     return out
-
-
-def _one_line(error: Exception) -> str:
-    """jsonargparse's multi-line type errors as one line: the option, what it expects, what it got."""
-    text = str(error)
-    key = re.search(r'Parser key "([^"]+)"', text)
-    restricted = re.search(r"Not of type (\w+): (.*) does not conform to restriction (.*)", text)
-    if key and restricted:  # e.g. PositiveInt
-        name, value, rule = restricted.groups()
-        return f"--{key.group(1)}: expected {name} ({rule.strip()}), got {value.strip()!r}"
-    got = re.search(r"(?:Given|Got) value: (.*)", text)
-    literal = re.search(r"Expected a typing.Literal\[(.*)\]", text)
-    if key and got and literal:
-        choices = ", ".join(c.strip().strip("'") for c in literal.group(1).split(","))
-        return f"--{key.group(1)}: expected one of {choices}, got {got.group(1).strip()!r}"
-    if key and got:
-        expected = re.findall(r"Expected an? <class '(\w+)'>|Not of type (\w+)|Subtypes: \[(.*)\]", text)
-        wanted = next((x for group in expected for x in group if x), "another type")
-        wanted = re.sub(r"<class '(\w+)'>", r"\1", wanted).replace("NoneType", "None")
-        return f"--{key.group(1)}: expected {wanted}, got {got.group(1).strip()!r}"
-    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
-    return re.sub(r'^Parser key "([^"]+)":', r"--\1:", text)
 
 
 # options that are text, not paths: bytes that are not UTF-8 in them are refused (a path may hold any bytes)
@@ -811,20 +869,18 @@ def check_text_options(values: dict[str, Any], prefix: str = "") -> None:
 def main(argv: list[str] | None = None) -> int:
     apply_thread_defaults()  # before any command imports torch
     argv = list(sys.argv[1:] if argv is None else argv)
-    names = _chosen(argv)
+    names, at = _choose(argv)
+    prog = " ".join(["unimae", *names])
     try:
         names, cmd, ns = parse(argv)
-    except (UserError, FileNotFoundError) as e:  # a --config file's errors
-        print(f"{' '.join(['unimae', *names])}: error: {e}", file=sys.stderr)
+    except (UserError, FileNotFoundError) as e:  # a bad option or value, a --config file's errors
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except ArgumentError as e:  # a bad option value: one line naming the option, what it wants, what it got
-        print(f"{' '.join(['unimae', *names])}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    verbose = any(a in ("-v", "--verbose") for a in argv[: argv.index(names[0])])
+    verbose = any(a in ("-v", "--verbose") for a in argv[:at])
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    return _run(" ".join(["unimae", *names]), cmd, ns, INTERRUPTED.get(names[0], "interrupted"))
+    return _run(prog, cmd, ns, INTERRUPTED.get(names[0], "interrupted"))
 
 
 def _run(prog: str, cmd: Command, ns: Namespace, interrupted: str) -> int:
@@ -876,7 +932,7 @@ def run_script(
     try:
         ns = cmd.parser.parse_args(argv)
     except ArgumentError as e:
-        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(e, argv, cmd)}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return _run(prog, cmd, ns, interrupted)  # (which applies --threads)
