@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from unimae import cli
 from unimae.cli import COMMANDS, main
+from unimae.cli.options import Command
+from unimae.cli.spelling import normalize, one_line
 from unimae.training.config import TrainConfig
 
 
@@ -298,7 +299,7 @@ def test_bad_option_values_are_one_line(line, expected, tiny_gpt2, tmp_path, cap
 def _fake_command(**hints):
     from jsonargparse import ArgumentParser
 
-    return cli.Command(ArgumentParser(), run=print, hints=hints)
+    return Command(ArgumentParser(), run=print, hints=hints)
 
 
 def test_refused_values_are_named_from_the_option_type_not_the_parser_wording():
@@ -317,9 +318,9 @@ def test_refused_values_are_named_from_the_option_type_not_the_parser_wording():
         "--lr=fast": "--lr: expected float, got 'fast'",
     }
     for token, expected in cases.items():
-        assert cli._one_line(reworded, ["--name=3", "--lr=null", token], cmd) == expected
+        assert one_line(reworded, ["--name=3", "--lr=null", token], cmd) == expected
     # nothing the types refuse: the parser's own message, on one line
-    assert cli._one_line(reworded, ["--k=3", "--stepz=1"], cmd) == "some new wording over lines"
+    assert one_line(reworded, ["--k=3", "--stepz=1"], cmd) == "some new wording over lines"
 
 
 def test_spellings_become_jsonargparse_options():
@@ -333,7 +334,7 @@ def test_spellings_become_jsonargparse_options():
     cmd = _fake_command(**hints)
     cmd.renames = {"lora": "lora.enabled"}
     argv = ["--tasks", "A", "B", "--resume", "-o", "x", "--output-dir", "y", "--no-lora", "--resume", "false"]
-    assert cli._normalize(argv, cmd) == [
+    assert normalize(argv, cmd) == [
         '--tasks=["A", "B"]',
         "--resume=true",
         "--output=x",
