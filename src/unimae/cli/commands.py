@@ -8,11 +8,12 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Literal
 
+import pydantic
 from jsonargparse import (
     ActionConfigFile,
     Namespace,
 )
-from pydantic import PositiveInt
+from jsonargparse.typing import PositiveInt
 
 from unimae.cli.options import (
     BACKEND_HELP,
@@ -110,7 +111,7 @@ def encode_command(help: str) -> Command:
     cmd.parser.add_argument("texts", nargs="*", help="texts to embed (or use --input)")
     cmd.option("input", str | None, ".txt (one text per line), .jsonl, ... file")
     text_field = default_of(read_inputs, "text_field")
-    cmd.option("text_field", str, "field holding the text in .jsonl records", default=text_field)
+    cmd.option("text_field", None, "field holding the text in .jsonl records", default=text_field)
     return cmd
 
 
@@ -392,8 +393,9 @@ def _rag_common(cmd: Command, k_of: Callable | None = None) -> None:
     backends = Literal[BACKENDS] | None
     cmd.option("backend", backends, BACKEND_HELP + " (ask/search: default the index's)")
     if k_of is not None:
-        cmd.option("index_dir", str, "index folder (`unimae rag index`)", required=True)
-        cmd.option("k", PositiveInt, "chunks to retrieve", default=default_of(k_of, "k"))
+        cmd.option("index_dir", None, "index folder (`unimae rag index`)", required=True)
+        k = default_of(k_of, "k")
+        cmd.option("k", PositiveInt, "chunks to retrieve", check=pydantic.PositiveInt, default=k)
     threads_option(cmd)
 
 

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import pydantic
 from jsonargparse import (
     ArgumentParser,
     DefaultHelpFormatter,
     Namespace,
     set_parsing_settings,
 )
-from pydantic import PositiveInt
+from jsonargparse.typing import PositiveInt
 
 from unimae.spec import POOLINGS
 
@@ -49,10 +50,11 @@ class Command:
     overrides: str | None = None  # "key=value" tokens become --key=value (train) or --overrides.key=value
     renames: dict[str, str] = field(default_factory=dict)  # older option names -> today's (train: LEGACY)
 
-    def option(self, name: str, hint: Any, help: str, **kwargs: Any) -> None:
-        """Declare ``--name`` of type ``hint`` (default None unless given)."""
+    def option(self, name: str, hint: Any, help: str, check: Any = None, **kwargs: Any) -> None:
+        """Declare ``--name`` of type ``hint`` (default None unless given); ``check``: the same type as
+        pydantic checks it, where ``hint`` is one of jsonargparse's (``PositiveInt``, named so in --help)."""
         self.parser.add_argument(f"--{name}", type=hint, help=help, **{"default": None, **kwargs})
-        self.hints[name] = hint
+        self.hints[name] = check or hint
 
 
 def make_parser(help: str, epilog: str | None = None) -> ArgumentParser:
@@ -114,7 +116,7 @@ def plain(ns: Namespace) -> dict[str, Any]:
 
 
 def threads_option(cmd: Command) -> None:
-    cmd.option("threads", PositiveInt | None, THREADS_HELP)
+    cmd.option("threads", PositiveInt | None, THREADS_HELP, check=pydantic.PositiveInt | None)
 
 
 def device_option(cmd: Command) -> None:
