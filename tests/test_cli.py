@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from unimae import cli
 from unimae.cli import COMMANDS, main
+from unimae.cli.options import Command
+from unimae.cli.spelling import normalize, one_line
 from unimae.training.config import TrainConfig
 
 
@@ -187,7 +188,8 @@ def test_serve_defaults_come_from_the_library(monkeypatch):
     monkeypatch.setattr(server, "serve", _recording(server.serve, seen))
     assert main(["serve", "some-model", "--no-truncate", "--port", "9001"]) == 0
     assert seen["model"] == "some-model" and seen["truncate"] is False and seen["port"] == 9001
-    config = cli._server_config()
+    from unimae.serving.config import ServerConfig as config
+
     defaults = {n: p.default for n, p in inspect.signature(config).parameters.items()}
     given = {n: d for n, d in defaults.items() if n in seen and d is not inspect.Parameter.empty}
     assert len(given) > 3 and all(seen[n] == d for n, d in given.items() if n != "truncate")
@@ -292,3 +294,51 @@ def test_bad_option_values_are_one_line(line, expected, tiny_gpt2, tmp_path, cap
     last = err.strip().splitlines()[-1]
     assert "Traceback" not in err and last.startswith("unimae ") and expected in last, err
     assert not (tmp_path / "v.npy").exists() and not (tmp_path / "idx" / "manifest.json").exists()
+
+
+def _fake_command(**hints):
+    from jsonargparse import ArgumentParser
+
+    return Command(ArgumentParser(), run=print, hints=hints)
+
+
+def test_refused_values_are_named_from_the_option_type_not_the_parser_wording():
+    """The one line comes from the option's type (pydantic), whatever jsonargparse's message says."""
+    from argparse import ArgumentError
+    from typing import Literal
+
+    from pydantic import PositiveInt
+
+    cmd = _fake_command(k=PositiveInt, precision=Literal["fp32", "bf16"], lr=float | None, name=str)
+    reworded = ArgumentError(None, "some new wording\n  over lines")
+    cases = {
+        "--k=0": "--k: input should be greater than 0, got 0",
+        "--k=two": "--k: expected int, got 'two'",
+        "--precision=fp8": "--precision: expected one of fp32, bf16, got 'fp8'",
+        "--lr=fast": "--lr: expected float, got 'fast'",
+    }
+    for token, expected in cases.items():
+        assert one_line(reworded, ["--name=3", "--lr=null", token], cmd) == expected
+    # nothing the types refuse: the parser's own message, on one line
+    assert one_line(reworded, ["--k=3", "--stepz=1"], cmd) == "some new wording over lines"
+
+
+def test_spellings_become_jsonargparse_options():
+    hints = {
+        "tasks": list[str] | None,
+        "resume": bool,
+        "output": str,
+        "output_dir": str,
+        "lora.enabled": bool,
+    }
+    cmd = _fake_command(**hints)
+    cmd.renames = {"lora": "lora.enabled"}
+    argv = ["--tasks", "A", "B", "--resume", "-o", "x", "--output-dir", "y", "--no-lora", "--resume", "false"]
+    assert normalize(argv, cmd) == [
+        '--tasks=["A", "B"]',
+        "--resume=true",
+        "--output=x",
+        "--output_dir=y",
+        "--lora.enabled=false",
+        "--resume=false",
+    ]

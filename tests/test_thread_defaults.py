@@ -17,7 +17,7 @@ import pytest
 from unimae import cli
 from unimae.cli import THREAD_ENV_DEFAULTS, apply_thread_defaults, main
 
-SRC = str(Path(cli.__file__).parents[1])
+SRC = str(Path(cli.__file__).parents[2])
 
 
 def test_defaults_fill_only_what_the_user_left_unset():

@@ -1,0 +1,7 @@
+"""``python -m unimae.cli``: the ``unimae`` command."""
+
+import sys
+
+from unimae.cli import main
+
+sys.exit(main())
