@@ -72,7 +72,7 @@ EXAMPLES_ENCODE = """examples:
 
 def _encode(ns: Namespace) -> None:
     from unimae.encoding.encoder import Encoder
-    from unimae.encoding.files import check_encode_options, encode_to_file, read_inputs
+    from unimae.encoding.files import EncodedFile, check_encode_options, encode_to_file, read_inputs
 
     texts = list(ns.texts or [])
     if ns.input:
@@ -86,7 +86,7 @@ def _encode(ns: Namespace) -> None:
     check_encode_options(args["output"], args["batch_size"], args["truncate_dim"])  # before loading
     encoder = Encoder.from_pretrained(**loading)
     out = encode_to_file(encoder, texts, **args)
-    print(f"wrote {len(texts)} x {encoder.dim} embeddings ({encoder.pooling} pooling) to {out}")
+    print(EncodedFile(out, len(texts), args["truncate_dim"] or encoder.dim, encoder.pooling))
 
 
 ENCODER_OPTIONS = ("name_or_path", "pooling", "dtype", "device", "max_length", "prompt", "backend")
@@ -123,13 +123,10 @@ the target must be new, empty or an earlier export of the same format (--overwri
 
 
 def _export(ns: Namespace) -> None:
-    from unimae.export import export
+    from unimae.export import ExportResult, export
 
     out = export(ns.source, ns.output, format=ns.format, overwrite=ns.overwrite, min_cosine=ns.min_cosine)
-    loader = {"causal-lm": "AutoModelForCausalLM", "sentence-transformers": "SentenceTransformer"}.get(
-        ns.format, f'SentenceTransformer(..., backend="{ns.format.removesuffix("-int8")}") and Encoder'
-    )
-    print(f"exported {ns.source} to {out} ({ns.format}; loads with {loader})")
+    print(ExportResult(ns.source, out, ns.format))
 
 
 def export_command(help: str) -> Command:
@@ -167,22 +164,18 @@ EXAMPLES_EVAL = """examples:
   unimae eval MODEL -o results/x --resume true                     # a killed run: finish the missing tasks"""
 
 
-def _run_evaluation(name: str, run, markdown, files: str, ns: Namespace) -> None:
+def _run_evaluation(name: str, run, ns: Namespace) -> None:
     """Run an evaluation function with the parsed options, print its table and where it wrote."""
     args = {k: v for k, v in ns.as_dict().items() if k not in ("threads", "__path__")}
     result = run(**args, command=command_line(name, ns, ["model"]))
-    print(markdown(result))
-    seconds, cpu = result.seconds, result.cpu_seconds
-    print(
-        f"wrote {result.output_dir}/{files}; total time {seconds:.0f} s ({seconds / 60:.1f} min; "
-        f"{cpu:.0f} s CPU time of this process)"
-    )
+    print(result)
+    print(result.run_line())
 
 
 def _eval(ns: Namespace) -> None:
-    from unimae.evaluation.benchmark import evaluate_model, summary_markdown
+    from unimae.evaluation.benchmark import evaluate_model
 
-    _run_evaluation("eval", evaluate_model, summary_markdown, "summary.json and .md", ns)
+    _run_evaluation("eval", evaluate_model, ns)
 
 
 def eval_command(help: str) -> Command:
@@ -202,9 +195,9 @@ EXAMPLES_LM_EVAL = """examples:
 
 
 def _lm_eval(ns: Namespace) -> None:
-    from unimae.evaluation.lm_eval import lm_eval_markdown, run_lm_eval
+    from unimae.evaluation.lm_eval import run_lm_eval
 
-    _run_evaluation("lm-eval", run_lm_eval, lm_eval_markdown, "lm_eval.json", ns)
+    _run_evaluation("lm-eval", run_lm_eval, ns)
 
 
 def lm_eval_command(help: str) -> Command:
@@ -218,16 +211,8 @@ def lm_eval_command(help: str) -> Command:
 
 def _data_prepare(ns: Namespace) -> None:
     from unimae.data.prepare import manifest_table, prepare_data
-    from unimae.paths import cache_dir
 
-    if ns.list:
-        print(manifest_table())
-        return
-    done = prepare_data(archives=ns.archives)
-    where = cache_dir() / "data"
-    print(
-        f"prepared {', '.join(done)} into {where}" if done else f"evaluation data already prepared in {where}"
-    )
+    print(manifest_table() if ns.list else prepare_data(archives=ns.archives))
 
 
 def data_prepare_command(help: str) -> Command:
@@ -264,11 +249,11 @@ def report_command(help: str) -> Command:
 
 
 def _compare(ns: Namespace) -> None:
-    from unimae.evaluation.compare import compare_summaries, comparison_markdown, load_summary
+    from unimae.evaluation.compare import compare_summaries, load_summary
     from unimae.io import atomic_write_json
 
     comparison = compare_summaries(load_summary(ns.a), load_summary(ns.b))
-    print(comparison_markdown(comparison))
+    print(comparison)
     if ns.json:
         print(f"wrote {atomic_write_json(ns.json, comparison.to_dict())}")
 
@@ -352,21 +337,8 @@ def _rag_index(ns: Namespace) -> None:
     check_build_options(ns.index_dir, ns.batch_size, ns.chunk_words, ns.overlap)  # before loading
     encoder, _, model = _open(ns, must_exist=False)
     args = {k: v for k, v in plain(ns).items() if k not in ("model", "device", "backend")}
-    _, up = build_index(encoder, model_name=model, show_progress_bar=True, **args)
-    print(
-        f"index {ns.index_dir}: {len(up.added)} new, {len(up.updated)} changed, {len(up.unchanged)} unchanged, "
-        f"{len(up.removed)} removed files; embedded {up.chunks_embedded} chunks; {up.total_chunks} chunks in all"
-    )
-    for why in up.skipped:
-        print(f"skipped {why}")
-
-
-def _print_hits(hits) -> None:
-    for i, h in enumerate(hits, start=1):
-        text = " ".join(h.chunk.text.split())
-        print(
-            f"[{i}] {h.chunk.source}  (cosine {h.score:.3f})  {text[:150]}{'...' if len(text) > 150 else ''}"
-        )
+    _, update = build_index(encoder, model_name=model, show_progress_bar=True, **args)
+    print(update)
 
 
 def _rag_ask(ns: Namespace) -> None:
@@ -374,14 +346,14 @@ def _rag_ask(ns: Namespace) -> None:
 
     encoder, index, _ = _open(ns, must_exist=True)
     args = {k: v for k, v in plain(ns).items() if k not in ("model", "device", "index_dir", "backend")}
-    result = ask(encoder, index, **args)
-    print(f"question: {ns.question}\n\nanswer: {result.answer}\n\nsources:")
-    _print_hits(result.hits)
+    print(ask(encoder, index, **args))
 
 
 def _rag_search(ns: Namespace) -> None:
     encoder, index, _ = _open(ns, must_exist=True)
-    _print_hits(index.search(encoder, ns.query, ns.k))
+    hits = index.search(encoder, ns.query, ns.k)
+    if hits:  # none from an empty index: print nothing
+        print(hits)
 
 
 def _rag_common(cmd: Command, k_of: Callable | None = None) -> None:

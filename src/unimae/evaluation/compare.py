@@ -18,7 +18,8 @@ from unimae.tables import markdown_table
 
 @dataclass
 class Comparison:
-    """``a`` minus ``b``: per task (in A's order) and for the average over those tasks."""
+    """``a`` minus ``b``: per task (in A's order) and for the average over those tasks; ``str()`` is
+    ``comparison_markdown``, what ``unimae compare`` prints."""
 
     a: str
     b: str
@@ -37,6 +38,9 @@ class Comparison:
             "tasks": {t: {"a": s[0], "b": s[1], **one(self.tasks[t])} for t, s in self.scores.items()},
             "average": one(self.average),
         }
+
+    def __str__(self) -> str:
+        return comparison_markdown(self)
 
 
 def load_summary(folder: str | Path) -> BenchmarkSummary:

