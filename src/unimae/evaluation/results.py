@@ -13,7 +13,9 @@ order every version wrote), an optional field is left out when it is None, and a
 file did not hold (a file written before the field existed) is not added while it keeps its default.
 ``Record.load(path)`` raises :class:`ResultFileError` (a ``UserError`` naming the file and the field's
 path) for a truncated, corrupt or foreign file; ``record.save(path)`` writes atomically. ``record.path`` is
-where it was loaded from or saved to (not part of the file).
+where it was loaded from or saved to (not part of the file). ``str(record)`` is its markdown
+(``summary_markdown``, ``lm_eval_markdown``: what the commands print) and ``record.run_line()`` the line
+that follows it after a run (the files written, the time taken).
 
 Unknown keys are ignored, in every record here, on purpose: a result file is an archive that later
 versions extend (intervals, replicates, prompts and subsets were all added after the first files were
