@@ -106,14 +106,23 @@ def post_process(vectors: np.ndarray, fit: np.ndarray, how: str) -> np.ndarray:
     return v
 
 
-def study_reading(folder: Path, tasks: list, fit_texts: list[str], n_replicates: int) -> dict:
-    """Every (layer, post-processing, task) score of the reading evaluated in ``folder``."""
+def study_reading(
+    folder: Path,
+    tasks: list,
+    fit_texts: list[str],
+    n_replicates: int,
+    target: Path | None = None,
+    command: str = "",
+) -> dict:
+    """Every (layer, post-processing, task) score of the reading evaluated in ``folder``; with ``target``,
+    the scores so far are written there after each task (``"complete": false`` until the last)."""
     from unimae.evaluation.rescore import rescore_task, task_texts
 
     summary = json.loads((folder / "summary.json").read_text())
     encoder = reading_encoder(summary)
     fit = encode_layers(encoder, fit_texts)
     out: dict = {"label": summary.get("label"), "model_info": summary["model_info"], "scores": {}}
+    out["command"] = command
     for task in tasks:
         name = task.metadata.name
         texts = task_texts(task)
@@ -132,6 +141,9 @@ def study_reading(folder: Path, tasks: list, fit_texts: list[str], n_replicates:
                     "replicates": [round(float(x), 5) for x in r.replicates],
                 }
         print(f"  {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+        if target is not None:
+            target.write_text(json.dumps({**out, "complete": False}))
+    out["complete"] = True
     return out
 
 
@@ -174,10 +186,12 @@ def main() -> None:
         if target.exists():
             continue
         print(f"{folder}", flush=True)
-        reading = study_reading(folder, tasks, fit_texts, args.replicates)
         settings = ["--benchmark", args.benchmark, "--out", args.out, "--fit-texts", args.fit_texts]
         settings += ["--replicates", args.replicates, *(["--tasks", *args.tasks] if args.tasks else [])]
-        reading["command"] = "python studies/readout.py " + " ".join(map(str, [folder, *settings]))
+        command = "python studies/readout.py " + " ".join(map(str, [folder, *settings]))
+        partial = out / f"{folder.parent.name}.partial.json"
+        reading = study_reading(folder, tasks, fit_texts, args.replicates, partial, command)
+        partial.unlink(missing_ok=True)
         target.write_text(json.dumps(reading))
         for layer, posts in averages(reading).items():
             print(f"  {layer:8s} " + "  ".join(f"{h} {100 * v:.2f}" for h, v in posts.items()), flush=True)
