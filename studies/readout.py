@@ -155,6 +155,43 @@ def averages(reading: dict) -> dict[str, dict[str, float]]:
     }
 
 
+def readout_section(results: str | Path = "results", part: str = "offline-v2-dev") -> list[str]:
+    """RESULTS.md's readout table: one row per (layer, post-processing), one column per reading (mean over
+    the tasks it has scored; a partial reading says how many). No lines before any reading."""
+    from unimae.tables import markdown_table
+
+    files = sorted(p for p in (Path(results) / "readout" / part).glob("*.json") if ".partial" not in p.name)
+    files += sorted((Path(results) / "readout" / part).glob("*.partial.json"))
+    readings = [json.loads(p.read_text()) for p in files]
+    if not readings:
+        return []
+    heads, columns = [], []
+    for r in readings:
+        n = len(next(iter(next(iter(r["scores"].values())).values()))) if r["scores"] else 0
+        heads.append(r["label"] + ("" if r.get("complete", True) else f" ({n} tasks so far)"))
+        columns.append(averages(r) if r["scores"] else {})
+    keys = list(dict.fromkeys((layer, how) for c in columns for layer in c for how in c[layer]))
+    rows = [
+        [
+            f"{layer} / {how}",
+            *(f"{100 * c[layer][how]:.2f}" if how in c.get(layer, {}) else "-" for c in columns),
+        ]
+        for layer, how in keys
+    ]
+    return [
+        f"## Readout study on `{part}` (no training)",
+        "",
+        "`python studies/readout.py`: each reading's texts encoded once, read at three layers (the last, "
+        "the second-to-last, about L/6 from the top; through the final norm) and post-processed (raw; L2; "
+        "centred on 300 wiki training texts; also minus their top 1 / 2 principal components), every task "
+        "re-scored with mteb's protocol. Mean over tasks x 100; `last / raw` is what `unimae eval` scores. "
+        "Per-task scores and intervals: `results/readout/`.",
+        "",
+        *markdown_table(["layer / post-processing", *heads], rows).splitlines(),
+        "",
+    ]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(

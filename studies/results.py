@@ -18,6 +18,7 @@ from pathlib import Path
 from fig3b import plot_lm_scores
 from jsonargparse import Namespace
 from margins import margins_section, write_margins
+from readout import readout_section
 from scale import model_sizes_section, scale_results
 from targets import targets_section
 
@@ -51,7 +52,11 @@ def write_results(results: str, output: str = "RESULTS.md", runs: list[str] | No
         summaries, lm, figures, output.resolve().parent, command=PROG, more_records=scale_records
     )
     sections = insert_after(sections, "seeds", {"targets": targets_section(summaries, lm)})
-    sizes = {"model sizes": model_sizes_section(results), "model sizes v2": margins_section(results)}
+    sizes = {
+        "model sizes": model_sizes_section(results),
+        "model sizes v2": margins_section(results),
+        "readout": readout_section(results),
+    }
     sections = insert_after(sections, "generation", sizes)
     write_margins(results)
     atomic_write_text(output, render_report(sections))

@@ -81,3 +81,22 @@ def test_results_md_gets_the_section_and_the_records_file_is_not_a_result(result
     assert (results / "scale" / "summary.json").is_file()
     study.write_results(str(results), str(tmp_path / "R2.md"))  # the records file is not read as a result
     assert (tmp_path / "R2.md").read_text() == text
+
+
+def test_readout_table_from_complete_and_partial_readings(results):
+    from readout import readout_section
+
+    folder = results / "readout" / "offline-v2-dev"
+    folder.mkdir(parents=True)
+    scores = {
+        "last": {
+            "raw": {"A": {"score": 0.5}, "B": {"score": 0.7}},
+            "l2": {"A": {"score": 0.6}, "B": {"score": 0.8}},
+        }
+    }
+    (folder / "u.json").write_text(json.dumps({"label": "U", "scores": scores, "complete": True}))
+    part = {"last": {"raw": {"A": {"score": 0.4}}}}
+    (folder / "p.partial.json").write_text(json.dumps({"label": "P", "scores": part, "complete": False}))
+    text = squeeze("\n".join(readout_section(results)))
+    assert "| layer / post-processing | U | P (1 tasks so far) |" in text
+    assert "| last / raw | 60.00 | 40.00 |" in text and "| last / l2 | 70.00 | - |" in text
