@@ -80,11 +80,14 @@ def encode_layers(encoder, texts: list[str], batch_size: int = 32) -> dict[str, 
 
     original = enc_mod.last_hidden_states
     enc_mod.last_hidden_states = all_layers
+    # ``encode`` keeps the first ``dim`` features of what the body gives; here the body gives every layer
+    encoder._check_truncate_dim = lambda truncate_dim: len(layers) * encoder.dim
     try:
         with torch.inference_mode():
             joined = encoder.encode(texts, batch_size=batch_size, show_progress_bar=len(texts) > 256)
     finally:
         enc_mod.last_hidden_states = original
+        del encoder._check_truncate_dim
     d = joined.shape[1] // len(layers)
     return {name: joined[:, k * d : (k + 1) * d] for k, name in enumerate(layers)}
 
