@@ -190,6 +190,12 @@ def readout_section(results: str | Path = "results", part: str = "offline-v2-dev
         "re-scored with mteb's protocol. Mean over tasks x 100; `last / raw` is what `unimae eval` scores. "
         "Per-task scores and intervals: `results/readout/`.",
         "",
+        "Tasks: "
+        + ", ".join(
+            sorted({t for r in readings for p in r["scores"].values() for t in next(iter(p.values()))})
+        )
+        + ".",
+        "",
         *markdown_table(["layer / post-processing", *heads], rows).splitlines(),
         "",
     ]
