@@ -1,7 +1,7 @@
 """Screenshots of the page of a running `unimae serve`, one PNG per tab (the pictures in docs/serving.md).
 
-    unimae rag index examples/docs --model smollm2-135m --index /tmp/rag-ui
-    unimae serve smollm2-135m --index /tmp/rag-ui --port 8765 &
+    unimae rag index examples/docs --model smollm2-135m --index runs/rag-ui
+    unimae serve smollm2-135m --index runs/rag-ui --port 8765 &
     python scripts/page_screenshots.py http://127.0.0.1:8765 docs/images
 
 Drives Debian's chromium (``--chromium`` for another binary) with playwright; nothing is downloaded. The
