@@ -11,11 +11,12 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 from sklearn.metrics import average_precision_score
+from summaries import bootstrapped_summary
 
 from unimae.evaluation import bootstrap as bs
 from unimae.evaluation import item_scores as its
 from unimae.evaluation.compare import compare_summaries, comparison_markdown
-from unimae.evaluation.results import BenchmarkSummary, CategoryScore, ModelInfo, TaskScore
+from unimae.evaluation.results import BenchmarkSummary
 
 mteb = pytest.importorskip("mteb")
 
@@ -142,20 +143,7 @@ def test_rescoring_post_processed_vectors_and_missing_ones():
 
 
 def _summary(label: str, values: dict[str, np.ndarray]) -> BenchmarkSummary:
-    tasks = {}
-    for name, v in values.items():
-        stat = its.ItemStatistic(len(v), its.mean_of(v))
-        iv = bs.interval(stat.full(), stat(bs.draw_indices(name, len(v))), len(v))
-        tasks[name] = TaskScore(
-            category="Retrieval", main_score="ndcg_at_10", score=iv.score, ci_low=iv.ci_low,
-            ci_high=iv.ci_high, n_items=iv.n_items, replicates=iv.replicates,
-        )  # fmt: skip
-    average = float(np.mean([t.score for t in tasks.values()]))
-    return BenchmarkSummary(
-        label=label, benchmark="offline-v2-test", model_info=ModelInfo(model=label, revision="r"),
-        tasks=tasks, categories={"Retrieval": CategoryScore(score=average, n_tasks=len(tasks))},
-        average=average, category_average=average, seconds=1.0, command="unimae eval",
-    )  # fmt: skip
+    return bootstrapped_summary(label, values)
 
 
 def _values(seed: int) -> dict[str, np.ndarray]:

@@ -10,32 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from margins import margin_records, margins_section, write_margins
+from summaries import bootstrapped_summary
 from table_text import squeeze
-
-from unimae.evaluation import bootstrap as bs
-from unimae.evaluation import item_scores as its
-from unimae.evaluation.results import BenchmarkSummary, CategoryScore, ModelInfo, TaskScore
 
 ITEMS = {"TaskA": np.random.default_rng(0).random(200), "TaskB": np.random.default_rng(1).random(300)}
 
 
 def _put(results: Path, model: str, key: str, shift: float) -> None:
     """A v2-test summary whose item scores are the fixture's plus ``shift`` (so margins are exact)."""
-    tasks = {}
-    for name, v in ITEMS.items():
-        stat = its.ItemStatistic(len(v), its.mean_of(v + shift))
-        iv = bs.interval(stat.full(), stat(bs.draw_indices(name, len(v))), len(v))
-        tasks[name] = TaskScore(
-            category="STS", main_score="cosine_spearman", score=iv.score, ci_low=iv.ci_low,
-            ci_high=iv.ci_high, n_items=iv.n_items, replicates=iv.replicates,
-        )  # fmt: skip
-    average = float(np.mean([t.score for t in tasks.values()]))
-    BenchmarkSummary(
-        label=key, benchmark="offline-v2-test", model_info=ModelInfo(model=model, revision="r"),
-        tasks=tasks, categories={"STS": CategoryScore(score=average, n_tasks=2)}, average=average,
-        category_average=average, seconds=1.0, command="unimae eval", average_ci_low=average - 0.01,
-        average_ci_high=average + 0.01,
-    ).save(results / "scale" / model / key / "offline-v2-test" / "summary.json")  # fmt: skip
+    values = {name: v + shift for name, v in ITEMS.items()}
+    path = results / "scale" / model / key / "offline-v2-test" / "summary.json"
+    bootstrapped_summary(key, values, model=model, category="STS").save(path)
 
 
 def test_margins_against_the_best_prompt_per_size_with_paired_intervals(results):
