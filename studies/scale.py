@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from unimae.evaluation.report import is_study_list
 from unimae.evaluation.results import BenchmarkSummary, LmEvalResult
 from unimae.tables import markdown_table
 
@@ -38,7 +39,7 @@ EARLIER = {
 def scale_results(results: str | Path = "results") -> list[BenchmarkSummary | LmEvalResult]:
     """Every result file under ``results/scale`` (their commands go into the report's list)."""
     root = Path(results) / "scale"
-    summaries = [p for p in sorted(root.rglob("summary.json")) if p.parent != root]  # not margins.py's list
+    summaries = [p for p in sorted(root.rglob("summary.json")) if not is_study_list(p)]  # not margins.py's
     return [BenchmarkSummary.load(p) for p in summaries] + [
         LmEvalResult.load(p) for p in sorted(root.rglob("lm_eval.json"))
     ]

@@ -24,7 +24,7 @@ Sections = dict[str, list[str]]  # section name -> its markdown lines, in the or
 SHORT = {"PairClassification": "PairClass."}
 
 
-def _is_list(path: Path) -> bool:
+def is_study_list(path: Path) -> bool:
     """A ``summary.json`` holding a JSON list is a study's table of records (``results/scale/summary.json``),
     not the summary of one ``unimae eval``."""
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -41,7 +41,7 @@ def find_results(
         if not folder.exists():
             raise FileNotFoundError(f"result folder {folder} does not exist")
         summaries += [
-            BenchmarkSummary.load(p) for p in sorted(folder.rglob("summary.json")) if not _is_list(p)
+            BenchmarkSummary.load(p) for p in sorted(folder.rglob("summary.json")) if not is_study_list(p)
         ]
         lm += [LmEvalResult.load(p) for p in sorted(folder.rglob("lm_eval.json"))]
     if runs is None:  # no order given: supervised reference last, others by label
