@@ -1,6 +1,7 @@
 """RESULTS.md of this repository: the library's report of the result folders (``unimae report``) plus the
 sections of this repository's studies: "Against the targets" (``targets.py``) after the seeds, "Model
-sizes" (``scale.py``) after the generation tables, and Figure 3(b) (``fig3b.py``), redrawn from the
+sizes" (``scale.py``, ``margins.py``), the readout (``readout.py``) and the training budget (``budget.py``)
+after the generation tables, and Figure 3(b) (``fig3b.py``), redrawn from the
 lm-eval results before the figures are listed.
 
     python studies/results.py results --runs results/base results/unimae ... -o RESULTS.md
@@ -15,6 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from budget import budget_section
 from fig3b import plot_lm_scores
 from jsonargparse import Namespace
 from margins import margins_section, write_margins
@@ -56,6 +58,7 @@ def write_results(results: str, output: str = "RESULTS.md", runs: list[str] | No
         "model sizes": model_sizes_section(results),
         "model sizes v2": margins_section(results),
         "readout": readout_section(results),
+        "budget": budget_section(results),
     }
     sections = insert_after(sections, "generation", sizes)
     write_margins(results)

@@ -11,10 +11,16 @@ from unimae.evaluation.results import BenchmarkSummary, CategoryScore, ModelInfo
 
 
 def bootstrapped_summary(
-    label: str, values: dict[str, np.ndarray], model: str | None = None, category: str = "Retrieval"
+    label: str,
+    values: dict[str, np.ndarray],
+    model: str | None = None,
+    category: str = "Retrieval",
+    benchmark: str = "offline-v2-test",
+    training: dict | None = None,
 ) -> BenchmarkSummary:
-    """An ``offline-v2-test`` summary whose task ``name`` scores the mean of ``values[name]`` (one item
-    score each), with the seeded bootstrap replicates and intervals of the real evaluation."""
+    """A ``benchmark`` summary whose task ``name`` scores the mean of ``values[name]`` (one item score
+    each), with the seeded bootstrap replicates and intervals of the real evaluation; ``training``: the
+    run config stored with a trained model."""
     tasks = {}
     for name, v in values.items():
         stat = its.ItemStatistic(len(v), its.mean_of(v))
@@ -26,7 +32,8 @@ def bootstrapped_summary(
     average = float(np.mean([t.score for t in tasks.values()]))
     low, high = bs.percentile_interval(bs.mean_replicates({n: t.replicates for n, t in tasks.items()}))
     return BenchmarkSummary(
-        label=label, benchmark="offline-v2-test", model_info=ModelInfo(model=model or label, revision="r"),
+        label=label, benchmark=benchmark,
+        model_info=ModelInfo(model=model or label, revision="r", training=training),
         tasks=tasks, categories={category: CategoryScore(score=average, n_tasks=len(tasks))},
         average=average, category_average=average, seconds=1.0, command="unimae eval",
         average_ci_low=low, average_ci_high=high,
