@@ -39,8 +39,8 @@ RECIPES = {"default": "unimae", "mntp": "mntp"}
 @dataclass
 class MarginRecord:
     """One size, recipe and seed on ``benchmark``: averages and margin in 0-1, ``*_ci_*`` 95% intervals
-    (None: a side has no bootstrap replicates); ``ppl``/``mc_acc`` from the run's lm-eval (seed 42 only;
-    None: not run), ``*_base`` the base model's."""
+    (None: a side has no bootstrap replicates); ``ppl``/``mc_acc`` from the run's own lm-eval (None: not
+    run for that seed), ``*_base`` the base model's."""
 
     model: str
     recipe: str
@@ -203,7 +203,7 @@ def margins_section(results: str | Path = "results") -> list[str]:
         "intervals. Recipes: `default` is `unimae train --config default`; `mntp` the same with "
         "`objective=mntp` (LLM2Vec's masked next-token step). The best training-free pooling is chosen per "
         "size on this test set (the generous choice for the baselines); the margin's interval is paired "
-        "(`unimae compare`). lead / trails: the interval is above / below 0. Generation: seed 42's lm-eval "
+        "(`unimae compare`). lead / trails: the interval is above / below 0. Generation: each run's own lm-eval "
         "against the base model's. Records: `results/scale/summary.json`.",
         "",
         *averages,
