@@ -19,15 +19,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from margins import interval, pct, verdict
+
 from unimae.evaluation.compare import compare_summaries
-from unimae.evaluation.results import BenchmarkSummary
+from unimae.evaluation.results import RUN_ONLY, BenchmarkSummary
 from unimae.tables import markdown_table
 from unimae.training.config import TrainConfig, load_config
 
 BENCHMARK = "offline-v2-dev"
 FOLDER = "v25"
 BASELINE = "base-pcot"
-NOT_THE_RECIPE = {"optim.steps", "output_dir", "seed", "save_every", "log_every", "export", "model"}
+# fields that do not name a variant: where and how often a run wrote, its length, seed and base model
+NOT_THE_RECIPE = {*RUN_ONLY, "optim.steps", "seed", "model"}
 
 
 @dataclass
@@ -96,22 +99,6 @@ def budget_points(results: str | Path = "results") -> list[BudgetPoint]:
     return sorted(points, key=lambda p: (p.model, p.variant != "default", p.variant, p.seed, p.steps))
 
 
-def _pct(x: float | None, sign: str = "") -> str:
-    return "-" if x is None else f"{100 * x:{sign}.2f}"
-
-
-def _with_interval(x: float, low: float | None, high: float | None, sign: str = "") -> str:
-    return _pct(x, sign) + (
-        "" if low is None or high is None else f" [{_pct(low, sign)}, {_pct(high, sign)}]"
-    )
-
-
-def _verdict(p: BudgetPoint) -> str:
-    if p.margin_ci_low is None or p.margin_ci_high is None:
-        return "no interval"
-    return "lead" if p.margin_ci_low > 0 else ("trails" if p.margin_ci_high < 0 else "includes 0")
-
-
 def budget_section(results: str | Path = "results") -> list[str]:
     """RESULTS.md's "Training budget" table (no lines before some variant has two step counts)."""
     points = budget_points(results)
@@ -130,10 +117,10 @@ def budget_section(results: str | Path = "results") -> list[str]:
             p.seed,
             p.steps,
             f"{p.texts:,}",
-            _with_interval(p.average, p.ci_low, p.ci_high),
-            _with_interval(p.margin, p.margin_ci_low, p.margin_ci_high, "+"),
-            _verdict(p),
-            *(_pct(p.categories.get(c)) for c in categories),
+            pct(p.average) + interval(p.ci_low, p.ci_high),
+            pct(p.margin, "+") + interval(p.margin_ci_low, p.margin_ci_high, "+"),
+            verdict(p.margin_ci_low, p.margin_ci_high),
+            *(pct(p.categories.get(c)) for c in categories),
         ]
         for p in points
     ]

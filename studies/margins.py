@@ -122,20 +122,23 @@ def write_margins(results: str | Path = "results") -> Path | None:
     return atomic_write_text(Path(results) / "scale" / "summary.json", text)
 
 
-def _pct(x: float | None, sign: str = "") -> str:
+def pct(x: float | None, sign: str = "") -> str:
+    """A 0-1 figure x 100 with 2 decimals ("-" for None); ``sign="+"`` shows the sign."""
     return "-" if x is None else f"{100 * x:{sign}.2f}"
 
 
-def _interval(low: float | None, high: float | None, sign: str = "") -> str:
-    return "" if low is None or high is None else f" [{_pct(low, sign)}, {_pct(high, sign)}]"
+def interval(low: float | None, high: float | None, sign: str = "") -> str:
+    """`` [low, high]`` x 100, or nothing when either end is missing."""
+    return "" if low is None or high is None else f" [{pct(low, sign)}, {pct(high, sign)}]"
 
 
-def _verdict(r: MarginRecord) -> str:
-    if r.margin_ci_low is None:
+def verdict(low: float | None, high: float | None) -> str:
+    """A margin's interval in a word: lead / trails (above / below 0), includes 0, or no interval."""
+    if low is None or high is None:
         return "no interval"
-    if r.margin_ci_low > 0:
+    if low > 0:
         return "lead"
-    return "trails" if r.margin_ci_high < 0 else "includes 0"
+    return "trails" if high < 0 else "includes 0"
 
 
 def _generation(value: float | None, base: float | None, relative: bool) -> str:
@@ -156,9 +159,7 @@ def _averages_table(results: Path) -> list[str]:
             rows.append(
                 [f"`{model}`"]
                 + [
-                    "not run"
-                    if s is None
-                    else _pct(s.average) + _interval(s.average_ci_low, s.average_ci_high)
+                    "not run" if s is None else pct(s.average) + interval(s.average_ci_low, s.average_ci_high)
                     for s in cells
                 ]
             )
@@ -176,10 +177,10 @@ def margins_section(results: str | Path = "results") -> list[str]:
             f"`{r.model}`",
             r.recipe,
             r.seed,
-            _pct(r.average),
-            f"{r.best_baseline_name} {_pct(r.best_baseline)}",
-            _pct(r.margin, "+") + _interval(r.margin_ci_low, r.margin_ci_high, "+"),
-            _verdict(r),
+            pct(r.average),
+            f"{r.best_baseline_name} {pct(r.best_baseline)}",
+            pct(r.margin, "+") + interval(r.margin_ci_low, r.margin_ci_high, "+"),
+            verdict(r.margin_ci_low, r.margin_ci_high),
             _generation(r.ppl, r.ppl_base, relative=True),
             _generation(r.mc_acc, r.mc_acc_base, relative=False),
         ]

@@ -10,6 +10,7 @@ import pytest
 
 from unimae.config_names import LEGACY, OPTIM_FIELDS, SECTION_NAMES, flat_names
 from unimae.errors import UserError
+from unimae.evaluation.report import is_study_list
 from unimae.training.config import (
     SECTIONS,
     ConfigError,
@@ -162,10 +163,9 @@ def test_committed_flat_configs_and_result_records_still_load():
     root = Path(__file__).parents[1] / "results"
     records = []
     for path in sorted([*root.rglob("summary.json"), *root.rglob("lm_eval.json")]):
-        data = json.loads(path.read_text())
-        if isinstance(data, list):  # results/scale/summary.json: the size study's margin records
+        if is_study_list(path):  # results/scale/summary.json: the size study's margin records
             continue
-        training = data.get("model_info", {}).get("training")
+        training = json.loads(path.read_text()).get("model_info", {}).get("training")
         if training:
             records.append(training)
     assert len(records) > 20
