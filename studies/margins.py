@@ -32,8 +32,9 @@ BASELINES = {
     "Token Prepending": "base-tokenprepend",
 }
 # recipe name (``src/unimae/configs/<name>.yaml``; "mntp": default.yaml with objective=mntp, the baseline)
-# -> its run folders' prefix under results/scale/MODEL (``<prefix>-s<seed>``)
-RECIPES = {"default": "unimae", "mntp": "mntp"}
+# -> its run folders' prefix under results/scale/MODEL (``<prefix>-s<seed>``); "d1" is the name the
+# distillation run had on offline-v2-dev (results/v25/d1-s42), kept so the two parts read alike
+RECIPES = {"default": "unimae", "distill": "d1", "mntp": "mntp"}
 
 
 @dataclass
@@ -201,7 +202,9 @@ def margins_section(results: str | Path = "results") -> list[str]:
         f"## Model sizes on `{BENCHMARK}`",
         "",
         f"The size study's runs re-scored on `{BENCHMARK}` (it chose nothing), x 100 with 95% bootstrap "
-        "intervals. Recipes: `default` is `unimae train --config default`; `mntp` the same with "
+        "intervals. Recipes: `default` is `unimae train --config default` (the paper's objective, as "
+        "`--config paper`); `distill` is `--config distill` (the default plus distillation from the base "
+        "model's pretended-CoT embedding, issue 25's finalist on `offline-v2-dev`); `mntp` the default with "
         "`objective=mntp` (LLM2Vec's masked next-token step). The best training-free pooling is chosen per "
         "size on this test set (the generous choice for the baselines); the margin's interval is paired "
         "(`unimae compare`). lead / trails: the interval is above / below 0. Generation: each run's own lm-eval "

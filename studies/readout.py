@@ -51,45 +51,14 @@ def layer_indices(n_layers: int) -> dict[str, int]:
 
 
 def encode_layers(encoder, texts: list[str], batch_size: int = 32) -> dict[str, np.ndarray]:
-    """``{layer name: (n, d)}`` of ``texts`` read as ``encoder`` reads them, in one pass per batch.
-
-    The encoder's body is asked for every hidden state; the chosen layers (intermediate ones through the
-    model's final norm) are concatenated along the feature axis, pooled at the encoder's own positions,
-    and split again."""
-    import unimae.encoding.encoder as enc_mod
-    from unimae.llm import unwrap_causal_lm
-    from unimae.tokens import position_ids
-
-    hf = unwrap_causal_lm(encoder.model)
-    body = hf.get_decoder() if hasattr(hf, "get_decoder") else hf.base_model
-    norm = getattr(body, "norm", None)
-    n_layers = hf.config.get_text_config().num_hidden_layers
-    layers = layer_indices(n_layers)
-
-    def all_layers(model, input_ids, attention_mask, attention=None):
-        out = body(
-            input_ids=input_ids,
-            attention_mask=attention if attention is not None else attention_mask,
-            position_ids=position_ids(attention_mask),
-            use_cache=False,
-            output_hidden_states=True,
-        )
-        hs = out.hidden_states
-        picked = [hs[i] if i == n_layers or norm is None else norm(hs[i]) for i in layers.values()]
-        return torch.cat(picked, dim=-1)
-
-    original = enc_mod.last_hidden_states
-    enc_mod.last_hidden_states = all_layers
-    # ``encode`` keeps the first ``dim`` features of what the body gives; here the body gives every layer
-    encoder._check_truncate_dim = lambda truncate_dim: len(layers) * encoder.dim
-    try:
-        with torch.inference_mode():
-            joined = encoder.encode(texts, batch_size=batch_size, show_progress_bar=len(texts) > 256)
-    finally:
-        enc_mod.last_hidden_states = original
-        del encoder._check_truncate_dim
-    d = joined.shape[1] // len(layers)
-    return {name: joined[:, k * d : (k + 1) * d] for k, name in enumerate(layers)}
+    """``{layer name: (n, d)}`` of ``texts`` read as ``encoder`` reads them, one forward pass per batch for
+    every layer (``Encoder.encode_layers``; intermediate layers pass the model's final norm)."""
+    n_layers = encoder.model.config.get_text_config().num_hidden_layers
+    names = layer_indices(n_layers)
+    by_index = encoder.encode_layers(
+        texts, list(names.values()), batch_size=batch_size, show_progress_bar=len(texts) > 256
+    )
+    return {name: by_index[i] for name, i in names.items()}
 
 
 def post_process(vectors: np.ndarray, fit: np.ndarray, how: str) -> np.ndarray:

@@ -174,3 +174,22 @@ def test_committed_flat_configs_and_result_records_still_load():
         assert flat_names(cfg.to_dict())["lr"] == training.get("lr", cfg.optim.lr)
     default = load_config("default")
     assert default.lora.enabled and default.objective.mar_mask_ratio == 0.2
+
+
+def test_shipped_recipes_differ_from_the_default_only_where_they_say():
+    """paper = the default with the terms beyond the paper off (it is today's default); distill = the default
+    plus the distillation term at weight 1 from the pretended-CoT teacher (distill.prompt's default)."""
+    from unimae.objective.config import PRETENDED_COT_PROMPT
+    from unimae.training.config import recipes
+
+    assert {"default", "paper", "distill"} <= set(recipes())
+    default = load_config("default").flat()
+    for name, changed in {
+        "paper": {},
+        "distill": {"distill.weight": 1.0},
+    }.items():
+        cfg = load_config(name)
+        diff = {k: v for k, v in cfg.flat().items() if default[k] != v and k != "output_dir"}
+        assert diff == changed, name
+        assert cfg.output_dir == f"runs/{name}"
+    assert load_config("distill").distill.prompt == PRETENDED_COT_PROMPT

@@ -94,6 +94,23 @@ def test_truncate_dim_keeps_first_dims_then_normalizes(tiny_llama):
         enc.encode(TEXTS[:2], truncate_dim=2.5)
 
 
+@pytest.mark.parametrize("pooling", ["eos", "mean", "tokenprepend"])
+def test_encode_layers_reads_every_layer_at_the_encoders_positions(tiny_llama, pooling):
+    enc = Encoder.from_pretrained(str(tiny_llama), pooling=pooling)
+    n = enc.model.config.num_hidden_layers
+    by_layer = enc.encode_layers(TEXTS[:5], [-1, n, 1, 0], batch_size=2)
+    assert list(by_layer) == [-1, n, 1, 0] and all(v.shape == (5, enc.dim) for v in by_layer.values())
+    np.testing.assert_allclose(by_layer[-1], enc.encode(TEXTS[:5]), atol=1e-5)  # -1 is what encode reads
+    np.testing.assert_allclose(by_layer[n], by_layer[-1])
+    assert not np.allclose(by_layer[1], by_layer[n], atol=1e-3)  # another layer, not a copy of the last
+    # an intermediate layer passes the final norm: each vector's RMS is about the norm's weight (ones)
+    if pooling != "mean":
+        np.testing.assert_allclose(np.sqrt((by_layer[1] ** 2).mean(1)), 1.0, atol=1e-2)
+    for bad in ([n + 1], [-(n + 2)], []):
+        with pytest.raises(ValueError, match="layers must index"):
+            enc.encode_layers(TEXTS[:2], bad)
+
+
 def test_from_pretrained_reads_the_spec(tiny_llama, tmp_path):
     import shutil
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -43,6 +44,39 @@ def last_hidden_states(
         use_cache=False,
     )
     return out.last_hidden_state
+
+
+def layer_states(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layers: Sequence[int],
+    attention: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Hidden states ``(B, L, k, d)`` after each of ``layers`` (k of them) of a causal LM's body.
+
+    ``layers`` index the model's ``hidden_states``: 0 is the embedding output, ``num_hidden_layers`` (or -1)
+    the last layer. Every layer passes the body's final norm, as the last one does, so all are read on one
+    scale and ``layers=[-1]`` gives ``last_hidden_states``. Inputs as in ``last_hidden_states``.
+    """
+    hf = unwrap_causal_lm(model)
+    n = hf.config.get_text_config().num_hidden_layers
+    picked = [i + n + 1 if i < 0 else i for i in layers]
+    if not picked or any(not 0 <= i <= n for i in picked):
+        raise UserError(
+            f"layers must index 0..{n} (or -{n + 1}..-1) of this model's hidden states, got {list(layers)}"
+        )
+    body = hf.get_decoder() if hasattr(hf, "get_decoder") else hf.base_model
+    norm = getattr(body, "norm", None)
+    out = body(
+        input_ids=input_ids,
+        attention_mask=attention if attention is not None else attention_mask,
+        position_ids=position_ids(attention_mask),
+        use_cache=False,
+        output_hidden_states=True,
+    )
+    hs = out.hidden_states  # n + 1 states; the last one already normed
+    return torch.stack([hs[i] if i == n or norm is None else norm(hs[i]) for i in picked], dim=2)
 
 
 def bidirectional_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -29,7 +29,7 @@ from unimae.encoding.pooling import (
 )
 from unimae.errors import UserError
 from unimae.io import not_unicode
-from unimae.llm import bidirectional_mask, last_hidden_states, require_mask_honouring_attention
+from unimae.llm import bidirectional_mask, last_hidden_states, layer_states, require_mask_honouring_attention
 from unimae.spec import ATTENTIONS, SPEC_FILE, EmbeddingSpec, SpecError
 from unimae.tokens import bos_id_if_added, eos_token_id, pad_batch, pad_token_id
 
@@ -290,8 +290,41 @@ class Encoder:
                 bar.update(len(idx))
         return out
 
-    def _embed_batch(self, items) -> torch.Tensor:
-        """``(B, d)`` vectors of laid-out texts (padded here; each text's span picked after padding)."""
+    @torch.inference_mode()
+    def encode_layers(
+        self,
+        texts: Sequence[str],
+        layers: Sequence[int],
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+    ) -> dict[int, np.ndarray]:
+        """``{layer: (n, d)}``: the texts pooled as ``encode`` pools them, read after each of ``layers``.
+
+        One forward pass per batch serves every layer. ``layers`` index the model's hidden states (0: the
+        embeddings, ``num_hidden_layers`` or -1: the last layer, which ``encode`` reads); intermediate
+        layers pass the model's final norm. Raw vectors (no normalisation); the PyTorch backend only.
+        """
+        if self.runtime is not None:
+            raise UserError(
+                "encode_layers needs the PyTorch backend (an exported graph gives the last layer only)"
+            )
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
+        layers = list(layers)
+        inputs = self.tokenize(texts)
+        out = np.zeros((len(inputs), len(layers), self.dim), dtype=np.float32)
+        if show_progress_bar is None:
+            show_progress_bar = len(inputs) > 4 * batch_size
+        batches = length_batches([len(it.ids) for it in inputs], batch_size)
+        with tqdm(total=len(inputs), desc="encode", unit="text", disable=not show_progress_bar) as bar:
+            for idx in batches:
+                out[idx] = self._embed_batch([inputs[i] for i in idx], layers).float().cpu().numpy()
+                bar.update(len(idx))
+        return {layer: out[:, k] for k, layer in enumerate(layers)}
+
+    def _embed_batch(self, items, layers: Sequence[int] | None = None) -> torch.Tensor:
+        """``(B, d)`` vectors of laid-out texts (padded here; each text's span picked after padding);
+        with ``layers``, ``(B, k, d)``: the same positions pooled after each of the k layers."""
         ids, mask = pad_batch([it.ids for it in items], self.pad_id, side=self.padding_side)
         L = ids.shape[1]
         shift = torch.tensor([L - len(it.ids) if self.padding_side == "left" else 0 for it in items])
@@ -307,6 +340,17 @@ class Encoder:
             prepend = token_prepending(self.model, placeholder, end - 1)
         if self.runtime is not None:  # ONNX Runtime / OpenVINO: the same states from a graph (on the CPU)
             hidden = self.runtime(ids, mask).to(self.device)
+        elif layers is not None:
+            with prepend:
+                states = layer_states(self.model, ids, mask, layers, attention)  # (B, L, k, d)
+            B, L, k, d = states.shape
+            pooled = pool(
+                states.reshape(B, L, k * d),
+                start.to(self.device),
+                end.to(self.device),
+                reduction_of(self.pooling),
+            )
+            return pooled.reshape(B, k, d)
         else:
             with prepend:
                 hidden = last_hidden_states(self.model, ids, mask, attention)  # (B, L, d)
