@@ -16,6 +16,9 @@
 #   unimae                            the paper recipe (MAR + MRC alone; `unimae train --config paper`, until now
 #                                     also the default) with model=MODEL, + offline (through its encode_prompt,
 #                                     PromptEOL's template) + lm-eval; with EOS_REFERENCE=1, plain EOS too
+#   distill                           issue 25's finalist, `unimae train --config distill` (the default + distillation
+#                                     from the base model's pretended-CoT embedding), + offline + lm-eval; run
+#                                     folder d1-sSEED (the name it had on offline-v2-dev); not run unless named
 # Training-free rows do not depend on SEED. Runs go to runs/scale/MODEL/NAME-sSEED, results to
 # results/scale/MODEL/NAME[-sSEED]/{BENCHMARK,lm-eval}; `python studies/results.py` reads them (RESULTS.md).
 # BENCHMARK (environment; default offline): the task set every evaluation runs, e.g. BENCHMARK=offline-v2-test
@@ -76,8 +79,12 @@ for step in "${steps[@]}"; do
       [ "${EOS_REFERENCE:-0}" = 1 ] && evaluate "$runs/unimae-s$seed/model" "$res/unimae-s$seed-eos/$bench" \
         "$model UniMAE default, plain EOS, seed $seed" --prompt '{text}'
       lm_eval "$runs/unimae-s$seed/model" "$res/unimae-s$seed/lm-eval" "$model UniMAE default, seed $seed" ;;
+    distill)
+      train distill "$runs/d1-s$seed"
+      evaluate "$runs/d1-s$seed/model" "$res/d1-s$seed/$bench" "$model UniMAE + distill (pretended CoT teacher), seed $seed"
+      lm_eval "$runs/d1-s$seed/model" "$res/d1-s$seed/lm-eval" "$model UniMAE + distill (pretended CoT teacher), seed $seed" ;;
     *)
-      echo "unknown step $step (pooling-pcot pooling-prompteol pooling-tokenprepend pooling-echo base-lm mntp unimae)" >&2
+      echo "unknown step $step (pooling-pcot pooling-prompteol pooling-tokenprepend pooling-echo base-lm mntp unimae distill)" >&2
       exit 2 ;;
   esac
 done
