@@ -167,6 +167,32 @@ def _averages_table(results: Path) -> list[str]:
     return markdown_table(["model", *keys], rows).splitlines() if rows else []
 
 
+def _categories_table(results: Path) -> list[str]:
+    """One row a trained run: each category's paired difference to the size's best training-free pooling."""
+    rows, cats = [], []
+    for model in MODELS:
+        best = best_baseline(results, model)
+        if best is None:
+            continue
+        for recipe, prefix in RECIPES.items():
+            for seed in SEEDS:
+                run = _summary(results, model, f"{prefix}-s{seed}")
+                if run is None:
+                    continue
+                c = compare_summaries(run, best[1])
+                cats = cats or list(c.categories)
+                rows.append(
+                    [f"`{model}`", recipe, seed]
+                    + [
+                        pct(d.difference, "+") + interval(d.ci_low, d.ci_high, "+")
+                        if (d := c.categories.get(cat))
+                        else "-"
+                        for cat in cats
+                    ]
+                )
+    return markdown_table(["model", "recipe", "seed", *cats], rows).splitlines() if rows else []
+
+
 def margins_section(results: str | Path = "results") -> list[str]:
     """RESULTS.md's "Model sizes on offline-v2-test" (no lines before any result)."""
     results = Path(results)
@@ -214,4 +240,15 @@ def margins_section(results: str | Path = "results") -> list[str]:
         "",
         *(markdown_table(head, rows).splitlines() if rows else ["No trained run measured on this set yet."]),
         "",
+        *(
+            [
+                "Per category: each trained run minus the same size's best training-free pooling, the mean over "
+                "the category's tasks x 100 with its paired 95% interval.",
+                "",
+                *categories,
+                "",
+            ]
+            if (categories := _categories_table(results))
+            else []
+        ),
     ]

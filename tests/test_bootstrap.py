@@ -169,6 +169,27 @@ def test_a_constant_shift_of_item_scores_gives_that_shift():
     assert "A higher" in comparison_markdown(c)
 
 
+def test_each_category_gets_the_paired_difference_of_its_own_tasks():
+    base = {**_values(5), "TaskC": np.random.default_rng(6).random(250)}
+    cats = {"TaskA": "STS", "TaskB": "STS", "TaskC": "Retrieval"}
+    shifted = {k: v + (0.1 if k == "TaskC" else 0.0) for k, v in base.items()}
+    c = compare_summaries(_summary_of("A", shifted, cats), _summary_of("B", base, cats))
+    assert c.members == {"STS": ["TaskA", "TaskB"], "Retrieval": ["TaskC"]}
+    sts, retrieval = c.categories["STS"], c.categories["Retrieval"]
+    assert sts.difference == 0 and sts.ci_low == 0 and sts.ci_high == 0  # its tasks did not move
+    assert retrieval.difference == pytest.approx(0.1) and retrieval.ci_low == pytest.approx(0.1)
+    assert c.average.difference == pytest.approx(0.1 / 3)
+    text = comparison_markdown(c)
+    assert "| *STS* (2)" in text and "| *Retrieval* (1)" in text
+    assert c.to_dict()["categories"]["Retrieval"]["tasks"] == ["TaskC"]
+    one = compare_summaries(_summary("A", _values(0)), _summary("B", _values(0)))
+    assert list(one.categories) == ["Retrieval"] and "| *Retrieval*" not in comparison_markdown(one)
+
+
+def _summary_of(label: str, values: dict[str, np.ndarray], categories: dict[str, str]) -> BenchmarkSummary:
+    return bootstrapped_summary(label, values, category=categories)
+
+
 def test_a_noisy_difference_has_an_interval_around_it():
     c = compare_summaries(_summary("A", _values(2)), _summary("B", _values(3)))
     for d in c.tasks.values():

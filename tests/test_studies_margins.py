@@ -30,10 +30,12 @@ def test_margins_against_the_best_prompt_per_size_with_paired_intervals(results)
     _put(results, g, "base-tokenprepend", -0.01)
     _put(results, g, "unimae-s42", 0.05)
     _put(results, g, "unimae-s7", 0.01)
+    _put(results, g, "d1-s42", 0.04)  # configs/distill.yaml's run folder
     shutil.copytree(results / "unimae" / "lm-eval", results / "scale" / g / "unimae-s42" / "lm-eval")
     shutil.copytree(results / "base" / "lm-eval", results / "scale" / g / "base" / "lm-eval")
     records = {(r.recipe, r.seed): r for r in margin_records(results)}
-    assert set(records) == {("default", 42), ("default", 7)}  # no MNTP result: no record
+    assert set(records) == {("default", 42), ("default", 7), ("distill", 42)}  # no MNTP result: no record
+    assert records["distill", 42].margin == pytest.approx(0.02)
     r42, r7 = records["default", 42], records["default", 7]
     assert r42.best_baseline_name == "PromptEOL" and r42.margin == pytest.approx(0.03)
     # a constant shift of every item: the paired interval is that shift exactly
@@ -44,11 +46,14 @@ def test_margins_against_the_best_prompt_per_size_with_paired_intervals(results)
     path = write_margins(results)
     assert path == results / "scale" / "summary.json"
     saved = json.loads(path.read_text())
-    assert len(saved) == 2 and {"model", "recipe", "benchmark", "average", "best_baseline", "margin",
+    assert len(saved) == 3 and {"model", "recipe", "benchmark", "average", "best_baseline", "margin",
         "margin_ci_low", "margin_ci_high", "ppl", "ppl_base", "mc_acc", "mc_acc_base"} <= set(saved[0])  # fmt: skip
     text = squeeze("\n".join(margins_section(results)))
     assert "| `gemma3-270m` | default | 42 |" in text and "| +3.00 [+3.00, +3.00] | lead |" in text
     assert "| -1.00 [-1.00, -1.00] | trails |" in text and "47.00 vs 59.60 (-21.1%)" in text
+    # per category (the fixture's tasks are all STS): the paired difference of that category's mean
+    assert "| model | recipe | seed | STS |" in text
+    assert "| `gemma3-270m` | distill | 42 | +2.00 [+2.00, +2.00] |" in text
 
 
 def test_no_v2_results_no_section_and_no_file(results):

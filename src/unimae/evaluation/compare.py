@@ -2,12 +2,13 @@
 
 Each task's difference ``A - B`` gets the percentile interval of the replicate-wise differences: both
 summaries resampled the same items (draws keyed by task, number of items and seed), so the pairing is
-exact and no embeddings are needed. The average gets the same from the per-replicate mean over tasks.
+exact and no embeddings are needed. The average, and each MTEB category's mean over its tasks, get the
+same from the per-replicate mean over those tasks.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from unimae.errors import UserError
@@ -18,14 +19,16 @@ from unimae.tables import markdown_table
 
 @dataclass
 class Comparison:
-    """``a`` minus ``b``: per task (in A's order) and for the average over those tasks; ``str()`` is
-    ``comparison_markdown``, what ``unimae compare`` prints."""
+    """``a`` minus ``b``: per task (in A's order), per MTEB category (the mean over its tasks) and for the
+    average over all tasks; ``str()`` is ``comparison_markdown``, what ``unimae compare`` prints."""
 
     a: str
     b: str
     tasks: dict[str, Difference]
     average: Difference
     scores: dict[str, tuple[float, float]]  # task -> (A's score, B's score)
+    categories: dict[str, Difference] = field(default_factory=dict)  # category -> mean over its tasks
+    members: dict[str, list[str]] = field(default_factory=dict)  # category -> its tasks, in A's order
 
     def to_dict(self) -> dict:
         def one(d: Difference) -> dict:
@@ -36,6 +39,7 @@ class Comparison:
             "b": self.b,
             "difference": "a - b",
             "tasks": {t: {"a": s[0], "b": s[1], **one(self.tasks[t])} for t, s in self.scores.items()},
+            "categories": {c: {"tasks": self.members[c], **one(d)} for c, d in self.categories.items()},
             "average": one(self.average),
         }
 
@@ -69,23 +73,38 @@ def _check_pairable(a: BenchmarkSummary, b: BenchmarkSummary) -> None:
 
 def compare_summaries(a: BenchmarkSummary, b: BenchmarkSummary) -> Comparison:
     """Paired comparison ``a - b`` (same tasks). Tasks without replicates on either side get the
-    difference without an interval; so does the average unless every task has them."""
+    difference without an interval; so does a mean over tasks (a category's, the average) unless every
+    one of its tasks has them."""
     _check_pairable(a, b)
     names = list(a.tasks)
     tasks = {
         n: paired_difference(a.tasks[n].score, b.tasks[n].score, a.tasks[n].replicates, b.tasks[n].replicates)
         for n in names
     }
+    members: dict[str, list[str]] = {}
+    for n in names:
+        members.setdefault(a.tasks[n].category, []).append(n)
+    scores = {n: (a.tasks[n].score, b.tasks[n].score) for n in names}
+    return Comparison(
+        a.label,
+        b.label,
+        tasks,
+        _mean_difference(a, b, names),
+        scores,
+        categories={c: _mean_difference(a, b, ns) for c, ns in members.items()},
+        members=members,
+    )
+
+
+def _mean_difference(a: BenchmarkSummary, b: BenchmarkSummary, names: list[str]) -> Difference:
+    """``a - b`` of the mean score over ``names``, paired replicate by replicate when all have them."""
     mean_a = sum(a.tasks[n].score for n in names) / len(names)
     mean_b = sum(b.tasks[n].score for n in names) / len(names)
-    if all(a.tasks[n].replicates and b.tasks[n].replicates for n in names):
-        ra = mean_replicates({n: a.tasks[n].replicates for n in names})
-        rb = mean_replicates({n: b.tasks[n].replicates for n in names})
-        average = paired_difference(mean_a, mean_b, ra, rb)
-    else:
-        average = paired_difference(mean_a, mean_b, None, None)
-    scores = {n: (a.tasks[n].score, b.tasks[n].score) for n in names}
-    return Comparison(a.label, b.label, tasks, average, scores)
+    if not all(a.tasks[n].replicates and b.tasks[n].replicates for n in names):
+        return paired_difference(mean_a, mean_b, None, None)
+    ra = mean_replicates({n: a.tasks[n].replicates for n in names})
+    rb = mean_replicates({n: b.tasks[n].replicates for n in names})
+    return paired_difference(mean_a, mean_b, ra, rb)
 
 
 def _verdict(d: Difference) -> str:
@@ -104,11 +123,19 @@ def _cells(d: Difference) -> list[str]:
 
 
 def comparison_markdown(c: Comparison) -> str:
-    """The comparison as a markdown table (scores x 100; difference = A - B, 95% paired interval)."""
+    """The comparison as a markdown table (scores x 100; difference = A - B, 95% paired interval): a row a
+    task, then, when there are several categories, a row a category (its mean over its tasks; the task
+    count in brackets), then the average."""
     rows = [
         [name, f"{100 * sa:.2f}", f"{100 * sb:.2f}", *_cells(c.tasks[name])]
         for name, (sa, sb) in c.scores.items()
     ]
+    if len(c.categories) > 1:  # one category: its row would repeat the average
+        for cat, names in c.members.items():
+            ma, mb = (sum(c.scores[n][k] for n in names) / len(names) for k in (0, 1))
+            rows.append(
+                [f"*{cat}* ({len(names)})", f"{100 * ma:.2f}", f"{100 * mb:.2f}", *_cells(c.categories[cat])]
+            )
     mean_a = sum(s[0] for s in c.scores.values()) / len(c.scores)
     mean_b = sum(s[1] for s in c.scores.values()) / len(c.scores)
     rows.append(["**Average**", f"{100 * mean_a:.2f}", f"{100 * mean_b:.2f}", *_cells(c.average)])
