@@ -210,6 +210,25 @@ def test_compare_refuses_other_tasks_and_handles_old_results(tmp_path):
     assert "no interval" in comparison_markdown(c)
 
 
+def test_compare_on_named_tasks_pairs_a_partial_run_with_a_full_one(tmp_path, capsys):
+    from unimae.cli import main
+    from unimae.errors import UserError
+
+    full = _values(0)
+    part = _summary("Part", {"TaskB": full["TaskB"] + 0.02})
+    with pytest.raises(UserError, match="different tasks"):
+        compare_summaries(part, _summary("Full", full))
+    c = compare_summaries(part, _summary("Full", full), tasks=["TaskB"])
+    assert list(c.tasks) == ["TaskB"] and c.average.difference == pytest.approx(0.02)
+    assert c.average.ci_low == pytest.approx(0.02)
+    with pytest.raises(UserError, match=r"A \(Part\) has no result for \['TaskA'\]"):
+        compare_summaries(part, _summary("Full", full), tasks=["TaskA", "TaskB"])
+    part.save(tmp_path / "P" / "summary.json")
+    _summary("Full", full).save(tmp_path / "F" / "summary.json")
+    assert main(["compare", str(tmp_path / "P"), str(tmp_path / "F"), "--tasks", "TaskB"]) == 0
+    assert "| TaskB" in capsys.readouterr().out
+
+
 def test_summary_with_replicates_round_trips_one_line_per_task(tmp_path):
     s = _summary("A", _values(4))
     path = s.save(tmp_path / "summary.json")

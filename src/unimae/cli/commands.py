@@ -253,7 +253,7 @@ def _compare(ns: Namespace) -> None:
     from unimae.evaluation.compare import compare_summaries, load_summary
     from unimae.io import atomic_write_json
 
-    comparison = compare_summaries(load_summary(ns.a), load_summary(ns.b))
+    comparison = compare_summaries(load_summary(ns.a), load_summary(ns.b), ns.tasks)
     print(comparison)
     if ns.json:
         print(f"wrote {atomic_write_json(ns.json, comparison.to_dict())}")
@@ -263,11 +263,13 @@ def compare_command(help: str) -> Command:
     examples = """examples:
   unimae compare results/unimae/offline-v2-test results/mntp/offline-v2-test
   unimae compare A B --json results/compare/unimae-vs-mntp.json
+  unimae compare A B --tasks LeeSTS RottenTomatoesClassification-test   # only these (A ran part of the set)
 the difference is A - B; its 95% interval comes from the replicate scores both summary.json files keep"""
     cmd = Command(make_parser(help, examples), _compare)
     cmd.parser.add_argument("a", help="result folder (or summary.json) A")
     cmd.parser.add_argument("b", help="result folder (or summary.json) B, on the same tasks")
     cmd.option("json", str | None, "also write the comparison here")
+    cmd.option("tasks", list[str] | None, "compare on these tasks only (each in both results)")
     return cmd
 
 

@@ -8,6 +8,8 @@ same from the per-replicate mean over those tasks.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,10 +73,15 @@ def _check_pairable(a: BenchmarkSummary, b: BenchmarkSummary) -> None:
         raise UserError("the two results were bootstrapped with other seeds or replicate counts")
 
 
-def compare_summaries(a: BenchmarkSummary, b: BenchmarkSummary) -> Comparison:
+def compare_summaries(
+    a: BenchmarkSummary, b: BenchmarkSummary, tasks: Sequence[str] | None = None
+) -> Comparison:
     """Paired comparison ``a - b`` (same tasks). Tasks without replicates on either side get the
     difference without an interval; so does a mean over tasks (a category's, the average) unless every
-    one of its tasks has them."""
+    one of its tasks has them. ``tasks``: compare on these only (each must be in both summaries), e.g. a
+    run evaluated on part of a benchmark against a full result."""
+    if tasks is not None:
+        a, b = _restricted(a, list(tasks), "A"), _restricted(b, list(tasks), "B")
     _check_pairable(a, b)
     names = list(a.tasks)
     tasks = {
@@ -94,6 +101,13 @@ def compare_summaries(a: BenchmarkSummary, b: BenchmarkSummary) -> Comparison:
         categories={c: _mean_difference(a, b, ns) for c, ns in members.items()},
         members=members,
     )
+
+
+def _restricted(s: BenchmarkSummary, tasks: list[str], side: str) -> BenchmarkSummary:
+    missing = [t for t in tasks if t not in s.tasks]
+    if missing or not tasks:
+        raise UserError(f"{side} ({s.label}) has no result for {missing or 'an empty task list'}")
+    return dataclasses.replace(s, tasks={t: s.tasks[t] for t in tasks})
 
 
 def _mean_difference(a: BenchmarkSummary, b: BenchmarkSummary, names: list[str]) -> Difference:
