@@ -193,6 +193,75 @@ def _categories_table(results: Path) -> list[str]:
     return markdown_table(["model", "recipe", "seed", *cats], rows).splitlines() if rows else []
 
 
+# A run scored on part of offline-v2-test only: the tasks whose data the package registry still serves
+# (BIG-bench's archive was withdrawn from PyPI; docs/evaluation.md, "unimae data prepare")
+PARTIAL = "offline-v2-test-registry"
+
+
+def _paired_cell(run: BenchmarkSummary, other: BenchmarkSummary | None, tasks: list[str]) -> str:
+    if other is None:
+        return "-"
+    d = compare_summaries(run, other, tasks).average
+    return f"{pct(d.difference, '+')}{interval(d.ci_low, d.ci_high, '+')} ({verdict(d.ci_low, d.ci_high)})"
+
+
+def _partial_rows(results: Path) -> list[list]:
+    """Each partial run against the same size's full results, paired on the partial run's tasks: the
+    default recipe of the same seed and the best training-free pooling."""
+    rows = []
+    for model in MODELS:
+        best = best_baseline(results, model)
+        for recipe, prefix in RECIPES.items():
+            for seed in SEEDS:
+                p = results / "scale" / model / f"{prefix}-s{seed}" / PARTIAL / "summary.json"
+                if best is None or not p.is_file():
+                    continue
+                run = BenchmarkSummary.load(p)
+                tasks = list(run.tasks)
+                default = (
+                    None if recipe == "default" else _summary(results, model, f"{RECIPES['default']}-s{seed}")
+                )
+                rows.append(
+                    [
+                        f"`{model}`",
+                        recipe,
+                        seed,
+                        ", ".join(f"{t} {pct(run.tasks[t].score)}" for t in tasks),
+                        _paired_cell(run, default, tasks),
+                        _paired_cell(run, best[1], tasks),
+                        best[0],
+                    ]
+                )
+    return rows
+
+
+def partial_section(results: str | Path = "results") -> list[str]:
+    """RESULTS.md's table of runs scored only on the registry-served tasks of offline-v2-test (none: no lines)."""
+    rows = _partial_rows(Path(results))
+    if not rows:
+        return []
+    head = [
+        "model",
+        "recipe",
+        "seed",
+        "scores",
+        "minus default (same seed)",
+        "minus best training-free",
+        "best",
+    ]
+    return [
+        f"### Scored on part of `{BENCHMARK}` only",
+        "",
+        "Runs made after PyPI stopped serving the BIG-bench archive, scored on the test tasks that need no "
+        f"BIG-bench file (`{PARTIAL}`), paired on those tasks with the full results above (`unimae compare "
+        "--tasks`), x 100 with 95% intervals. Two tasks are no verdict on the recipe: they show which way it "
+        "moves these tasks.",
+        "",
+        *markdown_table(head, rows).splitlines(),
+        "",
+    ]
+
+
 def margins_section(results: str | Path = "results") -> list[str]:
     """RESULTS.md's "Model sizes on offline-v2-test" (no lines before any result)."""
     results = Path(results)
@@ -251,4 +320,5 @@ def margins_section(results: str | Path = "results") -> list[str]:
             if (categories := _categories_table(results))
             else []
         ),
+        *partial_section(results),
     ]

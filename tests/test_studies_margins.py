@@ -56,6 +56,19 @@ def test_margins_against_the_best_prompt_per_size_with_paired_intervals(results)
     assert "| `gemma3-270m` | distill | 42 | +2.00 [+2.00, +2.00] |" in text
 
 
+def test_a_run_scored_on_part_of_the_set_is_paired_on_its_tasks(results):
+    g = "gemma3-270m"
+    _put(results, g, "base-prompteol", 0.02)
+    _put(results, g, "unimae-s7", 0.01)
+    path = results / "scale" / g / "d1-s7" / "offline-v2-test-registry" / "summary.json"
+    bootstrapped_summary("d1-s7", {"TaskA": ITEMS["TaskA"] + 0.04}, model=g, category="STS").save(path)
+    assert {(r.recipe, r.seed) for r in margin_records(results)} == {("default", 7)}  # not a full record
+    text = squeeze("\n".join(margins_section(results)))
+    assert "### Scored on part of `offline-v2-test` only" in text
+    assert "| `gemma3-270m` | distill | 7 | TaskA " in text
+    assert "| +3.00 [+3.00, +3.00] (lead) | +2.00 [+2.00, +2.00] (lead) | PromptEOL |" in text
+
+
 def test_no_v2_results_no_section_and_no_file(results):
     assert margins_section(results) == [] and write_margins(results) is None
     assert not (results / "scale" / "summary.json").exists()
