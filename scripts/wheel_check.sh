@@ -21,13 +21,14 @@ where = unimae.__file__
 assert sys.argv[1] not in where and "/venv/" in where, f"unimae imported from {where}, not the wheel"
 print("unimae from the wheel:", where)
 from importlib.resources import files
-for name in ("configs/default.yaml", "configs/paper.yaml"):
+for name in ("configs/default.yaml", "configs/paper.yaml", "configs/distill.yaml"):
     assert (files("unimae") / name).is_file(), f"{name} missing from the wheel"
 assert (files("unimae.serving") / "static" / "index.html").is_file(), "the page's files are missing from the wheel"
 PY
 "$work/venv/bin/unimae" train --help >/dev/null
 "$work/venv/bin/unimae" train --config default --print_config | grep -q "lr: 0.0002"
 "$work/venv/bin/unimae" train --config paper --print_config | grep -q "output_dir: runs/paper"
+"$work/venv/bin/unimae" train --config distill --print_config | grep -q "output_dir: runs/distill"
 UNIMAE_CACHE="$work/cache" "$work/venv/bin/python" - "$repo/tests" <<'PY'
 import sys
 from pathlib import Path

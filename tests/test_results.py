@@ -21,6 +21,7 @@ RECORDS = {"summary.json": BenchmarkSummary, "lm_eval.json": LmEvalResult}
 # written by studies/, not by the library: the size study's margins (a list of records) and the readout study
 STUDY_FILES = {COMMITTED / "scale" / "summary.json"}
 STUDY_FOLDERS = {"readout"}
+STUDY_NAMES = {"perplexity.json"}  # studies/perplexity.py: lm-eval's held-out perplexity alone
 COMMITTED_RECORDS = sorted(p for name in RECORDS for p in COMMITTED.rglob(name) if p not in STUDY_FILES)
 
 
@@ -45,7 +46,11 @@ def test_the_other_committed_json_files_are_mteb_s_own():
     others = [p for p in COMMITTED.rglob("*.json*") if p.name not in RECORDS]
     assert len(others) > 100
     parts = {p: p.relative_to(COMMITTED).parts for p in others}
-    outside = [p for p in others if "mteb" not in parts[p] and parts[p][0] not in STUDY_FOLDERS]
+    outside = [
+        p
+        for p in others
+        if "mteb" not in parts[p] and parts[p][0] not in STUDY_FOLDERS and p.name not in STUDY_NAMES
+    ]
     assert not outside, f"JSON files that are not summary.json / lm_eval.json outside mteb/: {outside[:5]}"
 
 
@@ -148,3 +153,14 @@ def test_model_kind_is_defined_once():
     assert ModelInfo(model="smollm2-135m", revision="r").kind == "untrained"
     assert ModelInfo(model="m", revision="r", training={"objective": "mntp"}).kind == "mntp"
     assert ModelInfo(model="m", revision="r", training={"steps": 1}).kind == "unimae"  # before objectives
+
+
+def test_the_perplexity_study_files_hold_lm_evals_record_and_their_command():
+    from unimae.evaluation.results import Perplexity
+
+    files = sorted(COMMITTED.rglob("perplexity.json"))
+    assert files
+    for path in files:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        assert asdict(Perplexity(**data["perplexity"])) == data["perplexity"], path
+        assert data["command"].startswith("python studies/perplexity.py "), path
