@@ -205,9 +205,18 @@ def _paired_cell(run: BenchmarkSummary, other: BenchmarkSummary | None, tasks: l
     return f"{pct(d.difference, '+')}{interval(d.ci_low, d.ci_high, '+')} ({verdict(d.ci_low, d.ci_high)})"
 
 
+def _full_or_partial(results: Path, model: str, seed: int) -> BenchmarkSummary | None:
+    """The default recipe's result of ``seed``: on the whole set, else on the registry-served part."""
+    key = f"{RECIPES['default']}-s{seed}"
+    if (full := _summary(results, model, key)) is not None:
+        return full
+    p = results / "scale" / model / key / PARTIAL / "summary.json"
+    return BenchmarkSummary.load(p) if p.is_file() else None
+
+
 def _partial_rows(results: Path) -> list[list]:
-    """Each partial run against the same size's full results, paired on the partial run's tasks: the
-    default recipe of the same seed and the best training-free pooling."""
+    """Each partial run against the same size's results, paired on the partial run's tasks: the default
+    recipe of the same seed (its full result, else its partial one) and the best training-free pooling."""
     rows = []
     for model in MODELS:
         best = best_baseline(results, model)
@@ -218,9 +227,7 @@ def _partial_rows(results: Path) -> list[list]:
                     continue
                 run = BenchmarkSummary.load(p)
                 tasks = list(run.tasks)
-                default = (
-                    None if recipe == "default" else _summary(results, model, f"{RECIPES['default']}-s{seed}")
-                )
+                default = None if recipe == "default" else _full_or_partial(results, model, seed)
                 rows.append(
                     [
                         f"`{model}`",

@@ -69,6 +69,19 @@ def test_a_run_scored_on_part_of_the_set_is_paired_on_its_tasks(results):
     assert "| +3.00 [+3.00, +3.00] (lead) | +2.00 [+2.00, +2.00] (lead) | PromptEOL |" in text
 
 
+def test_a_partial_run_is_paired_with_the_defaults_partial_run_when_that_is_all_there_is(results):
+    g = "gemma3-270m"
+    _put(results, g, "base-pcot", 0.02)
+    for key, shift in (("unimae-s42", 0.0), ("d1-s42", 0.05)):
+        path = results / "scale" / g / key / "offline-v2-test-registry" / "summary.json"
+        bootstrapped_summary(key, {"TaskA": ITEMS["TaskA"] + shift}, model=g, category="STS").save(path)
+    text = squeeze("\n".join(margins_section(results)))
+    assert (
+        "| `gemma3-270m` | default | 42 | TaskA 5" in text and "| - | -2.00 [-2.00, -2.00] (trails) |" in text
+    )
+    assert "| +5.00 [+5.00, +5.00] (lead) | +3.00 [+3.00, +3.00] (lead) | pretended CoT |" in text
+
+
 def test_no_v2_results_no_section_and_no_file(results):
     assert margins_section(results) == [] and write_margins(results) is None
     assert not (results / "scale" / "summary.json").exists()
