@@ -280,6 +280,10 @@ def extract_files(source: Source, archive: Path, target: Path, progress: bool = 
                     found.add(info.name)
     missing = set(wanted) - found
     where = str(archive) if archive.is_dir() else source.archive
+    if missing and archive.is_dir():
+        tail = "/".join(p for p in source.member_prefix.split("/") if p)
+        names = sorted(wanted[m] for m in missing)
+        raise DataIntegrityError(f"{where} lacks {names} (looked under {tail}/ and each tail of it)")
     if missing:
         raise DataIntegrityError(f"{where} lacks {sorted(missing)}")
     for rel, digest in source.files.items():
