@@ -61,9 +61,22 @@ class MarginRecord:
     mc_acc_base: float | None
 
 
-def _summary(results: Path, model: str, key: str) -> BenchmarkSummary | None:
-    p = results / "scale" / model / key / BENCHMARK / "summary.json"
+def _summary(results: Path, model: str, key: str, part: str = BENCHMARK) -> BenchmarkSummary | None:
+    p = results / "scale" / model / key / part / "summary.json"
     return BenchmarkSummary.load(p) if p.is_file() else None
+
+
+def _trained_runs(results: Path, part: str = BENCHMARK):
+    """``(model, recipe, seed, run, best)`` for every trained run scored on ``part`` of a size whose best
+    training-free pooling ``best`` (name, summary) is measured, in size, recipe and seed order."""
+    for model in MODELS:
+        best = best_baseline(results, model)
+        if best is None:
+            continue
+        for recipe, prefix in RECIPES.items():
+            for seed in SEEDS:
+                if (run := _summary(results, model, f"{prefix}-s{seed}", part)) is not None:
+                    yield model, recipe, seed, run, best
 
 
 def best_baseline(results: Path, model: str) -> tuple[str, BenchmarkSummary] | None:
@@ -103,15 +116,7 @@ def margin_records(results: str | Path = "results") -> list[MarginRecord]:
     """One record per size, recipe and seed that has an ``offline-v2-test`` result (sizes with no
     baseline measured yet have none)."""
     results = Path(results)
-    records = []
-    for model in MODELS:
-        best = best_baseline(results, model)
-        for recipe, prefix in RECIPES.items():
-            for seed in SEEDS:
-                run = _summary(results, model, f"{prefix}-s{seed}")
-                if best is not None and run is not None:
-                    records.append(_record(results, model, recipe, seed, run, best))
-    return records
+    return [_record(results, *found) for found in _trained_runs(results)]
 
 
 def write_margins(results: str | Path = "results") -> Path | None:
@@ -170,26 +175,18 @@ def _averages_table(results: Path) -> list[str]:
 def _categories_table(results: Path) -> list[str]:
     """One row a trained run: each category's paired difference to the size's best training-free pooling."""
     rows, cats = [], []
-    for model in MODELS:
-        best = best_baseline(results, model)
-        if best is None:
-            continue
-        for recipe, prefix in RECIPES.items():
-            for seed in SEEDS:
-                run = _summary(results, model, f"{prefix}-s{seed}")
-                if run is None:
-                    continue
-                c = compare_summaries(run, best[1])
-                cats = cats or list(c.categories)
-                rows.append(
-                    [f"`{model}`", recipe, seed]
-                    + [
-                        pct(d.difference, "+") + interval(d.ci_low, d.ci_high, "+")
-                        if (d := c.categories.get(cat))
-                        else "-"
-                        for cat in cats
-                    ]
-                )
+    for model, recipe, seed, run, best in _trained_runs(results):
+        c = compare_summaries(run, best[1])
+        cats = cats or list(c.categories)
+        rows.append(
+            [f"`{model}`", recipe, seed]
+            + [
+                pct(d.difference, "+") + interval(d.ci_low, d.ci_high, "+")
+                if (d := c.categories.get(cat))
+                else "-"
+                for cat in cats
+            ]
+        )
     return markdown_table(["model", "recipe", "seed", *cats], rows).splitlines() if rows else []
 
 
@@ -208,37 +205,28 @@ def _paired_cell(run: BenchmarkSummary, other: BenchmarkSummary | None, tasks: l
 def _full_or_partial(results: Path, model: str, seed: int) -> BenchmarkSummary | None:
     """The default recipe's result of ``seed``: on the whole set, else on the registry-served part."""
     key = f"{RECIPES['default']}-s{seed}"
-    if (full := _summary(results, model, key)) is not None:
-        return full
-    p = results / "scale" / model / key / PARTIAL / "summary.json"
-    return BenchmarkSummary.load(p) if p.is_file() else None
+    full = _summary(results, model, key)
+    return full if full is not None else _summary(results, model, key, PARTIAL)
 
 
 def _partial_rows(results: Path) -> list[list]:
     """Each partial run against the same size's results, paired on the partial run's tasks: the default
     recipe of the same seed (its full result, else its partial one) and the best training-free pooling."""
     rows = []
-    for model in MODELS:
-        best = best_baseline(results, model)
-        for recipe, prefix in RECIPES.items():
-            for seed in SEEDS:
-                p = results / "scale" / model / f"{prefix}-s{seed}" / PARTIAL / "summary.json"
-                if best is None or not p.is_file():
-                    continue
-                run = BenchmarkSummary.load(p)
-                tasks = list(run.tasks)
-                default = None if recipe == "default" else _full_or_partial(results, model, seed)
-                rows.append(
-                    [
-                        f"`{model}`",
-                        recipe,
-                        seed,
-                        ", ".join(f"{t} {pct(run.tasks[t].score)}" for t in tasks),
-                        _paired_cell(run, default, tasks),
-                        _paired_cell(run, best[1], tasks),
-                        best[0],
-                    ]
-                )
+    for model, recipe, seed, run, best in _trained_runs(results, PARTIAL):
+        tasks = list(run.tasks)
+        default = None if recipe == "default" else _full_or_partial(results, model, seed)
+        rows.append(
+            [
+                f"`{model}`",
+                recipe,
+                seed,
+                ", ".join(f"{t} {pct(run.tasks[t].score)}" for t in tasks),
+                _paired_cell(run, default, tasks),
+                _paired_cell(run, best[1], tasks),
+                best[0],
+            ]
+        )
     return rows
 
 

@@ -36,14 +36,18 @@ def last_hidden_states(
     give the same states. ``attention``: an optional 4-D mask ``(B, 1, L, L)`` that replaces the causal
     one (MNTP's bidirectional attention); by default the 2-D ``attention_mask`` is passed.
     """
-    hf = unwrap_causal_lm(model)
-    out = hf.base_model(
+    return _body(unwrap_causal_lm(model), input_ids, attention_mask, attention).last_hidden_state
+
+
+def _body(hf: nn.Module, input_ids, attention_mask, attention=None, **kwargs):
+    """One pass of the Hugging Face model's body (no vocabulary head), positions counted over real tokens."""
+    return hf.base_model(
         input_ids=input_ids,
         attention_mask=attention if attention is not None else attention_mask,
         position_ids=position_ids(attention_mask),
         use_cache=False,
+        **kwargs,
     )
-    return out.last_hidden_state
 
 
 def layer_states(
@@ -66,16 +70,9 @@ def layer_states(
         raise UserError(
             f"layers must index 0..{n} (or -{n + 1}..-1) of this model's hidden states, got {list(layers)}"
         )
-    body = hf.get_decoder() if hasattr(hf, "get_decoder") else hf.base_model
-    norm = getattr(body, "norm", None)
-    out = body(
-        input_ids=input_ids,
-        attention_mask=attention if attention is not None else attention_mask,
-        position_ids=position_ids(attention_mask),
-        use_cache=False,
-        output_hidden_states=True,
-    )
-    hs = out.hidden_states  # n + 1 states; the last one already normed
+    norm = getattr(hf.base_model, "norm", None)
+    hs = _body(hf, input_ids, attention_mask, attention, output_hidden_states=True).hidden_states
+    # n + 1 states; the last one already normed
     return torch.stack([hs[i] if i == n or norm is None else norm(hs[i]) for i in picked], dim=2)
 
 
